@@ -184,7 +184,8 @@ pub fn generate(scenario: Scenario, rng: &mut Rng, t0: i64) -> (Vec<SynthEvent>,
         S::DeclineThenSuccess => {
             t += gap(rng, 60);
             decline(&p, rng, &mut ev, t, "card_declined");
-            t += 1 + gap(rng, 120);
+            // Off-session retries with a backup card can land in the same second as the decline.
+            t += gap(rng, 120);
             succeed(&p, rng, &mut ev, t);
             truth.failure_count = 1;
         }

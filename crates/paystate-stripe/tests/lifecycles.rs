@@ -1,0 +1,191 @@
+//! Realistic lifecycles, end to end through JSON: generate a payment's events as Stripe emits them, parse
+//! and map the bodies, deliver them in many orders with duplicates and twins, and check that the state is
+//! always the same and equals the scenario's independently written truth, and that actions are sound.
+
+use paystate_core::{ActionKind, Applied, Effect, Lifecycle, Payment, PaymentEvent, PaymentState};
+use paystate_stripe::scenario::{generate, Scenario, Truth};
+use paystate_stripe::synth::Rng;
+use paystate_stripe::{map_event, parse_event, Mapped};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000)
+}
+
+fn payment_events(scenario: Scenario, seed: u64) -> (Vec<PaymentEvent>, Truth) {
+    let mut rng = Rng::new(seed);
+    let (events, truth) = generate(scenario, &mut rng, 1_718_900_000 + i64::try_from(seed % 1_000_000).unwrap_or(0));
+    let mapped = events
+        .iter()
+        .map(|e| {
+            let body = e.body();
+            let parsed = parse_event(&body).expect("generated body parses");
+            match map_event(&parsed).expect("generated event maps") {
+                Mapped::Payment(p) => p,
+                Mapped::NotRelevant(why) => panic!("{} not relevant: {why}", e.event_type),
+            }
+        })
+        .collect();
+    (mapped, truth)
+}
+
+/// Applies `events` in order; returns the payment and every emitted action kind by subject.
+fn run(events: &[PaymentEvent]) -> (Payment, Vec<(ActionKind, String, String)>) {
+    let mut p = Payment::new(events[0].key.clone());
+    let mut actions = Vec::new();
+    for ev in events {
+        let Applied { actions: new, .. } = p.apply(ev.clone()).expect("same payment");
+        for a in new {
+            actions.push((a.kind, a.subject.clone(), a.id.to_string()));
+        }
+        let s = &p.state;
+        assert!(s.amount_refunded <= s.amount_received.max(0), "refunded above received: {s:?}");
+    }
+    (p, actions)
+}
+
+fn check_truth(s: &PaymentState, t: &Truth) {
+    assert_eq!(s.key.payment.as_str(), t.id, "{:?}", t.scenario);
+    assert_eq!(s.key.account.as_ref().map(|a| a.as_str().to_owned()), t.account);
+    assert_eq!(s.lifecycle.as_str(), t.lifecycle, "{:?}", t.scenario);
+    assert_eq!(s.status.map(|x| x.as_str()), Some(t.status.as_str()), "{:?}", t.scenario);
+    assert_eq!(s.amount, t.amount);
+    assert_eq!(s.amount_received, t.amount_received, "{:?}", t.scenario);
+    assert_eq!(s.amount_refunded, t.amount_refunded, "{:?}", t.scenario);
+    assert_eq!(s.disputed, t.disputed);
+    assert_eq!(s.dispute_status.map(|d| format!("{d:?}")), t.dispute_status.as_ref().map(|d| to_camel(d)));
+    assert_eq!(s.failure_count, t.failure_count, "{:?}", t.scenario);
+    assert_eq!(s.history.len(), t.events);
+}
+
+fn to_camel(s: &str) -> String {
+    s.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect()
+}
+
+fn count(actions: &[(ActionKind, String, String)], kind: ActionKind) -> usize {
+    actions.iter().filter(|a| a.0 == kind).count()
+}
+
+fn check_actions(actions: &[(ActionKind, String, String)], s: &PaymentState, t: &Truth, chronological: bool) {
+    let ids: BTreeSet<&str> = actions.iter().map(|a| a.2.as_str()).collect();
+    assert_eq!(ids.len(), actions.len(), "an action id was emitted twice: {actions:?}");
+    let succeeded = matches!(s.lifecycle, Lifecycle::Succeeded | Lifecycle::PartiallyRefunded | Lifecycle::Refunded);
+    assert_eq!(count(actions, ActionKind::FulfillOrder), usize::from(succeeded), "{:?}", t.scenario);
+    assert_eq!(count(actions, ActionKind::PaymentCanceled), usize::from(s.lifecycle == Lifecycle::Canceled));
+    let failures = count(actions, ActionKind::NotifyPaymentFailed);
+    if s.lifecycle == Lifecycle::Failed || chronological {
+        assert_eq!(failures, t.failure_count as usize, "{:?}", t.scenario);
+    } else {
+        assert!(failures <= t.failure_count as usize);
+    }
+    let refunds_ok = s.refunds.values().filter(|r| r.status == paystate_core::RefundStatus::Succeeded).count();
+    let refunds_failed = s.refunds.values().filter(|r| r.status == paystate_core::RefundStatus::Failed).count();
+    let (ok, failed) = if succeeded { (refunds_ok, refunds_failed) } else { (0, 0) };
+    assert_eq!(count(actions, ActionKind::RefundSucceeded), ok, "{:?}", t.scenario);
+    assert_eq!(count(actions, ActionKind::RefundFailed), failed, "{:?}", t.scenario);
+    assert_eq!(count(actions, ActionKind::DisputeOpened), usize::from(t.disputed));
+    assert_eq!(count(actions, ActionKind::DisputeClosed), usize::from(t.disputed));
+    let asked = count(actions, ActionKind::RequestCustomerAction);
+    match t.scenario {
+        Scenario::ThreeDsAbandoned => assert_eq!(asked, 1),
+        Scenario::ThreeDsSuccess if chronological => assert_eq!(asked, 1),
+        Scenario::ThreeDsSuccess => assert!(asked <= 1),
+        _ => assert_eq!(asked, 0, "{:?}", t.scenario),
+    }
+}
+
+fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
+    for i in (1..v.len()).rev() {
+        let j = usize::try_from(rng.below(i as u64 + 1)).unwrap_or(0);
+        v.swap(i, j);
+    }
+}
+
+#[test]
+fn every_scenario_in_stripe_order_matches_its_truth() {
+    for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
+        for seed in 0..50u64 {
+            let (events, truth) = payment_events(scenario, seed * 100 + i as u64);
+            let (p, actions) = run(&events);
+            check_truth(&p.state, &truth);
+            check_actions(&actions, &p.state, &truth, true);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Any order, any duplicates, any twins: the same state, the truth, sound actions, idempotence.
+    #[test]
+    fn converges_whatever_the_delivery(
+        scenario_ix in 0usize..Scenario::ALL.len(),
+        seed in any::<u64>(),
+        order_seed in any::<u64>(),
+        dup_mask in any::<u32>(),
+        twin_ix in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let scenario = Scenario::ALL[scenario_ix];
+        let (events, truth) = payment_events(scenario, seed);
+        let (reference, _) = run(&events);
+        check_truth(&reference.state, &truth);
+
+        let mut rng = Rng::new(order_seed);
+        let mut delivery: Vec<PaymentEvent> = events.clone();
+        for (i, e) in events.iter().enumerate() {
+            if dup_mask & (1 << (i % 32)) != 0 {
+                delivery.push(e.clone());
+            }
+        }
+        // A twin: the same change sent again as another event, possibly a second later.
+        if let Some(ix) = twin_ix {
+            let mut twin = events[ix.index(events.len())].clone();
+            twin.id = paystate_core::EventId::new(format!("{}_twin", twin.id));
+            twin.created += i64::from(order_seed % 2 == 0);
+            delivery.push(twin);
+        }
+        shuffle(&mut delivery, &mut rng);
+        let (p, actions) = run(&delivery);
+        // Twins may swap which event id represents the change; everything else is identical.
+        let normalize = |s: &PaymentState| {
+            let mut s = s.clone();
+            for h in &mut s.history { h.event.id = paystate_core::EventId::new(h.event.id.as_str().trim_end_matches("_twin")); h.event.created = 0; }
+            s.first_event_at = None;
+            s.last_event_at = None;
+            s
+        };
+        if twin_ix.is_none() {
+            prop_assert_eq!(&p.state, &reference.state);
+        } else {
+            prop_assert_eq!(normalize(&p.state), normalize(&reference.state));
+        }
+        check_truth(&p.state, &truth);
+        check_actions(&actions, &p.state, &truth, false);
+
+        // Idempotence: everything again changes nothing and emits nothing.
+        let mut again = p.clone();
+        for e in &delivery {
+            let out = again.apply(e.clone()).expect("same payment");
+            prop_assert!(matches!(out.effect, Effect::Duplicate { .. }), "{:?}", out.effect);
+            prop_assert!(out.actions.is_empty());
+        }
+        prop_assert_eq!(&again, &p);
+    }
+}
+
+/// The lifecycle after each event of the history equals the lifecycle of the fold of its prefix.
+#[test]
+fn history_lifecycles_are_prefix_folds() {
+    let mut by_scenario: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
+        let (events, _) = payment_events(scenario, 9_000 + i as u64);
+        let (p, _) = run(&events);
+        for (k, entry) in p.state.history.iter().enumerate() {
+            let (prefix, _) = run(&p.state.history[..=k].iter().map(|h| h.event.clone()).collect::<Vec<_>>());
+            assert_eq!(prefix.state.lifecycle, entry.lifecycle, "{scenario:?} entry {k}");
+        }
+        *by_scenario.entry(format!("{scenario:?}")).or_default() += p.state.history.len();
+    }
+    assert_eq!(by_scenario.len(), Scenario::ALL.len());
+}

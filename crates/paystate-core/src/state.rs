@@ -184,6 +184,8 @@ pub struct FoldState {
     pub failed_attempts: BTreeMap<String, Option<String>>,
     /// The attempt that put the payment into `requires_action`.
     pub action_subject: Option<String>,
+    /// For each refund, the second and lifecycle rank of the observation its state came from.
+    pub refund_order: BTreeMap<String, (i64, u8)>,
 }
 
 /// What applying an event did.
@@ -416,12 +418,12 @@ impl PaymentState {
                     self.last_failure_code.clone_from(&c.failure_code);
                 }
                 for r in &c.refunds {
-                    self.fold_refund(r);
+                    self.fold_refund(r, ev.created);
                 }
                 let (status, failed) = charge_implied_status(c);
                 self.set_status(status, failed);
             }
-            Observation::Refund(r) => self.fold_refund(r),
+            Observation::Refund(r) => self.fold_refund(r, ev.created),
             Observation::Dispute(d) => {
                 self.disputed = true;
                 self.dispute_status = Some(d.status);
@@ -444,7 +446,16 @@ impl PaymentState {
         self.lifecycle = self.derive_lifecycle();
     }
 
-    fn fold_refund(&mut self, r: &RefundObservation) {
+    /// A refund is reported by its own events and embedded in `charge.refunded`; within one second the
+    /// status furthest in the refund's lifecycle wins, whichever kind of event carried it.
+    fn fold_refund(&mut self, r: &RefundObservation, created: i64) {
+        let rank = refund_rank(r.status);
+        if let Some(&(t, k)) = self.fold.refund_order.get(&r.id) {
+            if t == created && k > rank {
+                return;
+            }
+        }
+        self.fold.refund_order.insert(r.id.clone(), (created, rank));
         self.refunds.insert(r.id.clone(), RefundState { status: r.status, amount: r.amount });
     }
 
@@ -531,41 +542,45 @@ impl Payment {
     /// Actions the current state makes due that were never emitted, recorded as emitted.
     fn take_due_actions(&mut self, caused_by: &EventId, event_created: i64) -> Vec<Action> {
         let s = &self.state;
-        let mut due: Vec<(ActionKind, String, i64, Option<String>, Option<DisputeStatus>)> = Vec::new();
+        let mut due: Vec<Due> = Vec::new();
         let status = s.status;
         if status == Some(IntentStatus::Succeeded) {
-            due.push((ActionKind::FulfillOrder, s.key.payment.to_string(), s.amount_received, None, None));
+            due.push(Due::new(ActionKind::FulfillOrder, s.key.payment.as_str(), s.amount_received));
         } else {
             for (attempt, code) in &s.fold.failed_attempts {
-                due.push((ActionKind::NotifyPaymentFailed, attempt.clone(), s.amount, code.clone(), None));
+                let mut d = Due::new(ActionKind::NotifyPaymentFailed, attempt, s.amount);
+                d.failure_code.clone_from(code);
+                due.push(d);
             }
         }
         if s.lifecycle == Lifecycle::RequiresAction {
             if let Some(subject) = &s.fold.action_subject {
-                due.push((ActionKind::RequestCustomerAction, subject.clone(), s.amount, None, None));
+                due.push(Due::new(ActionKind::RequestCustomerAction, subject, s.amount));
             }
         }
         if status == Some(IntentStatus::Canceled) {
-            due.push((ActionKind::PaymentCanceled, s.key.payment.to_string(), s.amount, None, None));
+            due.push(Due::new(ActionKind::PaymentCanceled, s.key.payment.as_str(), s.amount));
         }
         // A refund returns received money: refunds of a payment that never succeeded (released
         // authorizations) are not announced, and a refund seen before the success waits for it.
         let refunds = s.refunds.iter().filter(|_| status == Some(IntentStatus::Succeeded));
         for (id, r) in refunds {
             match r.status {
-                RefundStatus::Succeeded => due.push((ActionKind::RefundSucceeded, id.clone(), r.amount, None, None)),
-                RefundStatus::Failed => due.push((ActionKind::RefundFailed, id.clone(), r.amount, None, None)),
+                RefundStatus::Succeeded => due.push(Due::new(ActionKind::RefundSucceeded, id, r.amount)),
+                RefundStatus::Failed => due.push(Due::new(ActionKind::RefundFailed, id, r.amount)),
                 _ => {}
             }
         }
         for (id, d) in &s.disputes {
-            due.push((ActionKind::DisputeOpened, id.clone(), d.amount, None, None));
+            due.push(Due::new(ActionKind::DisputeOpened, id, d.amount));
             if d.status.is_closed() {
-                due.push((ActionKind::DisputeClosed, id.clone(), d.amount, None, Some(d.status)));
+                let mut closed = Due::new(ActionKind::DisputeClosed, id, d.amount);
+                closed.outcome = Some(d.status);
+                due.push(closed);
             }
         }
         let mut out = Vec::new();
-        for (kind, subject, amount, failure_code, outcome) in due {
+        for Due { kind, subject, amount, failure_code, outcome } in due {
             let id = ActionId::derive(&s.key, kind, &subject);
             if self.emitted.contains(&id) {
                 continue;
@@ -590,5 +605,20 @@ impl Payment {
             self.emitted.insert(a.id.clone());
         }
         out
+    }
+}
+
+/// An action the state makes due, before it is checked against the ledger.
+struct Due {
+    kind: ActionKind,
+    subject: String,
+    amount: i64,
+    failure_code: Option<String>,
+    outcome: Option<DisputeStatus>,
+}
+
+impl Due {
+    fn new(kind: ActionKind, subject: &str, amount: i64) -> Self {
+        Due { kind, subject: subject.to_owned(), amount, failure_code: None, outcome: None }
     }
 }

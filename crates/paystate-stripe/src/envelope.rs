@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A parsed event: snapshot (v1) or thin (v2).
+// Snapshots are the hot path: boxing them to shrink the rare thin variant would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParsedEvent<'a> {
     /// `"object": "event"`.

@@ -147,7 +147,7 @@ impl PaymentSim {
             pi: rng.id("pi"),
             account: None,
             amount: 500 + i64::try_from(rng.below(30_000)).unwrap_or(0),
-            currency: *rng.pick(&CURRENCIES),
+            currency: CURRENCIES[usize::try_from(rng.below(CURRENCIES.len() as u64)).unwrap_or(0)],
             customer: rng.chance(0.8).then(|| rng.id_len("cus", 14)),
             order_id: format!("ord_{:06}", rng.below(1_000_000)),
             livemode: false,
@@ -283,6 +283,7 @@ impl PaymentSim {
     }
 
     /// A Charge snapshot. `refunds` are `(id, amount, status)`.
+    #[allow(clippy::too_many_arguments)]
     pub fn charge(
         &self,
         rng: &mut Rng,
@@ -333,7 +334,7 @@ impl PaymentSim {
             "payment_intent": self.pi_ref(), "payment_method": self.payment_method,
             "payment_method_details": details, "receipt_email": null, "receipt_number": null,
             "receipt_url": format!("https://pay.stripe.com/receipts/payment/{}", rng.id_len("r", 96).trim_start_matches("r_")),
-            "refunded": captured && refunded_amount >= self.amount,
+            "refunded": refunded_amount >= self.amount,
             "refunds": {"data": refund_objs, "has_more": false, "object": "list", "url": format!("/v1/charges/{id}/refunds")},
             "review": null, "shipping": null, "source": null, "source_transfer": null,
             "statement_descriptor": null, "statement_descriptor_suffix": null, "status": status,

@@ -360,15 +360,13 @@ impl PaymentState {
 
     /// Recomputes every derived field from the history.
     fn refold(&mut self) {
-        let history = std::mem::take(&mut self.history);
-        let mut fresh = PaymentState::new(self.key.clone());
-        fresh.history = history;
-        for i in 0..fresh.history.len() {
-            let ev = fresh.history[i].event.clone();
-            fresh.step(&ev);
-            fresh.history[i].lifecycle = fresh.lifecycle;
+        let mut history = std::mem::take(&mut self.history);
+        *self = PaymentState::new(self.key.clone());
+        for entry in &mut history {
+            self.step(&entry.event);
+            entry.lifecycle = self.lifecycle;
         }
-        *self = fresh;
+        self.history = history;
     }
 
     /// Folds one event that sorts after every event folded so far.
@@ -491,9 +489,11 @@ impl PaymentState {
         let at_end = pos == self.history.len();
         self.history.insert(pos, HistoryEntry { event: ev, lifecycle: Lifecycle::Created });
         if at_end && !force_refold {
-            let ev = self.history[pos].event.clone();
-            self.step(&ev);
-            self.history[pos].lifecycle = self.lifecycle;
+            // `step` reads no history: lend it the event without cloning.
+            let mut history = std::mem::take(&mut self.history);
+            self.step(&history[pos].event);
+            history[pos].lifecycle = self.lifecycle;
+            self.history = history;
         } else {
             self.refold();
         }

@@ -6,11 +6,9 @@
 //! - thin events (`"object": "v2.core.event"`), which only name a `related_object`.
 
 use crate::error::WebhookError;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde::Deserialize;
+use crate::json::{Scan, ScanError, Scanner};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// A parsed event: snapshot (v1) or thin (v2).
 // Snapshots are the hot path: boxing them to shrink the rare thin variant would cost an allocation each.
@@ -83,17 +81,13 @@ pub struct Envelope<'a> {
 }
 
 /// The fields of `data.object` the projection reads. All optional: which are present depends on the kind.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObjectFields<'a> {
     /// `id`.
-    #[serde(borrow)]
     pub id: Option<Cow<'a, str>>,
     /// `object`: `payment_intent`, `charge`, `refund`, `dispute`, …
-    #[serde(borrow)]
     pub object: Option<Cow<'a, str>>,
     /// `status`.
-    #[serde(borrow)]
     pub status: Option<Cow<'a, str>>,
     /// `amount`.
     pub amount: Option<i64>,
@@ -106,82 +100,61 @@ pub struct ObjectFields<'a> {
     /// `amount_refunded` (Charge).
     pub amount_refunded: Option<i64>,
     /// `currency`.
-    #[serde(borrow)]
     pub currency: Option<Cow<'a, str>>,
     /// `captured` (Charge).
     pub captured: Option<bool>,
     /// `refunded` (Charge).
     pub refunded: Option<bool>,
     /// `payment_intent`: id, or the id of an expanded object.
-    #[serde(borrow)]
     pub payment_intent: Option<Expandable<'a>>,
     /// `charge` (Refund, Dispute).
-    #[serde(borrow)]
     pub charge: Option<Expandable<'a>>,
     /// `latest_charge` (PaymentIntent).
-    #[serde(borrow)]
     pub latest_charge: Option<Expandable<'a>>,
     /// `customer`.
-    #[serde(borrow)]
     pub customer: Option<Expandable<'a>>,
     /// `payment_method`.
-    #[serde(borrow)]
     pub payment_method: Option<Expandable<'a>>,
     /// `metadata`.
-    #[serde(borrow)]
     pub metadata: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
     /// `failure_code` (Charge).
-    #[serde(borrow)]
     pub failure_code: Option<Cow<'a, str>>,
     /// `last_payment_error` (PaymentIntent).
-    #[serde(borrow)]
     pub last_payment_error: Option<PaymentError<'a>>,
     /// `reason` (Dispute, Refund).
-    #[serde(borrow)]
     pub reason: Option<Cow<'a, str>>,
     /// `refunds` (Charge, when included).
-    #[serde(borrow)]
     pub refunds: Option<RefundList<'a>>,
 }
 
 /// `last_payment_error`, reduced.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PaymentError<'a> {
     /// `code`.
-    #[serde(borrow)]
     pub code: Option<Cow<'a, str>>,
     /// `decline_code`.
-    #[serde(borrow)]
     pub decline_code: Option<Cow<'a, str>>,
     /// `charge`.
-    #[serde(borrow)]
     pub charge: Option<Expandable<'a>>,
 }
 
 /// `refunds` of a Charge: a list object.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RefundList<'a> {
     /// `data`.
-    #[serde(borrow)]
     pub data: Vec<EmbeddedRefund<'a>>,
 }
 
 /// One refund inside `charge.refunds.data`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EmbeddedRefund<'a> {
     /// `id`.
-    #[serde(borrow)]
     pub id: Option<Cow<'a, str>>,
     /// `status`.
-    #[serde(borrow)]
     pub status: Option<Cow<'a, str>>,
     /// `amount`.
     pub amount: Option<i64>,
     /// `currency`.
-    #[serde(borrow)]
     pub currency: Option<Cow<'a, str>>,
 }
 
@@ -189,39 +162,6 @@ pub struct EmbeddedRefund<'a> {
 /// keep the id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expandable<'a>(pub Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Expandable<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Expandable<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an id string or an object with an id")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Expandable(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Expandable(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Expandable(Cow::Owned(v)))
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut id = None;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key == "id" && id.is_none() {
-                        id = Some(map.next_value::<Cow<'de, str>>()?);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                id.map(Expandable).ok_or_else(|| de::Error::missing_field("id"))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
 
 /// A thin (v2) event.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,122 +183,333 @@ pub struct ThinEvent<'a> {
 }
 
 /// `related_object` of a thin event.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RelatedObject<'a> {
     /// `id`.
-    #[serde(borrow)]
     pub id: Option<Cow<'a, str>>,
     /// `type`.
-    #[serde(rename = "type", borrow)]
     pub kind: Option<Cow<'a, str>>,
     /// `url`.
-    #[serde(borrow)]
     pub url: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RawEvent<'a> {
-    #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     object: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow, default)]
     event_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    created: Option<Created<'a>>,
-    #[serde(default)]
+    created_unix: Option<i64>,
+    created_text: Option<Cow<'a, str>>,
     livemode: Option<bool>,
-    #[serde(borrow, default)]
     api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     account: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     context: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    request: Option<RawRequest<'a>>,
-    #[serde(borrow, default)]
-    data: Option<RawData<'a>>,
-    #[serde(borrow, default)]
+    request_id: Option<Cow<'a, str>>,
+    idempotency_key: Option<Cow<'a, str>>,
+    data_object: Option<ObjectFields<'a>>,
+    has_data: bool,
+    previous_attributes: bool,
     related_object: Option<RelatedObject<'a>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Created<'a> {
-    Unix(i64),
-    Text(#[serde(borrow)] Cow<'a, str>),
+/// Records a known key as seen; a second occurrence is noted as a shape error and its value skipped.
+fn first_time(sc: &mut Scanner<'_>, seen: &mut u32, bit: u32) -> Scan<bool> {
+    if *seen & (1 << bit) != 0 {
+        sc.wrong("duplicate field")?;
+        return Ok(false);
+    }
+    *seen |= 1 << bit;
+    Ok(true)
 }
 
-#[derive(Default)]
-struct RawRequest<'a> {
-    id: Option<Cow<'a, str>>,
-    idempotency_key: Option<Cow<'a, str>>,
+fn read_event<'a>(sc: &mut Scanner<'a>, raw: &mut RawEvent<'a>) -> Scan<()> {
+    let mut seen = 0u32;
+    sc.object(|sc, key| {
+        let bit = match key {
+            "id" => 0,
+            "object" => 1,
+            "type" => 2,
+            "created" => 3,
+            "livemode" => 4,
+            "api_version" => 5,
+            "account" => 6,
+            "context" => 7,
+            "request" => 8,
+            "data" => 9,
+            "related_object" => 10,
+            _ => return sc.skip(),
+        };
+        if !first_time(sc, &mut seen, bit)? {
+            return Ok(());
+        }
+        match bit {
+            0 => raw.id = sc.opt_string()?,
+            1 => raw.object = sc.opt_string()?,
+            2 => raw.event_type = sc.opt_string()?,
+            3 => match sc.peek_byte() {
+                Some(b'"') => raw.created_text = sc.opt_string()?,
+                _ => raw.created_unix = sc.opt_i64()?,
+            },
+            4 => raw.livemode = sc.opt_bool()?,
+            5 => raw.api_version = sc.opt_string()?,
+            6 => raw.account = sc.opt_string()?,
+            7 => raw.context = sc.opt_string()?,
+            8 => match sc.peek_byte() {
+                Some(b'{') => {
+                    let mut seen = 0u32;
+                    sc.object(|sc, key| {
+                        let bit = match key {
+                            "id" => 0,
+                            "idempotency_key" => 1,
+                            _ => return sc.skip(),
+                        };
+                        if first_time(sc, &mut seen, bit)? {
+                            let v = sc.opt_string()?;
+                            if bit == 0 {
+                                raw.request_id = v;
+                            } else {
+                                raw.idempotency_key = v;
+                            }
+                        }
+                        Ok(())
+                    })?;
+                }
+                _ => raw.request_id = sc.opt_string()?,
+            },
+            9 => {
+                if sc.null()? {
+                    return Ok(());
+                }
+                raw.has_data = true;
+                let mut seen = 0u32;
+                sc.object(|sc, key| match key {
+                    "object" => {
+                        if first_time(sc, &mut seen, 0)? && !sc.null()? {
+                            raw.data_object = Some(read_fields(sc)?);
+                        }
+                        Ok(())
+                    }
+                    "previous_attributes" => {
+                        if first_time(sc, &mut seen, 1)? && !sc.null()? {
+                            raw.previous_attributes = true;
+                            sc.skip()?;
+                        }
+                        Ok(())
+                    }
+                    _ => sc.skip(),
+                })?;
+            }
+            _ => {
+                if !sc.null()? {
+                    let mut r = RelatedObject::default();
+                    let mut seen = 0u32;
+                    sc.object(|sc, key| {
+                        let bit = match key {
+                            "id" => 0,
+                            "type" => 1,
+                            "url" => 2,
+                            _ => return sc.skip(),
+                        };
+                        if first_time(sc, &mut seen, bit)? {
+                            let v = sc.opt_string()?;
+                            match bit {
+                                0 => r.id = v,
+                                1 => r.kind = v,
+                                _ => r.url = v,
+                            }
+                        }
+                        Ok(())
+                    })?;
+                    raw.related_object = Some(r);
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for RawRequest<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Obj<'a> {
-            #[serde(borrow, default)]
-            id: Option<Cow<'a, str>>,
-            #[serde(borrow, default)]
-            idempotency_key: Option<Cow<'a, str>>,
+/// An expandable reference: an id string, or an object whose `id` we keep.
+fn expandable<'a>(sc: &mut Scanner<'a>) -> Scan<Option<Expandable<'a>>> {
+    match sc.peek_byte() {
+        Some(b'{') => {
+            let mut id = None;
+            sc.object(|sc, key| {
+                if key == "id" && id.is_none() {
+                    id = sc.opt_string()?;
+                    Ok(())
+                } else {
+                    sc.skip()
+                }
+            })?;
+            if id.is_none() {
+                sc.note("expanded object without id");
+            }
+            Ok(id.map(Expandable))
         }
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawRequest<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a request object, a request id, or null")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(RawRequest { id: Some(Cow::Borrowed(v)), idempotency_key: None })
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RawRequest { id: Some(Cow::Owned(v.to_owned())), idempotency_key: None })
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RawRequest::default())
-            }
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                let o = Obj::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(RawRequest { id: o.id, idempotency_key: o.idempotency_key })
-            }
-        }
-        d.deserialize_any(V)
+        _ => Ok(sc.opt_string()?.map(Expandable)),
     }
 }
 
-#[derive(Deserialize)]
-struct RawData<'a> {
-    #[serde(borrow, default)]
-    object: Option<ObjectFields<'a>>,
-    #[serde(default)]
-    previous_attributes: Option<IgnoredAny>,
+fn read_fields<'a>(sc: &mut Scanner<'a>) -> Scan<ObjectFields<'a>> {
+    let mut f = ObjectFields::default();
+    let mut seen = 0u32;
+    sc.object(|sc, key| {
+        let bit = match key {
+            "id" => 0,
+            "object" => 1,
+            "status" => 2,
+            "amount" => 3,
+            "amount_received" => 4,
+            "amount_capturable" => 5,
+            "amount_captured" => 6,
+            "amount_refunded" => 7,
+            "currency" => 8,
+            "captured" => 9,
+            "refunded" => 10,
+            "payment_intent" => 11,
+            "charge" => 12,
+            "latest_charge" => 13,
+            "customer" => 14,
+            "payment_method" => 15,
+            "metadata" => 16,
+            "failure_code" => 17,
+            "last_payment_error" => 18,
+            "reason" => 19,
+            "refunds" => 20,
+            _ => return sc.skip(),
+        };
+        if !first_time(sc, &mut seen, bit)? {
+            return Ok(());
+        }
+        match bit {
+            0 => f.id = sc.opt_string()?,
+            1 => f.object = sc.opt_string()?,
+            2 => f.status = sc.opt_string()?,
+            3 => f.amount = sc.opt_i64()?,
+            4 => f.amount_received = sc.opt_i64()?,
+            5 => f.amount_capturable = sc.opt_i64()?,
+            6 => f.amount_captured = sc.opt_i64()?,
+            7 => f.amount_refunded = sc.opt_i64()?,
+            8 => f.currency = sc.opt_string()?,
+            9 => f.captured = sc.opt_bool()?,
+            10 => f.refunded = sc.opt_bool()?,
+            11 => f.payment_intent = expandable(sc)?,
+            12 => f.charge = expandable(sc)?,
+            13 => f.latest_charge = expandable(sc)?,
+            14 => f.customer = expandable(sc)?,
+            15 => f.payment_method = expandable(sc)?,
+            16 => {
+                if !sc.null()? {
+                    let mut map = BTreeMap::new();
+                    sc.object(|sc, key| {
+                        let key = Cow::Owned(key.to_owned());
+                        match sc.peek_byte() {
+                            Some(b'"') => {
+                                if let Some(v) = sc.opt_string()? {
+                                    if map.insert(key, v).is_some() {
+                                        sc.note("duplicate metadata key");
+                                    }
+                                }
+                                Ok(())
+                            }
+                            _ => sc.wrong("metadata value is not a string"),
+                        }
+                    })?;
+                    f.metadata = Some(map);
+                }
+            }
+            17 => f.failure_code = sc.opt_string()?,
+            18 => {
+                if !sc.null()? {
+                    let mut e = PaymentError::default();
+                    let mut seen = 0u32;
+                    sc.object(|sc, key| {
+                        let bit = match key {
+                            "code" => 0,
+                            "decline_code" => 1,
+                            "charge" => 2,
+                            _ => return sc.skip(),
+                        };
+                        if first_time(sc, &mut seen, bit)? {
+                            match bit {
+                                0 => e.code = sc.opt_string()?,
+                                1 => e.decline_code = sc.opt_string()?,
+                                _ => e.charge = expandable(sc)?,
+                            }
+                        }
+                        Ok(())
+                    })?;
+                    f.last_payment_error = Some(e);
+                }
+            }
+            19 => f.reason = sc.opt_string()?,
+            _ => {
+                if !sc.null()? {
+                    let mut list = RefundList::default();
+                    let mut seen = 0u32;
+                    sc.object(|sc, key| {
+                        if key != "data" {
+                            return sc.skip();
+                        }
+                        if first_time(sc, &mut seen, 0)? {
+                            sc.array(|sc| {
+                                let mut r = EmbeddedRefund::default();
+                                let mut seen = 0u32;
+                                sc.object(|sc, key| {
+                                    let bit = match key {
+                                        "id" => 0,
+                                        "status" => 1,
+                                        "amount" => 2,
+                                        "currency" => 3,
+                                        _ => return sc.skip(),
+                                    };
+                                    if first_time(sc, &mut seen, bit)? {
+                                        match bit {
+                                            0 => r.id = sc.opt_string()?,
+                                            1 => r.status = sc.opt_string()?,
+                                            2 => r.amount = sc.opt_i64()?,
+                                            _ => r.currency = sc.opt_string()?,
+                                        }
+                                    }
+                                    Ok(())
+                                })?;
+                                list.data.push(r);
+                                Ok(())
+                            })?;
+                        }
+                        Ok(())
+                    })?;
+                    f.refunds = Some(list);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(f)
 }
 
 /// Parses a (verified) body. Errors: `BodyNotUtf8`, `BodyNotJson`, `NotAnEvent`.
 pub fn parse_event(body: &[u8]) -> Result<ParsedEvent<'_>, WebhookError> {
     let text = std::str::from_utf8(body).map_err(|_| WebhookError::BodyNotUtf8)?;
-    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| {
-        // Report the position only: serde's messages can quote body content.
-        let at = format!("line {} column {}", e.line(), e.column());
-        match e.classify() {
-            serde_json::error::Category::Data => WebhookError::NotAnEvent(format!("unexpected field type at {at}")),
-            _ => WebhookError::BodyNotJson(at),
-        }
-    })?;
+    let mut sc = Scanner::new(text);
+    let mut raw = RawEvent::default();
+    sc.ws();
+    if let Err(ScanError(at)) = read_event(&mut sc, &mut raw).and_then(|()| sc.end()) {
+        // The offset only: never body content.
+        return Err(WebhookError::BodyNotJson(format!("invalid JSON at byte {at}")));
+    }
+    if let Some(what) = sc.shape_error() {
+        return Err(not_event(what));
+    }
     let id = raw.id.ok_or_else(|| not_event("no id"))?;
     let event_type = raw.event_type.ok_or_else(|| not_event("no type"))?;
     match raw.object.as_deref() {
         Some("event") => {
-            let created = match raw.created {
-                Some(Created::Unix(t)) => t,
-                _ => return Err(not_event("created is not a unix time")),
-            };
-            let data = raw.data.ok_or_else(|| not_event("no data"))?;
-            let object = data.object.ok_or_else(|| not_event("no data.object"))?;
-            let request = raw.request.unwrap_or_default();
+            let created = raw.created_unix.ok_or_else(|| not_event("created is not a unix time"))?;
+            if !raw.has_data {
+                return Err(not_event("no data"));
+            }
+            let object = raw.data_object.ok_or_else(|| not_event("no data.object"))?;
             Ok(ParsedEvent::Snapshot(Envelope {
                 id,
                 event_type,
@@ -366,17 +517,14 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent<'_>, WebhookError> {
                 livemode: raw.livemode.unwrap_or(false),
                 api_version: raw.api_version,
                 account: raw.account,
-                request_id: request.id,
-                idempotency_key: request.idempotency_key,
+                request_id: raw.request_id,
+                idempotency_key: raw.idempotency_key,
                 object,
-                has_previous_attributes: data.previous_attributes.is_some(),
+                has_previous_attributes: raw.previous_attributes,
             }))
         }
         Some("v2.core.event") => {
-            let created = match raw.created {
-                Some(Created::Text(t)) => t,
-                _ => return Err(not_event("thin event created is not a timestamp string")),
-            };
+            let created = raw.created_text.ok_or_else(|| not_event("thin event created is not a timestamp string"))?;
             let created_unix = parse_rfc3339(&created);
             Ok(ParsedEvent::Thin(ThinEvent {
                 id,

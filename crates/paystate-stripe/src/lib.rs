@@ -13,6 +13,7 @@
 
 pub mod envelope;
 pub mod error;
+mod json;
 pub mod mapping;
 pub mod scenario;
 pub mod signature;

@@ -83,3 +83,29 @@ impl fmt::Display for PaymentKey {
         }
     }
 }
+
+/// The log partition of `key` among `partitions`: FNV-1a 64 of the key's bytes, modulo the count.
+///
+/// Stable across releases and platforms (it decides where a payment's events live on disk), and the same
+/// function for every log implementation, so that partition p of every topic belongs to one projector.
+pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = key.iter().fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    u32::try_from(hash % u64::from(partitions.max(1))).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitioning_is_pinned() {
+        // Changing these moves data between partitions: never change the function.
+        assert_eq!(partition_of(b"", 8), (0xcbf2_9ce4_8422_2325u64 % 8) as u32);
+        assert_eq!(partition_of(b"pi_3MtwBwLkdIwHu7ix28a3tqPa", 1), 0);
+        let spread: std::collections::BTreeSet<u32> =
+            (0..200).map(|i| partition_of(format!("pi_{i}").as_bytes(), 8)).collect();
+        assert_eq!(spread.len(), 8, "keys spread over every partition");
+    }
+}

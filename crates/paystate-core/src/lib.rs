@@ -20,7 +20,7 @@ pub use event::{
     ChargeObservation, ChargeStatus, DisputeObservation, DisputeStatus, Failure, IntentObservation, IntentStatus,
     Observation, PaymentEvent, RefundObservation, RefundStatus,
 };
-pub use ids::{AccountId, EventId, PaymentId, PaymentKey};
+pub use ids::{partition_of, AccountId, EventId, PaymentId, PaymentKey};
 pub use state::{
     Applied, ApplyError, DisputeState, Effect, HistoryEntry, Lifecycle, Payment, PaymentState, RefundState,
 };

@@ -1,0 +1,43 @@
+//! Storage errors.
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled refused an operation (IO error, corruption, …).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record does not decode; the store was written by something else or is damaged.
+    #[error("corrupt record in {tree}: {why}")]
+    Corrupt {
+        /// The tree it was read from.
+        tree: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// The data directory was created with another partition count.
+    #[error("data directory has {found} partitions, {wanted} were asked for")]
+    PartitionMismatch {
+        /// Stored.
+        found: u32,
+        /// Asked.
+        wanted: u32,
+    },
+    /// A partition number out of range.
+    #[error("no partition {0}")]
+    NoSuchPartition(u32),
+    /// The appender thread is gone (shut down or crashed).
+    #[error("the log appender has stopped")]
+    AppenderStopped,
+    /// A value could not be encoded.
+    #[error("encode: {0}")]
+    Encode(String),
+}
+
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}

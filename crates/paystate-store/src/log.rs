@@ -1,0 +1,224 @@
+//! The embedded durable log: append-only partitions on sled.
+//!
+//! Each partition is a tree whose keys are offsets (u64 big-endian, so sled's order is offset order) and
+//! whose values are encoded [`LogRecord`]s. Appends go through one [`Appender`] thread that does **group
+//! commit**: it takes every request waiting, inserts them all, calls one `flush` (fsync), and only then
+//! answers each caller. A caller that got `Ok` knows its record is on disk; concurrent requests share one
+//! fsync instead of paying one each.
+//!
+//! Readers only see the *durable* end of each partition (advanced after the flush), so the projector never
+//! applies a record that a crash could still take back.
+//!
+//! Delivery guarantee of an append: `Ok` ⇒ durable. `Err` ⇒ not acknowledged; the record may or may not be
+//! in the log (a failed flush may still have written it), which is safe because Stripe retries and the
+//! projector ignores duplicates.
+
+use crate::error::StoreError;
+use crate::record::LogRecord;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use tokio::sync::{oneshot, watch};
+
+/// Most records one group commit takes.
+const MAX_GROUP: usize = 4096;
+
+/// Where a record was appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Partition.
+    pub partition: u32,
+    /// Offset within the partition.
+    pub offset: u64,
+}
+
+/// The log's partitions (read side). Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    db: sled::Db,
+    parts: Arc<Vec<sled::Tree>>,
+    durable_end: Arc<Vec<AtomicU64>>,
+    appended: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog").field("partitions", &self.parts.len()).finish()
+    }
+}
+
+fn end_of(tree: &sled::Tree) -> Result<u64, StoreError> {
+    Ok(match tree.last()? {
+        Some((k, _)) => offset_from_key(&k)? + 1,
+        None => 0,
+    })
+}
+
+fn offset_from_key(k: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] =
+        k.try_into().map_err(|_| StoreError::Corrupt { tree: "log", why: "offset key is not 8 bytes".into() })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+impl EmbeddedLog {
+    pub(crate) fn open(db: &sled::Db, partitions: u32) -> Result<Self, StoreError> {
+        let mut parts = Vec::new();
+        let mut ends = Vec::new();
+        for p in 0..partitions {
+            let tree = db.open_tree(format!("log/{p}"))?;
+            ends.push(AtomicU64::new(end_of(&tree)?));
+            parts.push(tree);
+        }
+        let (appended, _) = watch::channel(0);
+        Ok(EmbeddedLog { db: db.clone(), parts: Arc::new(parts), durable_end: Arc::new(ends), appended })
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> u32 {
+        u32::try_from(self.parts.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The offset after the last durable record of `partition`.
+    pub fn end(&self, partition: u32) -> u64 {
+        self.durable_end.get(partition as usize).map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    /// A receiver that changes after every group commit (to wake the projector).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Up to `max` durable records of `partition` from offset `from`.
+    pub fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+        let tree = self.parts.get(partition as usize).ok_or(StoreError::NoSuchPartition(partition))?;
+        let end = self.end(partition);
+        let mut out = Vec::new();
+        for item in tree.range(from.to_be_bytes()..end.to_be_bytes()).take(max) {
+            let (k, v) = item?;
+            out.push((offset_from_key(&k)?, LogRecord::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every durable record of `partition`, for tests and audits.
+    pub fn read_all(&self, partition: u32) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+        self.read(partition, 0, usize::MAX)
+    }
+
+    /// Starts the group-commit appender. Only one may run per store.
+    pub fn start_appender(&self) -> Appender {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let log = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("paystate-appender".into())
+            .spawn(move || log.appender_loop(&rx))
+            .ok();
+        Appender { sender: AppendHandle { tx: Some(tx) }, handle }
+    }
+
+    fn appender_loop(&self, rx: &mpsc::Receiver<Request>) {
+        let mut next: Vec<u64> = (0..self.partitions()).map(|p| self.end(p)).collect();
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            let mut placed = Vec::with_capacity(group.len());
+            let mut failed: Option<String> = None;
+            for req in &group {
+                let Some(tree) = self.parts.get(req.partition as usize) else {
+                    placed.push(Err(StoreError::NoSuchPartition(req.partition)));
+                    continue;
+                };
+                let offset = next[req.partition as usize];
+                match tree.insert(offset.to_be_bytes(), req.bytes.as_slice()) {
+                    Ok(_) => {
+                        next[req.partition as usize] += 1;
+                        placed.push(Ok(Position { partition: req.partition, offset }));
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e.to_string());
+                        placed.push(Err(StoreError::Sled(e)));
+                    }
+                }
+            }
+            let flushed = self.db.flush();
+            if let Err(e) = &flushed {
+                tracing::error!(error = %e, records = group.len(), "log flush failed; appends not acknowledged");
+            } else {
+                for (p, n) in next.iter().enumerate() {
+                    if let Some(end) = self.durable_end.get(p) {
+                        end.store(*n, Ordering::Release);
+                    }
+                }
+                self.appended.send_modify(|g| *g += 1);
+            }
+            for (req, result) in group.into_iter().zip(placed) {
+                let result = match (&flushed, result) {
+                    (Ok(_), r) => r,
+                    (Err(e), _) => Err(StoreError::Encode(format!("flush failed: {e}"))),
+                };
+                // The caller may have gone away (client disconnected): nothing to tell it.
+                let _ = req.reply.send(result);
+            }
+        }
+    }
+}
+
+struct Request {
+    partition: u32,
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Result<Position, StoreError>>,
+}
+
+/// Owner of the appender thread. [`Appender::close`] waits until every [`AppendHandle`] is dropped and
+/// every queued request answered, then stops the thread.
+#[derive(Debug)]
+pub struct Appender {
+    sender: AppendHandle,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Appender {
+    /// Appends `record` to `partition`; resolves once it is durable.
+    pub async fn append(&self, partition: u32, record: &LogRecord) -> Result<Position, StoreError> {
+        self.sender.append(partition, record).await
+    }
+
+    /// A sender for concurrent use (request handlers): appends from all handles share group commits.
+    pub fn handle(&self) -> AppendHandle {
+        self.sender.clone()
+    }
+
+    /// Stops accepting through this owner, lets the thread answer what is queued, and waits for it (which
+    /// also waits for the other handles to be dropped).
+    pub fn close(mut self) {
+        self.sender.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A cloneable sender to the appender.
+#[derive(Debug, Clone)]
+pub struct AppendHandle {
+    tx: Option<mpsc::Sender<Request>>,
+}
+
+impl AppendHandle {
+    /// Appends `record` to `partition`; resolves once it is durable.
+    pub async fn append(&self, partition: u32, record: &LogRecord) -> Result<Position, StoreError> {
+        let bytes = record.encode()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or(StoreError::AppenderStopped)?
+            .send(Request { partition, bytes, reply })
+            .map_err(|_| StoreError::AppenderStopped)?;
+        rx.await.map_err(|_| StoreError::AppenderStopped)?
+    }
+}

@@ -1,0 +1,274 @@
+//! The projection store: payment states, each partition's applied position, the projection streams
+//! (`actions`, `payments`) and dead letters, in one sled database.
+//!
+//! **Offsets are acknowledgements.** [`Projection::commit`] writes a batch's new payment states, the
+//! partition's next offset, the stream entries and the dead letters in ONE sled transaction, then flushes.
+//! After any crash the store holds either all of a batch or none of it, so the projector resumes exactly
+//! where the last durable batch ended: nothing applied twice, nothing skipped.
+
+use crate::error::StoreError;
+use paystate_core::Payment;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+use std::collections::BTreeMap;
+
+/// Which projection stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Derived actions, in commit order.
+    Actions,
+    /// Payment state updates (keyed by payment), in commit order.
+    Payments,
+}
+
+impl Stream {
+    /// Parses `actions` / `payments`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "actions" => Some(Stream::Actions),
+            "payments" => Some(Stream::Payments),
+            _ => None,
+        }
+    }
+
+    fn seq_key(self) -> &'static [u8] {
+        match self {
+            Stream::Actions => b"seq/actions",
+            Stream::Payments => b"seq/payments",
+        }
+    }
+}
+
+/// A record the projector could not use, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// Partition of the record.
+    pub partition: u32,
+    /// Offset of the record.
+    pub offset: u64,
+    /// Event id, when known.
+    pub event_id: String,
+    /// Event type, when known.
+    pub event_type: String,
+    /// Why it was not applied.
+    pub reason: String,
+}
+
+/// Everything one projector batch changes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The partition the batch consumed.
+    pub partition: u32,
+    /// The partition's next offset after the batch.
+    pub next_offset: u64,
+    /// New states of the payments the batch touched.
+    pub payments: BTreeMap<String, Payment>,
+    /// Stream entries, in order: action JSON lines.
+    pub actions: Vec<Vec<u8>>,
+    /// Stream entries, in order: payment update JSON lines.
+    pub updates: Vec<Vec<u8>>,
+    /// Records that could not be applied.
+    pub dead: Vec<DeadLetter>,
+    /// Events applied (new, not duplicates).
+    pub applied: u64,
+    /// Events that were duplicates.
+    pub duplicates: u64,
+}
+
+/// Running totals kept in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    /// Events applied.
+    pub applied: u64,
+    /// Duplicate deliveries recognized.
+    pub duplicates: u64,
+    /// Actions emitted.
+    pub actions: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+}
+
+/// The projection side of the store.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    db: sled::Db,
+    payments: sled::Tree,
+    offsets: sled::Tree,
+    actions: sled::Tree,
+    updates: sled::Tree,
+    dead: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn u64_of(tree: &'static str, v: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt { tree, why: "not a u64".into() })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn bump(meta: &TransactionalTree, key: &[u8], by: u64) -> Result<u64, ConflictableTransactionError<StoreError>> {
+    let now = match meta.get(key)? {
+        Some(v) => u64_of("meta", &v).map_err(abort)?,
+        None => 0,
+    };
+    meta.insert(key, &(now + by).to_be_bytes())?;
+    Ok(now)
+}
+
+impl Projection {
+    pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Projection {
+            db: db.clone(),
+            payments: db.open_tree("payments")?,
+            offsets: db.open_tree("offsets")?,
+            actions: db.open_tree("stream/actions")?,
+            updates: db.open_tree("stream/payments")?,
+            dead: db.open_tree("dead")?,
+            meta: db.open_tree("meta")?,
+        })
+    }
+
+    /// The next offset to apply in `partition` (0 when nothing was applied).
+    pub fn position(&self, partition: u32) -> Result<u64, StoreError> {
+        Ok(match self.offsets.get(partition.to_be_bytes())? {
+            Some(v) => u64_of("offsets", &v)?,
+            None => 0,
+        })
+    }
+
+    /// One payment, by its key (`pi_…` or `acct_…/pi_…`).
+    pub fn payment(&self, key: &str) -> Result<Option<Payment>, StoreError> {
+        self.payments.get(key.as_bytes())?.map(|v| decode_payment(&v)).transpose()
+    }
+
+    /// Payments in key order after `after`, filtered, at most `limit`.
+    pub fn payments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        mut keep: impl FnMut(&Payment) -> bool,
+    ) -> Result<Vec<Payment>, StoreError> {
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(a.as_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in self.payments.range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded)) {
+            let (_, v) = item?;
+            let p = decode_payment(&v)?;
+            if keep(&p) {
+                out.push(p);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of payments stored.
+    pub fn payment_count(&self) -> usize {
+        self.payments.len()
+    }
+
+    /// Stream entries with cursor greater than `after`, at most `limit`, with their cursors.
+    pub fn read_stream(&self, stream: Stream, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tree = match stream {
+            Stream::Actions => &self.actions,
+            Stream::Payments => &self.updates,
+        };
+        let mut out = Vec::new();
+        for item in tree.range((after.saturating_add(1)).to_be_bytes()..).take(limit) {
+            let (k, v) = item?;
+            out.push((u64_of("stream", &k)?, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The cursor of the last entry of `stream` (0 when empty).
+    pub fn stream_end(&self, stream: Stream) -> Result<u64, StoreError> {
+        Ok(match self.meta.get(stream.seq_key())? {
+            Some(v) => u64_of("meta", &v)?,
+            None => 0,
+        })
+    }
+
+    /// All dead letters, in (partition, offset) order.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt { tree: "dead", why: e.to_string() })
+            })
+            .collect()
+    }
+
+    /// Running totals.
+    pub fn totals(&self) -> Result<Totals, StoreError> {
+        let get = |k: &[u8]| -> Result<u64, StoreError> {
+            Ok(match self.meta.get(k)? {
+                Some(v) => u64_of("meta", &v)?,
+                None => 0,
+            })
+        };
+        Ok(Totals {
+            applied: get(b"count/applied")?,
+            duplicates: get(b"count/duplicates")?,
+            actions: get(Stream::Actions.seq_key())?,
+            dead_letters: get(b"count/dead")?,
+        })
+    }
+
+    /// Commits a batch atomically and durably (see the module docs).
+    pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let encoded: Vec<(&String, Vec<u8>)> = batch
+            .payments
+            .iter()
+            .map(|(k, p)| serde_json::to_vec(p).map(|v| (k, v)).map_err(|e| StoreError::Encode(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let dead: Vec<([u8; 12], Vec<u8>)> = batch
+            .dead
+            .iter()
+            .map(|d| {
+                let mut key = [0u8; 12];
+                key[..4].copy_from_slice(&d.partition.to_be_bytes());
+                key[4..].copy_from_slice(&d.offset.to_be_bytes());
+                serde_json::to_vec(d).map(|v| (key, v)).map_err(|e| StoreError::Encode(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        (&self.payments, &self.offsets, &self.actions, &self.updates, &self.dead, &self.meta).transaction(
+            |(payments, offsets, actions, updates, dead_tree, meta)| {
+                for (k, v) in &encoded {
+                    payments.insert(k.as_bytes(), v.as_slice())?;
+                }
+                offsets.insert(&batch.partition.to_be_bytes(), &batch.next_offset.to_be_bytes())?;
+                let first = bump(meta, Stream::Actions.seq_key(), batch.actions.len() as u64)?;
+                for (i, a) in batch.actions.iter().enumerate() {
+                    actions.insert(&(first + 1 + i as u64).to_be_bytes(), a.as_slice())?;
+                }
+                let first = bump(meta, Stream::Payments.seq_key(), batch.updates.len() as u64)?;
+                for (i, u) in batch.updates.iter().enumerate() {
+                    updates.insert(&(first + 1 + i as u64).to_be_bytes(), u.as_slice())?;
+                }
+                for (k, v) in &dead {
+                    dead_tree.insert(k, v.as_slice())?;
+                }
+                bump(meta, b"count/applied", batch.applied)?;
+                bump(meta, b"count/duplicates", batch.duplicates)?;
+                bump(meta, b"count/dead", batch.dead.len() as u64)?;
+                Ok(())
+            },
+        )?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn decode_payment(v: &[u8]) -> Result<Payment, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt { tree: "payments", why: e.to_string() })
+}

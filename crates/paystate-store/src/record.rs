@@ -1,0 +1,96 @@
+//! One log record: the raw webhook body, unchanged, with what the ingress learned about it.
+//!
+//! Binary layout (version 1), all integers big-endian:
+//! `1u8 | received_at_ms i64 | event_id u16+bytes | event_type u16+bytes | payment_key u16+bytes |
+//!  signature u16+bytes | body u32+bytes`. An empty payment key means the event belongs to no payment.
+
+use crate::error::StoreError;
+
+/// A webhook delivery as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// When the ingress received it, unix milliseconds.
+    pub received_at_ms: i64,
+    /// Stripe event id.
+    pub event_id: String,
+    /// Stripe event type.
+    pub event_type: String,
+    /// The payment key it was partitioned by (`acct/pi` or `pi`); empty when it belongs to no payment.
+    pub payment_key: String,
+    /// The `Stripe-Signature` header it arrived with.
+    pub signature: String,
+    /// The body, byte for byte.
+    pub body: Vec<u8>,
+}
+
+const VERSION: u8 = 1;
+
+fn put_short(out: &mut Vec<u8>, s: &[u8]) -> Result<(), StoreError> {
+    let len = u16::try_from(s.len()).map_err(|_| StoreError::Encode(format!("field of {} bytes", s.len())))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s);
+    Ok(())
+}
+
+impl LogRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(self.body.len() + 64 + self.signature.len());
+        out.push(VERSION);
+        out.extend_from_slice(&self.received_at_ms.to_be_bytes());
+        put_short(&mut out, self.event_id.as_bytes())?;
+        put_short(&mut out, self.event_type.as_bytes())?;
+        put_short(&mut out, self.payment_key.as_bytes())?;
+        put_short(&mut out, self.signature.as_bytes())?;
+        let len = u32::try_from(self.body.len()).map_err(|_| StoreError::Encode("body over 4 GiB".into()))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&self.body);
+        Ok(out)
+    }
+
+    /// Decodes a record written by [`LogRecord::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = |why: &str| StoreError::Corrupt { tree: "log", why: why.to_owned() };
+        let mut r = Reader { b: bytes, at: 0 };
+        if r.take(1).ok_or_else(|| corrupt("empty"))? != [VERSION] {
+            return Err(corrupt("unknown record version"));
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(r.take(8).ok_or_else(|| corrupt("truncated time"))?);
+        let text = |r: &mut Reader<'_>| -> Result<String, StoreError> {
+            let raw = r.short().ok_or_else(|| corrupt("truncated field"))?;
+            String::from_utf8(raw.to_vec()).map_err(|_| corrupt("field is not UTF-8"))
+        };
+        let event_id = text(&mut r)?;
+        let event_type = text(&mut r)?;
+        let payment_key = text(&mut r)?;
+        let signature = text(&mut r)?;
+        let mut len = [0u8; 4];
+        len.copy_from_slice(r.take(4).ok_or_else(|| corrupt("truncated body length"))?);
+        let n = usize::try_from(u32::from_be_bytes(len)).map_err(|_| corrupt("body length"))?;
+        let body = r.take(n).ok_or_else(|| corrupt("truncated body"))?.to_vec();
+        if r.at != bytes.len() {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(LogRecord { received_at_ms: i64::from_be_bytes(ts), event_id, event_type, payment_key, signature, body })
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+
+    fn short(&mut self) -> Option<&'a [u8]> {
+        let mut len = [0u8; 2];
+        len.copy_from_slice(self.take(2)?);
+        self.take(usize::from(u16::from_be_bytes(len)))
+    }
+}

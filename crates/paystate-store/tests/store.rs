@@ -1,0 +1,99 @@
+//! The store on real sled in temporary directories.
+
+use paystate_core::{Payment, PaymentKey};
+use paystate_store::{Batch, DeadLetter, LogRecord, Store, StoreError, Stream};
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+fn record(i: usize, body: &[u8]) -> LogRecord {
+    LogRecord {
+        received_at_ms: 1_700_000_000_000 + i as i64,
+        event_id: format!("evt_{i}"),
+        event_type: "payment_intent.succeeded".into(),
+        payment_key: format!("pi_{}", i % 7),
+        signature: format!("t=1700000000,v1={i:064x}"),
+        body: body.to_vec(),
+    }
+}
+
+proptest! {
+    #[test]
+    fn records_round_trip(ts in any::<i64>(), id in ".{0,40}", ty in ".{0,40}", key in ".{0,40}", sig in ".{0,200}", body in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let r = LogRecord { received_at_ms: ts, event_id: id, event_type: ty, payment_key: key, signature: sig, body };
+        prop_assert_eq!(LogRecord::decode(&r.encode().expect("encode")).expect("decode"), r);
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Err(e) = LogRecord::decode(&bytes) {
+            prop_assert!(matches!(e, StoreError::Corrupt { .. }), "{}", e);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_are_durable_and_ordered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 4).expect("open");
+    let appender = store.log.start_appender();
+    let mut tasks = Vec::new();
+    for i in 0..400usize {
+        let h = appender.handle();
+        tasks.push(tokio::spawn(async move { h.append((i % 4) as u32, &record(i, b"{}")).await }));
+    }
+    let mut positions = BTreeSet::new();
+    for t in tasks {
+        let pos = t.await.expect("join").expect("append");
+        assert!(positions.insert((pos.partition, pos.offset)), "position given twice");
+    }
+    appender.close();
+    for p in 0..4 {
+        assert_eq!(store.log.end(p), 100);
+    }
+    drop(store);
+    // Everything acknowledged is there after reopening.
+    let store = Store::open(dir.path(), 4).expect("reopen");
+    let mut ids = BTreeSet::new();
+    for p in 0..4 {
+        let all = store.log.read_all(p).expect("read");
+        assert_eq!(all.len(), 100);
+        assert!(all.iter().enumerate().all(|(i, (o, _))| *o == i as u64), "dense offsets");
+        ids.extend(all.into_iter().map(|(_, r)| r.event_id));
+    }
+    assert_eq!(ids.len(), 400);
+    drop(store);
+    assert!(matches!(Store::open(dir.path(), 8), Err(StoreError::PartitionMismatch { found: 4, wanted: 8 })));
+}
+
+#[test]
+fn batches_commit_atomically_with_their_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), 2).expect("open");
+        let proj = &store.projection;
+        assert_eq!(proj.position(1).expect("pos"), 0);
+        let mut batch = Batch { partition: 1, next_offset: 42, applied: 3, duplicates: 1, ..Batch::default() };
+        let p = Payment::new(PaymentKey::connected("acct_1", "pi_1"));
+        batch.payments.insert("acct_1/pi_1".into(), p.clone());
+        batch.actions = vec![b"{\"a\":1}".to_vec(), b"{\"a\":2}".to_vec()];
+        batch.updates = vec![b"{\"u\":1}".to_vec()];
+        batch.dead.push(DeadLetter { partition: 1, offset: 40, event_id: "evt_x".into(), event_type: "x".into(), reason: "body_not_json".into() });
+        proj.commit(&batch).expect("commit");
+        let batch2 = Batch { partition: 1, next_offset: 50, actions: vec![b"{\"a\":3}".to_vec()], ..Batch::default() };
+        proj.commit(&batch2).expect("commit");
+    }
+    let store = Store::open(dir.path(), 2).expect("reopen");
+    let proj = &store.projection;
+    assert_eq!(proj.position(1).expect("pos"), 50);
+    assert_eq!(proj.position(0).expect("pos"), 0);
+    assert!(proj.payment("acct_1/pi_1").expect("get").is_some());
+    assert!(proj.payment("pi_1").expect("get").is_none());
+    let actions = proj.read_stream(Stream::Actions, 0, 10).expect("stream");
+    assert_eq!(actions.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(actions[2].1, b"{\"a\":3}");
+    assert_eq!(proj.read_stream(Stream::Actions, 2, 10).expect("stream").len(), 1);
+    assert_eq!(proj.stream_end(Stream::Payments).expect("end"), 1);
+    let totals = proj.totals().expect("totals");
+    assert_eq!((totals.applied, totals.duplicates, totals.actions, totals.dead_letters), (3, 1, 3, 1));
+    assert_eq!(proj.dead_letters().expect("dead")[0].reason, "body_not_json");
+}

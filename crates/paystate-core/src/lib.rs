@@ -22,5 +22,6 @@ pub use event::{
 };
 pub use ids::{partition_of, AccountId, EventId, PaymentId, PaymentKey};
 pub use state::{
-    Applied, ApplyError, DisputeState, Effect, HistoryEntry, Lifecycle, Payment, PaymentState, RefundState,
+    Applied, ApplyError, DisputeState, Effect, HistoryEntry, Lifecycle, Payment, PaymentState, PaymentSummary,
+    RefundState,
 };

@@ -188,6 +188,55 @@ pub struct FoldState {
     pub refund_order: BTreeMap<String, (i64, u8)>,
 }
 
+/// A payment as people and downstream services read it: the state without fold internals or history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PaymentSummary<'a> {
+    /// PaymentIntent id (or charge id).
+    pub id: &'a str,
+    /// Connect account.
+    pub account: Option<&'a str>,
+    /// Stripe `livemode`.
+    pub livemode: bool,
+    /// Stripe status.
+    pub status: Option<IntentStatus>,
+    /// Lifecycle.
+    pub lifecycle: Lifecycle,
+    /// Amount asked.
+    pub amount: i64,
+    /// Currency.
+    pub currency: Option<&'a str>,
+    /// Amount received.
+    pub amount_received: i64,
+    /// Amount refunded.
+    pub amount_refunded: i64,
+    /// Refunds by id.
+    pub refunds: &'a BTreeMap<String, RefundState>,
+    /// Ever disputed.
+    pub disputed: bool,
+    /// Latest dispute status.
+    pub dispute_status: Option<DisputeStatus>,
+    /// Latest charge.
+    pub latest_charge: Option<&'a str>,
+    /// Its status.
+    pub latest_charge_status: Option<ChargeStatus>,
+    /// Distinct failed attempts.
+    pub failure_count: u32,
+    /// Latest failure code.
+    pub last_failure_code: Option<&'a str>,
+    /// Customer.
+    pub customer: Option<&'a str>,
+    /// Metadata.
+    pub metadata: &'a BTreeMap<String, String>,
+    /// Number of events applied.
+    pub events_applied: usize,
+    /// The event latest in causal order.
+    pub last_event_id: Option<&'a str>,
+    /// Smallest Stripe `created`.
+    pub first_event_at: Option<i64>,
+    /// Largest Stripe `created`.
+    pub last_event_at: Option<i64>,
+}
+
 /// What applying an event did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
@@ -340,6 +389,34 @@ impl PaymentState {
             last_event_at: None,
             history: Vec::new(),
             fold: FoldState::default(),
+        }
+    }
+
+    /// The state as people and downstream services read it.
+    pub fn summary(&self) -> PaymentSummary<'_> {
+        PaymentSummary {
+            id: self.key.payment.as_str(),
+            account: self.key.account.as_ref().map(|a| a.as_str()),
+            livemode: self.livemode,
+            status: self.status,
+            lifecycle: self.lifecycle,
+            amount: self.amount,
+            currency: self.currency.as_deref(),
+            amount_received: self.amount_received,
+            amount_refunded: self.amount_refunded,
+            refunds: &self.refunds,
+            disputed: self.disputed,
+            dispute_status: self.dispute_status,
+            latest_charge: self.latest_charge.as_deref(),
+            latest_charge_status: self.latest_charge_status,
+            failure_count: self.failure_count,
+            last_failure_code: self.last_failure_code.as_deref(),
+            customer: self.customer.as_deref(),
+            metadata: &self.metadata,
+            events_applied: self.history.len(),
+            last_event_id: self.history.last().map(|h| h.event.id.as_str()),
+            first_event_at: self.first_event_at,
+            last_event_at: self.last_event_at,
         }
     }
 

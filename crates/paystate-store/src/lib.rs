@@ -60,8 +60,11 @@ impl Store {
     pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
         let meta = db.open_tree("meta")?;
-        let v = meta.get(b"partitions")?.ok_or(StoreError::Corrupt { tree: "meta", why: "not a paystate data directory".into() })?;
-        let arr: [u8; 4] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "meta", why: "partitions".into() })?;
+        let v = meta
+            .get(b"partitions")?
+            .ok_or(StoreError::Corrupt { tree: "meta", why: "not a paystate data directory".into() })?;
+        let arr: [u8; 4] =
+            v.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "meta", why: "partitions".into() })?;
         let partitions = u32::from_be_bytes(arr);
         Ok(Store { log: EmbeddedLog::open(&db, partitions)?, projection: Projection::open(&db)? })
     }

@@ -109,10 +109,8 @@ impl EmbeddedLog {
     pub fn start_appender(&self) -> Appender {
         let (tx, rx) = mpsc::channel::<Request>();
         let log = self.clone();
-        let handle = std::thread::Builder::new()
-            .name("paystate-appender".into())
-            .spawn(move || log.appender_loop(&rx))
-            .ok();
+        let handle =
+            std::thread::Builder::new().name("paystate-appender".into()).spawn(move || log.appender_loop(&rx)).ok();
         Appender { sender: AppendHandle { tx: Some(tx) }, handle }
     }
 

@@ -77,7 +77,13 @@ fn batches_commit_atomically_with_their_offset() {
         batch.payments.insert("acct_1/pi_1".into(), p.clone());
         batch.actions = vec![b"{\"a\":1}".to_vec(), b"{\"a\":2}".to_vec()];
         batch.updates = vec![b"{\"u\":1}".to_vec()];
-        batch.dead.push(DeadLetter { partition: 1, offset: 40, event_id: "evt_x".into(), event_type: "x".into(), reason: "body_not_json".into() });
+        batch.dead.push(DeadLetter {
+            partition: 1,
+            offset: 40,
+            event_id: "evt_x".into(),
+            event_type: "x".into(),
+            reason: "body_not_json".into(),
+        });
         proj.commit(&batch).expect("commit");
         let batch2 = Batch { partition: 1, next_offset: 50, actions: vec![b"{\"a\":3}".to_vec()], ..Batch::default() };
         proj.commit(&batch2).expect("commit");

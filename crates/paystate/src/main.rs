@@ -1,10 +1,15 @@
 //! `paystate`: the command-line tool.
 //!
-//! Today it offers the foundation's two pure pieces as commands:
-//! - `paystate fold FILE…` folds Stripe events into payment states and prints the actions and states;
-//! - `paystate sign --secret whsec_… FILE` prints the `Stripe-Signature` header Stripe would send.
+//! - `serve`: ingress, embedded durable log, projector and admin API in one process;
+//! - `simulate` / `verify`: realistic signed traffic with its expected outcome, and the check;
+//! - `export` / `show`: read a data directory;
+//! - `fold` / `sign`: the pure pieces on files.
 //!
-//! Argument parsing, clocks and files live here; all logic is in `paystate-core` and `paystate-stripe`.
+//! Argument parsing, clocks, files, signals and logging set-up live here; the logic is in the library crates.
+
+mod inspect;
+mod serve;
+mod simulate;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -18,12 +23,51 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(name = "paystate", version, about = "Event-sourced payment state projector for Stripe")]
 struct Cli {
+    /// Log line format on stderr (`RUST_LOG` sets the level; default info).
+    #[arg(long, global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the webhook ingress, the embedded log, the projector and the admin API in one process.
+    Serve(serve::ServeArgs),
+    /// Send realistic signed Stripe events for N payments to a webhook endpoint, as Stripe delivers them.
+    Simulate(simulate::SimulateArgs),
+    /// Compare a projection with the truth file written by `simulate`; ends with `N passed, N failed`.
+    Verify {
+        /// Truth file from `simulate --truth`.
+        #[arg(long)]
+        truth: PathBuf,
+        /// Read a data directory (caught up with its log first).
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        data_dir: Option<PathBuf>,
+        /// Read a running admin API, e.g. http://127.0.0.1:9090.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Write the current projection as JSON lines, one payment per line.
+    Export {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print one payment and its history.
+    Show {
+        /// PaymentIntent id (or charge id for charges without PaymentIntent).
+        id: String,
+        /// Connect account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Fold Stripe events into payment states; print each action as it becomes due, then every payment.
     ///
     /// A FILE holds one event, a JSON array of events, `{"events": […]}` (as in tests/golden), or one
@@ -52,8 +96,38 @@ enum Command {
     },
 }
 
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    match cli.command {
+        Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
+        Command::Verify { truth, data_dir, admin } => {
+            let source = match (&data_dir, &admin) {
+                (Some(d), _) => inspect::Source::DataDir(d),
+                (None, Some(a)) => inspect::Source::Admin(a),
+                (None, None) => bail!("give --data-dir or --admin"),
+            };
+            if runtime()?.block_on(inspect::verify(&truth, source))? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        Command::Export { data_dir, out } => inspect::export(&data_dir, out.as_ref()),
+        Command::Show { id, account, data_dir } => inspect::show(&data_dir, &id, account.as_deref()),
         Command::Fold { files, shuffle, history } => fold(&files, shuffle, history),
         Command::Sign { secret, timestamp, file } => {
             let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -141,17 +215,7 @@ fn fold(files: &[PathBuf], shuffle: Option<u64>, history: bool) -> Result<()> {
 
 /// A payment as people and downstream tools read it (no fold internals).
 fn view(s: &PaymentState, history: bool) -> Value {
-    let mut v = json!({
-        "id": s.key.payment, "account": s.key.account, "livemode": s.livemode,
-        "status": s.status, "lifecycle": s.lifecycle, "amount": s.amount, "currency": s.currency,
-        "amount_received": s.amount_received, "amount_refunded": s.amount_refunded,
-        "refunds": s.refunds, "disputed": s.disputed, "dispute_status": s.dispute_status,
-        "latest_charge": s.latest_charge, "latest_charge_status": s.latest_charge_status,
-        "failure_count": s.failure_count, "last_failure_code": s.last_failure_code,
-        "customer": s.customer, "metadata": s.metadata,
-        "events_applied": s.history.len(), "last_event_id": s.history.last().map(|h| &h.event.id),
-        "first_event_at": s.first_event_at, "last_event_at": s.last_event_at,
-    });
+    let mut v = json!(s.summary());
     if history {
         v["history"] = s
             .history

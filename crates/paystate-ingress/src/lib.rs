@@ -1,0 +1,362 @@
+//! # paystate-ingress
+//!
+//! paystate's HTTP surfaces, and the only crate that serves HTTP:
+//! - [`public_router`]: `POST /webhooks/stripe` and `GET /healthz`, nothing else. A delivery is verified
+//!   (`paystate-stripe`), appended durably to the log (`paystate-store`), and only then answered `200`.
+//!   Every refusal is a 4xx with a JSON reason and appends nothing; `503` when the log cannot append.
+//! - [`admin_router`]: the query API, the projection streams, status and metrics, on a separate listener.
+//!
+//! The clock is read here (the verifier takes `now` as an argument).
+
+pub mod metrics;
+
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics::Metrics;
+use paystate_core::{partition_of, Lifecycle};
+use paystate_store::{AppendHandle, EmbeddedLog, LogRecord, Projection, Stream};
+use paystate_stripe::{payment_key, Webhook};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Stripe's test mode or live mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `livemode: false` only.
+    Test,
+    /// `livemode: true` only.
+    Live,
+}
+
+/// Default body limit: 1 MiB (Stripe events are a few KB).
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1 << 20;
+
+/// Everything the webhook endpoint needs.
+#[derive(Debug, Clone)]
+pub struct Ingress {
+    /// Signature verification and parsing.
+    pub webhook: Webhook,
+    /// Refuse events of the other mode, when set.
+    pub mode: Option<Mode>,
+    /// Largest accepted body.
+    pub body_limit_bytes: usize,
+    /// Log partitions.
+    pub partitions: u32,
+    /// Where records go.
+    pub appender: AppendHandle,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+fn unix_now() -> (i64, i64) {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({"error": code, "message": message.to_string()}))).into_response()
+}
+
+/// The public listener: the webhook path and a health check, nothing else.
+pub fn public_router(ingress: Ingress) -> Router {
+    Router::new()
+        .route("/webhooks/stripe", post(webhook).fallback(method_not_allowed))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(not_found)
+        .with_state(Arc::new(ingress))
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such path")
+}
+
+async fn method_not_allowed() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if !is_json(&parts.headers) {
+        ing.metrics.webhook("unsupported_media_type");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        );
+    }
+    let body: Bytes = match to_bytes(body, ing.body_limit_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            ing.metrics.webhook("too_large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("body over {} bytes", ing.body_limit_bytes),
+            );
+        }
+    };
+    let signature = parts.headers.get("stripe-signature").map(HeaderValue::as_bytes);
+    let (now, now_ms) = unix_now();
+    let verified = match ing.webhook.verify(signature, &body, now) {
+        Ok(v) => v,
+        Err(e) => {
+            ing.metrics.webhook("rejected");
+            tracing::info!(outcome = "rejected", reason = e.code(), "webhook refused");
+            return error(StatusCode::BAD_REQUEST, e.code(), &e);
+        }
+    };
+    let event = verified.event();
+    if let Some(mode) = ing.mode {
+        if event.livemode() != (mode == Mode::Live) {
+            ing.metrics.webhook("wrong_mode");
+            tracing::info!(outcome = "wrong_mode", event_id = event.id(), "webhook refused");
+            return error(StatusCode::BAD_REQUEST, "wrong_mode", "event livemode does not match --mode");
+        }
+    }
+    let key = payment_key(event).map(|k| k.to_string()).unwrap_or_default();
+    let partition = partition_of(if key.is_empty() { event.id().as_bytes() } else { key.as_bytes() }, ing.partitions);
+    let record = LogRecord {
+        received_at_ms: now_ms,
+        event_id: event.id().to_owned(),
+        event_type: event.event_type().to_owned(),
+        payment_key: key,
+        signature: String::from_utf8_lossy(signature.unwrap_or_default()).into_owned(),
+        body: body.to_vec(),
+    };
+    let started = Instant::now();
+    match ing.appender.append(partition, &record).await {
+        Ok(pos) => {
+            ing.metrics.append_latency(started.elapsed());
+            ing.metrics.webhook("accepted");
+            tracing::info!(outcome = "accepted", event_id = %record.event_id, event_type = %record.event_type, partition = pos.partition, offset = pos.offset, "webhook stored");
+            (StatusCode::OK, Json(json!({"received": true}))).into_response()
+        }
+        Err(e) => {
+            ing.metrics.webhook("unavailable");
+            tracing::error!(outcome = "unavailable", event_id = %record.event_id, error = %e, "webhook not stored");
+            error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", "the event could not be stored; retry")
+        }
+    }
+}
+
+/// What the admin API reads.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The log (for positions and lag).
+    pub log: EmbeddedLog,
+    /// The projection.
+    pub projection: Projection,
+    /// Changes after every projector commit (stream long-polls wait on it).
+    pub committed: watch::Receiver<u64>,
+    /// Ingress counters (shared with the public router in `serve`).
+    pub metrics: Arc<Metrics>,
+}
+
+/// The admin listener: query API, projection streams, status, metrics, health.
+pub fn admin_router(admin: Admin) -> Router {
+    Router::new()
+        .route("/v1/payments", get(list_payments))
+        .route("/v1/payments/{id}", get(get_payment))
+        .route("/v1/payments/{id}/history", get(get_history))
+        .route("/v1/status", get(status))
+        .route("/v1/streams/{stream}", get(read_stream))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .fallback(not_found)
+        .with_state(Arc::new(admin))
+}
+
+#[derive(Deserialize)]
+struct AccountQuery {
+    account: Option<String>,
+}
+
+fn storage_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store read failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "the store could not be read")
+}
+
+fn key_of(id: &str, account: Option<&str>) -> String {
+    match account {
+        Some(a) if !a.is_empty() => format!("{a}/{id}"),
+        _ => id.to_owned(),
+    }
+}
+
+async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
+    match a.projection.payment(&key_of(&id, q.account.as_deref())) {
+        Ok(Some(p)) => Json(json!(p.state.summary())).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
+        Err(e) => storage_error(e),
+    }
+}
+
+async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
+    match a.projection.payment(&key_of(&id, q.account.as_deref())) {
+        Ok(Some(p)) => {
+            let history: Vec<_> = p
+                .state
+                .history
+                .iter()
+                .map(|h| json!({"event_id": h.event.id, "type": h.event.event_type, "created": h.event.created, "lifecycle": h.lifecycle}))
+                .collect();
+            Json(json!({"id": id, "account": q.account, "history": history})).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
+        Err(e) => storage_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    lifecycle: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) -> Response {
+    let want = match q.lifecycle.as_deref().map(Lifecycle::parse) {
+        Some(None) => return error(StatusCode::BAD_REQUEST, "bad_lifecycle", "unknown lifecycle"),
+        Some(Some(l)) => Some(l),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match a.projection.payments(q.after.as_deref(), limit, |p| want.is_none_or(|l| p.state.lifecycle == l)) {
+        Ok(list) => {
+            let next = (list.len() == limit).then(|| list.last().map(|p| p.state.key.to_string())).flatten();
+            let payments: Vec<_> = list.iter().map(|p| json!(p.state.summary())).collect();
+            Json(json!({"payments": payments, "next": next})).into_response()
+        }
+        Err(e) => storage_error(e),
+    }
+}
+
+/// Per-partition positions, totals and lag.
+pub fn status_json(
+    log: &EmbeddedLog,
+    projection: &Projection,
+) -> Result<serde_json::Value, paystate_store::StoreError> {
+    let mut parts = Vec::new();
+    let mut lag_total = 0u64;
+    for p in 0..log.partitions() {
+        let end = log.end(p);
+        let applied = projection.position(p)?;
+        let lag = end.saturating_sub(applied);
+        lag_total += lag;
+        parts.push(json!({"partition": p, "log_end": end, "applied": applied, "lag": lag}));
+    }
+    let totals = projection.totals()?;
+    Ok(json!({"partitions": parts, "lag": lag_total, "totals": totals, "payments": projection.payment_count()}))
+}
+
+async fn status(State(a): State<Arc<Admin>>) -> Response {
+    match status_json(&a.log, &a.projection) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => storage_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+async fn read_stream(
+    State(a): State<Arc<Admin>>,
+    Path(stream): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    let Some(stream) = Stream::parse(&stream) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "streams are `actions` and `payments`");
+    };
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(60_000));
+    let mut committed = a.committed.clone();
+    let entries = loop {
+        committed.borrow_and_update();
+        match a.projection.read_stream(stream, after, limit) {
+            Ok(e) if !e.is_empty() => break e,
+            Ok(e) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || tokio::time::timeout(left, committed.changed()).await.is_err() {
+                    break e;
+                }
+            }
+            Err(e) => return storage_error(e),
+        }
+    };
+    let next = entries.last().map_or(after, |(c, _)| *c);
+    let mut body = Vec::new();
+    for (cursor, data) in &entries {
+        body.extend_from_slice(format!("{{\"cursor\":{cursor},\"data\":").as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"}\n");
+    }
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
+        resp.headers_mut().insert("paystate-next-cursor", v);
+    }
+    resp
+}
+
+async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
+    let mut out = String::new();
+    a.metrics.render(&mut out);
+    if let Ok(s) = status_json(&a.log, &a.projection) {
+        use std::fmt::Write as _;
+        let t = &s["totals"];
+        let _ = writeln!(
+            out,
+            "# TYPE paystate_events_applied_total counter\npaystate_events_applied_total {}",
+            t["applied"]
+        );
+        let _ =
+            writeln!(out, "# TYPE paystate_duplicates_total counter\npaystate_duplicates_total {}", t["duplicates"]);
+        let _ = writeln!(
+            out,
+            "# TYPE paystate_actions_emitted_total counter\npaystate_actions_emitted_total {}",
+            t["actions"]
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE paystate_dead_letters_total counter\npaystate_dead_letters_total {}",
+            t["dead_letters"]
+        );
+        let _ = writeln!(out, "# TYPE paystate_projector_lag gauge");
+        if let Some(parts) = s["partitions"].as_array() {
+            for p in parts {
+                let _ = writeln!(out, "paystate_projector_lag{{partition=\"{}\"}} {}", p["partition"], p["lag"]);
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,235 @@
+//! # paystate-projector
+//!
+//! Reads each log partition from its stored position, parses and maps every record (`paystate-stripe`),
+//! applies it to its payment (`paystate-core`), and commits the batch (new states, the partition's next
+//! offset, actions and payment updates for the projection streams, dead letters) in one transaction
+//! (`paystate-store`).
+//!
+//! Delivery guarantee: every durable log record is applied exactly once to the projection: a batch and
+//! its offset commit together, so a restart resumes where the last committed batch ended. A record that
+//! cannot be parsed or mapped goes to the dead-letter tree with its reason and never stalls its partition.
+//! Actions are appended to the `actions` stream once each (the core's ledger refuses a second emission).
+
+use paystate_core::{Effect, Payment};
+use paystate_store::{Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, StoreError};
+use paystate_stripe::{map_event, parse_event, Mapped};
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where the projector reads records from. Implemented by the embedded log; the Kafka log implements it
+/// too.
+pub trait LogSource: Send + Sync + 'static {
+    /// Number of partitions.
+    fn partitions(&self) -> u32;
+    /// The offset after the last readable (durable) record of `partition`.
+    fn end(&self, partition: u32) -> u64;
+    /// Up to `max` records of `partition` from `from`.
+    fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, LogRecord)>, StoreError>;
+}
+
+impl LogSource for EmbeddedLog {
+    fn partitions(&self) -> u32 {
+        EmbeddedLog::partitions(self)
+    }
+    fn end(&self, partition: u32) -> u64 {
+        EmbeddedLog::end(self, partition)
+    }
+    fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+        EmbeddedLog::read(self, partition, from, max)
+    }
+}
+
+/// Projector errors: only storage can fail; bad records are dead letters, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// The store failed; the batch was not committed and will be retried.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A state could not be serialized for the streams.
+    #[error("encode: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Records consumed (applied, duplicate, not relevant or dead).
+    pub records: u64,
+    /// Events applied.
+    pub applied: u64,
+    /// Duplicates recognized.
+    pub duplicates: u64,
+    /// Actions emitted.
+    pub actions: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+/// The projector over one log and one projection store.
+#[derive(Debug)]
+pub struct Projector<L> {
+    log: L,
+    projection: Projection,
+    batch_max: usize,
+    committed: watch::Sender<u64>,
+}
+
+impl<L: LogSource> Projector<L> {
+    /// A projector committing at most `batch_max` records per transaction.
+    pub fn new(log: L, projection: Projection, batch_max: usize) -> Self {
+        let (committed, _) = watch::channel(0);
+        Projector { log, projection, batch_max: batch_max.max(1), committed }
+    }
+
+    /// Changes after every commit (long-polling stream readers wait on it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// One batch from every partition that has records. Blocking (sled).
+    pub fn step(&self) -> Result<Progress, ProjectorError> {
+        let mut total = Progress::default();
+        for p in 0..self.log.partitions() {
+            let done = self.project_partition(p)?;
+            total.records += done.records;
+            total.applied += done.applied;
+            total.duplicates += done.duplicates;
+            total.actions += done.actions;
+            total.dead += done.dead;
+        }
+        if total.records > 0 {
+            self.committed.send_modify(|g| *g += 1);
+        }
+        Ok(total)
+    }
+
+    /// Applies every record currently readable. Blocking.
+    pub fn catch_up(&self) -> Result<Progress, ProjectorError> {
+        let mut total = Progress::default();
+        loop {
+            let p = self.step()?;
+            if p.records == 0 {
+                return Ok(total);
+            }
+            total.records += p.records;
+            total.applied += p.applied;
+            total.duplicates += p.duplicates;
+            total.actions += p.actions;
+            total.dead += p.dead;
+        }
+    }
+
+    fn project_partition(&self, partition: u32) -> Result<Progress, ProjectorError> {
+        let from = self.projection.position(partition)?;
+        if from >= self.log.end(partition) {
+            return Ok(Progress::default());
+        }
+        let records = self.log.read(partition, from, self.batch_max)?;
+        let Some(&(last, _)) = records.last() else { return Ok(Progress::default()) };
+        let mut batch = Batch { partition, next_offset: last + 1, ..Batch::default() };
+        let mut touched: Vec<(String, u64)> = Vec::new();
+        for (offset, rec) in &records {
+            let mut dead = |reason: String| {
+                batch.dead.push(DeadLetter {
+                    partition,
+                    offset: *offset,
+                    event_id: rec.event_id.clone(),
+                    event_type: rec.event_type.clone(),
+                    reason,
+                });
+            };
+            let parsed = match parse_event(&rec.body) {
+                Ok(p) => p,
+                Err(e) => {
+                    dead(format!("{}: {e}", e.code()));
+                    continue;
+                }
+            };
+            let event = match map_event(&parsed) {
+                Ok(Mapped::Payment(ev)) => ev,
+                Ok(Mapped::NotRelevant(_)) => continue,
+                Err(e) => {
+                    dead(format!("unmappable: {e}"));
+                    continue;
+                }
+            };
+            let key = event.key.to_string();
+            if !batch.payments.contains_key(&key) {
+                let stored = self.projection.payment(&key)?.unwrap_or_else(|| Payment::new(event.key.clone()));
+                batch.payments.insert(key.clone(), stored);
+            }
+            let Some(payment) = batch.payments.get_mut(&key) else { continue };
+            match payment.apply(event) {
+                Ok(applied) => {
+                    if matches!(applied.effect, Effect::Duplicate { .. }) {
+                        batch.duplicates += 1;
+                    } else {
+                        batch.applied += 1;
+                        touched.push((key.clone(), *offset));
+                    }
+                    for action in &applied.actions {
+                        batch.actions.push(serde_json::to_vec(action)?);
+                    }
+                }
+                Err(e) => dead(format!("misrouted: {e}")),
+            }
+        }
+        // One update per payment per batch, reflecting the last offset that changed it.
+        let mut seen = std::collections::BTreeSet::new();
+        for (key, offset) in touched.iter().rev() {
+            if seen.insert(key.clone()) {
+                if let Some(p) = batch.payments.get(key) {
+                    let update =
+                        json!({"key": key, "partition": partition, "offset": offset, "payment": p.state.summary()});
+                    batch.updates.push(serde_json::to_vec(&update)?);
+                }
+            }
+        }
+        batch.updates.reverse();
+        let progress = Progress {
+            records: records.len() as u64,
+            applied: batch.applied,
+            duplicates: batch.duplicates,
+            actions: batch.actions.len() as u64,
+            dead: batch.dead.len() as u64,
+        };
+        // Untouched cached payments (only duplicates) need no rewrite.
+        batch.payments.retain(|k, _| seen.contains(k));
+        self.projection.commit(&batch)?;
+        for d in &batch.dead {
+            tracing::warn!(partition, offset = d.offset, event_id = %d.event_id, reason = %d.reason, "dead letter");
+        }
+        Ok(progress)
+    }
+}
+
+impl<L: LogSource> Projector<L> {
+    /// Runs until `shutdown` resolves: applies whatever is readable, then waits for `wake` (new appends)
+    /// or a short poll interval. On shutdown the batch in progress is committed before returning.
+    pub async fn run(self: Arc<Self>, mut wake: watch::Receiver<u64>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let me = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || me.catch_up()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "projector batch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => tracing::error!(error = %e, "projector task panicked"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        let me = Arc::clone(&self);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || me.catch_up()).await {
+            tracing::error!(error = %e, "final projector batch failed");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Reading a data directory: `export`, `show`, `verify`.
+
+use anyhow::{bail, Context, Result};
+use paystate_core::Payment;
+use paystate_projector::Projector;
+use paystate_store::Store;
+use paystate_stripe::scenario::Truth;
+use serde_json::{json, Value};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// Opens an existing data directory (refusing to create one by mistake).
+pub fn open(dir: &Path) -> Result<Store> {
+    if !dir.join("conf").exists() && !dir.join("db").exists() {
+        bail!("{} is not a paystate data directory", dir.display());
+    }
+    Store::open_existing(dir).with_context(|| format!("opening {} (is `paystate serve` running on it?)", dir.display()))
+}
+
+fn lag(store: &Store) -> Result<u64> {
+    let mut lag = 0;
+    for p in 0..store.log.partitions() {
+        lag += store.log.end(p).saturating_sub(store.projection.position(p)?);
+    }
+    Ok(lag)
+}
+
+/// `paystate export`: the projection as JSON lines, one payment per line.
+pub fn export(data_dir: &Path, out: Option<&PathBuf>) -> Result<()> {
+    let store = open(data_dir)?;
+    let behind = lag(&store)?;
+    if behind > 0 {
+        eprintln!("note: the projection is {behind} events behind the log; run `paystate serve` to catch up");
+    }
+    let mut w: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut w = std::io::BufWriter::new(&mut w);
+    let mut after: Option<String> = None;
+    let mut n = 0usize;
+    loop {
+        let page = store.projection.payments(after.as_deref(), 1000, |_| true)?;
+        for p in &page {
+            serde_json::to_writer(&mut w, &p.state.summary())?;
+            w.write_all(b"\n")?;
+        }
+        n += page.len();
+        match page.last() {
+            Some(p) if page.len() == 1000 => after = Some(p.state.key.to_string()),
+            _ => break,
+        }
+    }
+    w.flush()?;
+    eprintln!("exported {n} payments");
+    Ok(())
+}
+
+/// `paystate show`: one payment and its history, for a person.
+pub fn show(data_dir: &Path, id: &str, account: Option<&str>) -> Result<()> {
+    let store = open(data_dir)?;
+    let key = match account {
+        Some(a) => format!("{a}/{id}"),
+        None => id.to_owned(),
+    };
+    let Some(p) = store.projection.payment(&key)? else { bail!("no payment {key} in {}", data_dir.display()) };
+    print!("{}", render(&p));
+    Ok(())
+}
+
+fn render(p: &Payment) -> String {
+    let s = &p.state;
+    let mut out = String::new();
+    let money =
+        |v: i64| format!("{}.{:02} {}", v / 100, (v % 100).abs(), s.currency.as_deref().unwrap_or("").to_uppercase());
+    out += &format!("payment   {}\n", s.key);
+    out += &format!("lifecycle {}   (Stripe status: {})\n", s.lifecycle.as_str(), s.status.map_or("-", |x| x.as_str()));
+    out += &format!(
+        "amount    {}   received {}   refunded {}\n",
+        money(s.amount),
+        money(s.amount_received),
+        money(s.amount_refunded)
+    );
+    if s.disputed {
+        out += &format!("disputed  yes ({})\n", s.dispute_status.map(|d| format!("{d:?}")).unwrap_or_default());
+    }
+    if s.failure_count > 0 {
+        out += &format!("failures  {} (last: {})\n", s.failure_count, s.last_failure_code.as_deref().unwrap_or("-"));
+    }
+    if let Some(c) = &s.customer {
+        out += &format!("customer  {c}\n");
+    }
+    for (k, v) in &s.metadata {
+        out += &format!("metadata  {k} = {v}\n");
+    }
+    out += "history (causal order):\n";
+    for h in &s.history {
+        out += &format!(
+            "  {}  {:<36} {:<24} -> {}\n",
+            h.event.created,
+            h.event.event_type,
+            h.event.id,
+            h.lifecycle.as_str()
+        );
+    }
+    out += &format!("actions emitted: {}\n", p.emitted.len());
+    out
+}
+
+/// Where `verify` reads the projection from.
+pub enum Source<'a> {
+    /// A data directory (caught up with its log first).
+    DataDir(&'a Path),
+    /// A running admin API.
+    Admin(&'a str),
+}
+
+fn compare(truth: &Truth, got: Option<&Value>) -> Vec<String> {
+    let Some(got) = got else { return vec!["missing".into()] };
+    let mut diffs = Vec::new();
+    let mut check = |field: &str, want: Value| {
+        if got[field] != want {
+            diffs.push(format!("{field}: expected {want}, got {}", got[field]));
+        }
+    };
+    check("lifecycle", json!(truth.lifecycle));
+    check("status", json!(truth.status));
+    check("amount", json!(truth.amount));
+    check("amount_received", json!(truth.amount_received));
+    check("amount_refunded", json!(truth.amount_refunded));
+    check("disputed", json!(truth.disputed));
+    check("dispute_status", json!(truth.dispute_status));
+    check("failure_count", json!(truth.failure_count));
+    check("events_applied", json!(truth.events));
+    diffs
+}
+
+/// `paystate verify`: compares the projection with a truth file; prints `N passed, N failed`.
+pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
+    let f = std::fs::File::open(truth_file).with_context(|| format!("opening {}", truth_file.display()))?;
+    let mut truths = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line?;
+        if !line.trim().is_empty() {
+            truths.push(serde_json::from_str::<Truth>(&line).context("truth line")?);
+        }
+    }
+    let mut got: Vec<Option<Value>> = Vec::with_capacity(truths.len());
+    match source {
+        Source::DataDir(dir) => {
+            let store = open(dir)?;
+            // Apply whatever the log holds that the projection has not yet (e.g. after a crash).
+            Projector::new(store.log.clone(), store.projection.clone(), 512).catch_up()?;
+            for t in &truths {
+                let key = match &t.account {
+                    Some(a) => format!("{a}/{}", t.id),
+                    None => t.id.clone(),
+                };
+                got.push(store.projection.payment(&key)?.map(|p| json!(p.state.summary())));
+            }
+        }
+        Source::Admin(base) => {
+            let client = reqwest::Client::new();
+            let base = base.trim_end_matches('/');
+            // Wait until the projector has applied everything the log holds.
+            for _ in 0..600 {
+                let status: Value = client.get(format!("{base}/v1/status")).send().await?.json().await?;
+                if status["lag"] == json!(0) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            for t in &truths {
+                let mut req = client.get(format!("{base}/v1/payments/{}", t.id));
+                if let Some(a) = &t.account {
+                    req = req.query(&[("account", a)]);
+                }
+                let resp = req.send().await?;
+                got.push(if resp.status().is_success() { Some(resp.json().await?) } else { None });
+            }
+        }
+    }
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for (t, g) in truths.iter().zip(&got) {
+        let diffs = compare(t, g.as_ref());
+        if diffs.is_empty() {
+            passed += 1;
+        } else {
+            failed += 1;
+            if failed <= 20 {
+                println!("FAIL {} ({:?}): {}", t.id, t.scenario, diffs.join("; "));
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}

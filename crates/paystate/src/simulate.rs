@@ -1,0 +1,217 @@
+//! `paystate simulate`: realistic signed Stripe traffic, delivered the way Stripe delivers it.
+//!
+//! Payments of every lifecycle scenario; events out of order within a window; some delivered twice; a
+//! fresh timestamp and signature on every attempt; retries with exponential backoff on any non-2xx,
+//! connection error or timeout. Writes each payment's expected final state (`--truth`) and the ids of the
+//! acknowledged events (`--acked`).
+
+use anyhow::{bail, Context, Result};
+use paystate_stripe::scenario::{generate, Scenario, Truth};
+use paystate_stripe::synth::{Rng, SynthEvent};
+use paystate_stripe::WebhookSecret;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Options of `simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// The webhook endpoint, e.g. http://127.0.0.1:8080/webhooks/stripe.
+    #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/stripe")]
+    pub url: String,
+    /// The signing secret the endpoint was started with.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Number of payments.
+    #[arg(long, default_value_t = 100)]
+    pub payments: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seed: the same seed generates the same payments and delivery order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of events delivered twice.
+    #[arg(long, default_value_t = 0.03)]
+    pub duplicates: f64,
+    /// Events are delivered out of order within this window.
+    #[arg(long, default_value_t = 50)]
+    pub shuffle_window_ms: u64,
+    /// Write each payment's expected final state here (JSON lines).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Write the id of every event acknowledged with 2xx here (one per line).
+    #[arg(long)]
+    pub acked: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Stop retrying an event after this long.
+    #[arg(long, default_value_t = 600)]
+    pub give_up_after_secs: u64,
+}
+
+struct Delivery {
+    event_id: String,
+    body: Vec<u8>,
+}
+
+/// Generates the payments and the delivery order (pure: seeded).
+fn plan(args: &SimulateArgs, t0: i64) -> (Vec<Delivery>, Vec<Truth>) {
+    let mut rng = Rng::new(args.seed);
+    let mut truths = Vec::with_capacity(args.payments);
+    let mut per_payment: Vec<Vec<SynthEvent>> = Vec::with_capacity(args.payments);
+    for _ in 0..args.payments {
+        let scenario = *rng.pick(&Scenario::ALL);
+        let start = t0 - i64::try_from(rng.below(86_400)).unwrap_or(0);
+        let (events, truth) = generate(scenario, &mut rng, start);
+        per_payment.push(events);
+        truths.push(truth);
+    }
+    // Interleave payments (Stripe sends many payments' events at once), then jitter each delivery within
+    // the window: nominal slot 0.1 ms apart, plus uniform jitter; duplicates get their own jitter.
+    let mut slots: Vec<(f64, usize, usize)> = Vec::new();
+    let mut slot = 0usize;
+    let longest = per_payment.iter().map(Vec::len).max().unwrap_or(0);
+    for i in 0..longest {
+        for (p, events) in per_payment.iter().enumerate() {
+            if i < events.len() {
+                let copies = if rng.chance(args.duplicates) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let jitter = (rng.below(args.shuffle_window_ms.max(1) * 1000) as f64) / 1000.0;
+                    slots.push((slot as f64 * 0.1 + jitter, p, i));
+                }
+                slot += 1;
+            }
+        }
+    }
+    slots.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let deliveries = slots
+        .into_iter()
+        .map(|(_, p, i)| {
+            let e = &per_payment[p][i];
+            Delivery { event_id: e.id.clone(), body: e.body() }
+        })
+        .collect();
+    (deliveries, truths)
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)).unwrap_or(0)
+}
+
+/// Runs the simulation and prints its figures.
+pub async fn run(args: SimulateArgs) -> Result<()> {
+    let secret = WebhookSecret::new(&args.secret)?;
+    let (deliveries, truths) = plan(&args, unix_now() - 3600);
+    if let Some(path) = &args.truth {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for t in &truths {
+            serde_json::to_writer(&mut f, t)?;
+            f.write_all(b"\n")?;
+        }
+        f.flush()?;
+    }
+    let total = deliveries.len();
+    let queue = Arc::new(deliveries);
+    let next = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let acked = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(args.timeout_ms))
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let started = Instant::now();
+    let give_up = Duration::from_secs(args.give_up_after_secs);
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (queue, next, sent, retried, latencies, acked) =
+            (queue.clone(), next.clone(), sent.clone(), retried.clone(), latencies.clone(), acked.clone());
+        let (client, secret, url) = (client.clone(), secret.clone(), args.url.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(d) = queue.get(i) else { return Ok::<(), anyhow::Error>(()) };
+                let first_try = Instant::now();
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    // A fresh timestamp and signature on every attempt, as Stripe does.
+                    let header = secret.header(unix_now(), &d.body);
+                    let t = Instant::now();
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let resp = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("stripe-signature", header)
+                        .body(d.body.clone())
+                        .send()
+                        .await;
+                    match resp {
+                        Ok(r) if r.status().is_success() => {
+                            let elapsed = t.elapsed();
+                            if let Ok(mut l) = latencies.lock() {
+                                l.push(elapsed);
+                            }
+                            if let Ok(mut a) = acked.lock() {
+                                a.push(d.event_id.clone());
+                            }
+                            break;
+                        }
+                        Ok(r) if r.status().is_client_error() && r.status() != reqwest::StatusCode::REQUEST_TIMEOUT => {
+                            let status = r.status();
+                            let text = r.text().await.unwrap_or_default();
+                            bail!("event {} refused with {status}: {text}", d.event_id);
+                        }
+                        _ => {
+                            retried.fetch_add(1, Ordering::Relaxed);
+                            if first_try.elapsed() > give_up {
+                                bail!("event {} not accepted after {give_up:?}", d.event_id);
+                            }
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut failure = None;
+    for w in workers {
+        if let Err(e) = w.await? {
+            failure.get_or_insert(e);
+        }
+    }
+    let elapsed = started.elapsed();
+    if let Some(path) = &args.acked {
+        let ids = acked.lock().map(|a| a.join("\n")).unwrap_or_default();
+        std::fs::write(path, ids + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
+    let accepted = lat.len();
+    println!(
+        "payments {} | deliveries {} | sent {} | accepted {} | retried {} | {:.1}s | {:.0} req/s | p50 {:.2} ms | p99 {:.2} ms",
+        args.payments,
+        total,
+        sent.load(Ordering::Relaxed),
+        accepted,
+        retried.load(Ordering::Relaxed),
+        elapsed.as_secs_f64(),
+        accepted as f64 / elapsed.as_secs_f64().max(1e-9),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,278 @@
+//! The HTTP surfaces over real HTTP on 127.0.0.1:0 with a real store in a temporary directory.
+
+use paystate_ingress::{admin_router, metrics::Metrics, public_router, Admin, Ingress, Mode};
+use paystate_projector::Projector;
+use paystate_store::{Appender, Store};
+use paystate_stripe::scenario::{generate, Scenario};
+use paystate_stripe::synth::Rng;
+use paystate_stripe::{Webhook, WebhookSecret};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "whsec_http_test_secret";
+
+struct Harness {
+    public: String,
+    admin: String,
+    store: Store,
+    projector: Arc<Projector<paystate_store::EmbeddedLog>>,
+    _appender: Appender,
+    _dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+fn now() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()).expect("time")
+}
+
+async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 4).expect("store");
+    let appender = store.log.start_appender();
+    let metrics = Arc::new(Metrics::default());
+    let webhook = Webhook::new(vec![WebhookSecret::new(SECRET).expect("secret")], 300).expect("webhook");
+    let ingress = Ingress {
+        webhook,
+        mode,
+        body_limit_bytes: body_limit,
+        partitions: 4,
+        appender: appender.handle(),
+        metrics: metrics.clone(),
+    };
+    let projector = Arc::new(Projector::new(store.log.clone(), store.projection.clone(), 64));
+    let admin = Admin {
+        log: store.log.clone(),
+        projection: store.projection.clone(),
+        committed: projector.subscribe(),
+        metrics,
+    };
+    let public_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let public = format!("http://{}", public_l.local_addr().expect("addr"));
+    let admin_url = format!("http://{}", admin_l.local_addr().expect("addr"));
+    tokio::spawn(paystate_ingress::serve(public_l, public_router(ingress), std::future::pending()));
+    tokio::spawn(paystate_ingress::serve(admin_l, admin_router(admin), std::future::pending()));
+    Harness {
+        public,
+        admin: admin_url,
+        store,
+        projector,
+        _appender: appender,
+        _dir: dir,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Harness {
+    fn log_total(&self) -> u64 {
+        (0..4).map(|p| self.store.log.end(p)).sum()
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        signature: Option<String>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.public)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(sig) = signature {
+            req = req.header("stripe-signature", sig);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn event_body(seed: u64, livemode: bool) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let (mut events, _) = generate(Scenario::CardSuccess, &mut rng, now() - 60);
+    let mut e = events.remove(1);
+    e.json["livemode"] = livemode.into();
+    e.body()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_has_its_status_and_reason_and_appends_nothing() {
+    let h = start(Some(Mode::Test), 4096).await;
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let body = event_body(1, false);
+    let good = secret.header(now(), &body);
+    let json = Some("application/json");
+
+    // (name, content type, Stripe-Signature, body, expected status, expected reason)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<String>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        ("no signature", json, None, body.clone(), 400, "missing_signature_header"),
+        ("malformed", json, Some("garbage".into()), body.clone(), 400, "malformed_signature_header"),
+        ("v0 only", json, Some(good.replace("v1=", "v0=")), body.clone(), 400, "no_v1_signature"),
+        (
+            "wrong secret",
+            json,
+            Some(WebhookSecret::new("whsec_other").expect("s").header(now(), &body)),
+            body.clone(),
+            400,
+            "no_matching_signature",
+        ),
+        ("tampered", json, Some(good.clone()), event_body(2, false), 400, "no_matching_signature"),
+        ("stale", json, Some(secret.header(now() - 3600, &body)), body.clone(), 400, "timestamp_outside_tolerance"),
+        ("future", json, Some(secret.header(now() + 3600, &body)), body.clone(), 400, "timestamp_outside_tolerance"),
+        ("not json", json, Some(secret.header(now(), b"hello")), b"hello".to_vec(), 400, "body_not_json"),
+        (
+            "not an event",
+            json,
+            Some(secret.header(now(), b"{\"object\":\"customer\"}")),
+            b"{\"object\":\"customer\"}".to_vec(),
+            400,
+            "not_an_event",
+        ),
+        ("not utf-8", json, Some(secret.header(now(), b"{\"\xff\"}")), b"{\"\xff\"}".to_vec(), 400, "body_not_utf8"),
+        (
+            "live event in test mode",
+            json,
+            Some(secret.header(now(), &event_body(3, true))),
+            event_body(3, true),
+            400,
+            "wrong_mode",
+        ),
+        ("text/plain", Some("text/plain"), Some(good.clone()), body.clone(), 415, "unsupported_media_type"),
+        ("no content type", None, Some(good.clone()), body.clone(), 415, "unsupported_media_type"),
+        ("too large", json, Some(good.clone()), vec![b' '; 5000], 413, "body_too_large"),
+    ];
+    for (name, ct, sig, b, status, code) in cases {
+        let (got, reason) = h.post("/webhooks/stripe", ct, sig, b).await;
+        assert_eq!(got, status, "{name}: {reason}");
+        assert_eq!(reason["error"], code, "{name}");
+        assert!(reason["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: message");
+    }
+    let (got, reason) = h.post("/elsewhere", json, Some(good.clone()), body.clone()).await;
+    assert_eq!((got, reason["error"].as_str()), (404, Some("not_found")));
+    let resp = h.client.get(format!("{}/webhooks/stripe", h.public)).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 405);
+    let resp = h.client.get(format!("{}/v1/status", h.public)).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 404, "the public listener serves no admin path");
+    assert_eq!(h.log_total(), 0, "nothing refused was appended");
+
+    // The good one is appended once durably; a redelivery may append again but is applied once.
+    for _ in 0..2 {
+        let (got, reason) = h.post("/webhooks/stripe", json, Some(secret.header(now(), &body)), body.clone()).await;
+        assert_eq!((got, reason), (200, serde_json::json!({"received": true})));
+    }
+    assert_eq!(h.log_total(), 2);
+    let progress = h.projector.catch_up().expect("project");
+    assert_eq!((progress.applied, progress.duplicates), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_and_streams() {
+    let h = start(None, 1 << 20).await;
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let mut rng = Rng::new(9);
+    let (events, truth) = generate(Scenario::DeclineThenSuccess, &mut rng, now() - 100);
+    // A reader long-polls the actions stream before anything exists.
+    let waiter = {
+        let (client, admin) = (h.client.clone(), h.admin.clone());
+        tokio::spawn(async move {
+            let r = client.get(format!("{admin}/v1/streams/actions?after=0&wait_ms=20000")).send().await.expect("poll");
+            r.text().await.expect("body")
+        })
+    };
+    for e in events.iter().rev() {
+        let body = e.body();
+        let (status, _) =
+            h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
+        assert_eq!(status, 200);
+    }
+    h.projector.catch_up().expect("project");
+    let first_lines = waiter.await.expect("join");
+    assert!(first_lines.lines().count() >= 1, "long-poll returned once actions existed: {first_lines}");
+
+    let p: Value = h
+        .client
+        .get(format!("{}/v1/payments/{}", h.admin, truth.id))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(p["lifecycle"], "succeeded");
+    assert_eq!(p["failure_count"], 1);
+    let hist: Value = h
+        .client
+        .get(format!("{}/v1/payments/{}/history", h.admin, truth.id))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let lifecycles: Vec<&str> =
+        hist["history"].as_array().expect("history").iter().filter_map(|e| e["lifecycle"].as_str()).collect();
+    assert_eq!(lifecycles.first(), Some(&"created"));
+    assert_eq!(lifecycles.last(), Some(&"succeeded"));
+    let missing = h.client.get(format!("{}/v1/payments/pi_nope", h.admin)).send().await.expect("get");
+    assert_eq!(missing.status().as_u16(), 404);
+    assert_eq!(missing.json::<Value>().await.expect("json")["error"], "not_found");
+    let list: Value = h
+        .client
+        .get(format!("{}/v1/payments?lifecycle=succeeded", h.admin))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["payments"].as_array().map(Vec::len), Some(1));
+    let bad = h.client.get(format!("{}/v1/payments?lifecycle=bogus", h.admin)).send().await.expect("get");
+    assert_eq!(bad.status().as_u16(), 400);
+
+    let resp = h.client.get(format!("{}/v1/streams/actions?after=0", h.admin)).send().await.expect("get");
+    let next: u64 = resp.headers()["paystate-next-cursor"].to_str().expect("hdr").parse().expect("num");
+    let text = resp.text().await.expect("text");
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("ndjson")["data"]["kind"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(kinds.contains(&"fulfill_order".to_owned()), "{kinds:?}");
+    assert_eq!(next, kinds.len() as u64);
+    let after: String = h
+        .client
+        .get(format!("{}/v1/streams/actions?after={next}", h.admin))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("t");
+    assert!(after.is_empty());
+    let updates: String = h
+        .client
+        .get(format!("{}/v1/streams/payments?after=0", h.admin))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("t");
+    assert!(updates
+        .lines()
+        .all(|l| serde_json::from_str::<Value>(l).expect("ndjson")["data"]["key"] == truth.id.as_str()));
+
+    let status: Value =
+        h.client.get(format!("{}/v1/status", h.admin)).send().await.expect("get").json().await.expect("json");
+    assert_eq!(status["lag"], 0);
+    assert_eq!(status["totals"]["applied"], events.len() as u64);
+    let metrics = h.client.get(format!("{}/metrics", h.admin)).send().await.expect("get").text().await.expect("t");
+    assert!(
+        metrics.contains(&format!("paystate_webhooks_total{{outcome=\"accepted\"}} {}", events.len())),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("paystate_events_applied_total {}", events.len())));
+    assert!(metrics.contains("paystate_append_seconds_count"));
+}

@@ -1,0 +1,220 @@
+//! `paystate serve` as a user runs it: a child process on loopback, fed by `paystate simulate`.
+//!
+//! - end to end: 2,000 payments; every payment equals its truth; one `fulfill_order` per succeeded
+//!   payment; no action id twice in the `actions` stream; SIGTERM exits 0.
+//! - crash safety: the server is SIGKILLed at random moments at least 5 times and restarted while
+//!   simulate keeps retrying; every acknowledged event is in the log, every payment equals its truth and
+//!   no action id appears twice.
+
+use paystate_store::{Store, Stream};
+use paystate_stripe::scenario::Truth;
+use paystate_stripe::synth::Rng;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "whsec_serve_test_secret";
+const BIN: &str = env!("CARGO_BIN_EXE_paystate");
+
+struct Server {
+    child: Child,
+    public: String,
+    admin: String,
+}
+
+/// Starts `serve` and reads the bound addresses from its first line of output.
+fn start_server(data: &Path, listen: &str, admin: &str) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--webhook-secret", SECRET, "--listen", listen, "--admin-listen", admin])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read address line");
+    let public =
+        line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("public address").to_owned();
+    let admin = line.split("admin on ").nth(1).map(|s| s.trim().to_owned()).expect("admin address");
+    Server { child, public, admin }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn simulate(url: &str, payments: usize, dir: &Path, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["simulate", "--url", url, "--secret", SECRET, "--payments", &payments.to_string()])
+        .arg("--truth")
+        .arg(dir.join("truth.jsonl"))
+        .arg("--acked")
+        .arg(dir.join("acked.txt"))
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn simulate")
+}
+
+fn truths(dir: &Path) -> Vec<Truth> {
+    std::fs::read_to_string(dir.join("truth.jsonl"))
+        .expect("truth file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("truth line"))
+        .collect()
+}
+
+/// Checks the actions: no id twice; one fulfill_order per succeeded payment, none for the others.
+fn check_actions(actions: &[Value], truths: &[Truth]) {
+    let mut ids = BTreeSet::new();
+    let mut fulfil: BTreeMap<String, usize> = BTreeMap::new();
+    for a in actions {
+        assert!(ids.insert(a["id"].as_str().expect("id").to_owned()), "action id twice: {a}");
+        if a["kind"] == "fulfill_order" {
+            *fulfil.entry(a["key"]["payment"].as_str().expect("payment").to_owned()).or_default() += 1;
+        }
+    }
+    for t in truths {
+        let paid = matches!(t.lifecycle.as_str(), "succeeded" | "partially_refunded" | "refunded");
+        assert_eq!(
+            fulfil.get(&t.id).copied().unwrap_or(0),
+            usize::from(paid),
+            "fulfill_order for {} ({:?})",
+            t.id,
+            t.scenario
+        );
+    }
+}
+
+fn verify(args: &[&str], truth: &Path) -> String {
+    let out = Command::new(BIN).arg("verify").arg("--truth").arg(truth).args(args).output().expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "verify failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[test]
+fn end_to_end_two_thousand_payments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = start_server(&data, "127.0.0.1:0", "127.0.0.1:0");
+    let sim = simulate(&server.public, 2000, dir.path(), &["--seed", "11"]).wait_with_output().expect("simulate");
+    let report = String::from_utf8_lossy(&sim.stdout);
+    assert!(sim.status.success(), "simulate: {report}");
+    assert!(report.contains("accepted"), "{report}");
+
+    let text = verify(&["--admin", &server.admin], &dir.path().join("truth.jsonl"));
+    assert!(text.trim_end().ends_with("2000 passed, 0 failed"), "{text}");
+
+    let client = ndjson::blocking_get_all(&format!("{}/v1/streams/actions", server.admin));
+    check_actions(&client, &truths(dir.path()));
+
+    // SIGTERM: graceful shutdown, exit 0.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = server.child.wait().expect("wait");
+    assert!(status.success(), "serve exited with {status}");
+}
+
+#[test]
+fn survives_sigkill_at_random_moments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (public_port, admin_port) = (free_port(), free_port());
+    let (listen, admin) = (format!("127.0.0.1:{public_port}"), format!("127.0.0.1:{admin_port}"));
+    let mut server = start_server(&data, &listen, &admin);
+    let mut sim =
+        simulate(&server.public, 3000, dir.path(), &["--seed", "23", "--concurrency", "8", "--timeout-ms", "2000"]);
+
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(5);
+    eprintln!("kill schedule seed: {seed}");
+    let mut rng = Rng::new(seed);
+    let mut kills = 0;
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        if sim.try_wait().expect("poll simulate").is_some() {
+            break;
+        }
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().expect("reap");
+        kills += 1;
+        server = start_server(&data, &listen, &admin);
+        assert!(started.elapsed() < Duration::from_secs(600), "simulate did not finish");
+    }
+    let sim = sim.wait_with_output().expect("simulate");
+    assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
+    assert!(kills >= 5, "only {kills} kills happened while simulate ran; slow it down");
+    server.child.kill().expect("final SIGKILL");
+    server.child.wait().expect("reap");
+
+    // verify --data-dir first applies whatever the log holds beyond the projection.
+    let text = verify(&["--data-dir", data.to_str().expect("utf8")], &dir.path().join("truth.jsonl"));
+    assert!(text.trim_end().ends_with("3000 passed, 0 failed"), "{text}");
+
+    let store = Store::open_existing(&data).expect("open");
+    let mut logged = BTreeSet::new();
+    for p in 0..store.log.partitions() {
+        logged.extend(store.log.read_all(p).expect("read").into_iter().map(|(_, r)| r.event_id));
+    }
+    let acked = std::fs::read_to_string(dir.path().join("acked.txt")).expect("acked");
+    let acked: Vec<&str> = acked.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!acked.is_empty());
+    for id in &acked {
+        assert!(logged.contains(*id), "event {id} was acknowledged but is not in the log");
+    }
+    let actions: Vec<Value> = store
+        .projection
+        .read_stream(Stream::Actions, 0, usize::MAX)
+        .expect("stream")
+        .into_iter()
+        .map(|(_, v)| serde_json::from_slice(&v).expect("action json"))
+        .collect();
+    check_actions(&actions, &truths(dir.path()));
+    eprintln!("{kills} SIGKILLs, {} acknowledged events, {} actions", acked.len(), actions.len());
+}
+
+mod ndjson {
+    //! A tiny blocking reader of the NDJSON stream, so the test needs no HTTP client runtime.
+    use serde_json::Value;
+    use std::io::{Read, Write};
+
+    pub fn blocking_get_all(url: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let (status, headers, body) = get(&format!("{url}?after={after}&limit=5000"));
+            assert_eq!(status, 200, "{body}");
+            let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).expect("ndjson")).collect();
+            if lines.is_empty() {
+                return out;
+            }
+            after = headers
+                .lines()
+                .find_map(|h| h.strip_prefix("paystate-next-cursor: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("next cursor");
+            out.extend(lines.into_iter().map(|mut l| l["data"].take()));
+        }
+    }
+
+    fn get(url: &str) -> (u16, String, String) {
+        let rest = url.strip_prefix("http://").expect("http url");
+        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).expect("path");
+        let mut s = std::net::TcpStream::connect(host).expect("connect");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("write");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("read");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("response");
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status");
+        (status, head.to_owned(), body.to_owned())
+    }
+}

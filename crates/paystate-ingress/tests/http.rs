@@ -166,6 +166,27 @@ async fn every_refusal_has_its_status_and_reason_and_appends_nothing() {
     assert_eq!(h.log_total(), 2);
     let progress = h.projector.catch_up().expect("project");
     assert_eq!((progress.applied, progress.duplicates), (1, 1));
+
+    // A signed, well-formed event the projection cannot use (a PaymentIntent without amount) is accepted
+    // (Stripe must not retry it forever), dead-lettered with its reason, and does not stall its partition.
+    let mut broken: Value = serde_json::from_slice(&body).expect("json");
+    broken["id"] = "evt_broken".into();
+    broken["data"]["object"].as_object_mut().expect("object").remove("amount");
+    let broken = serde_json::to_vec(&broken).expect("ser");
+    let (got, _) = h.post("/webhooks/stripe", json, Some(secret.header(now(), &broken)), broken).await;
+    assert_eq!(got, 200);
+    let later = event_body(4, false);
+    let (got, _) = h.post("/webhooks/stripe", json, Some(secret.header(now(), &later)), later).await;
+    assert_eq!(got, 200);
+    let progress = h.projector.catch_up().expect("project");
+    assert_eq!((progress.dead, progress.applied), (1, 1));
+    let dead = h.store.projection.dead_letters().expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event_id, "evt_broken");
+    assert!(dead[0].reason.contains("no amount"), "{}", dead[0].reason);
+    for p in 0..4 {
+        assert_eq!(h.store.projection.position(p).expect("pos"), h.store.log.end(p), "partition {p} fully consumed");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

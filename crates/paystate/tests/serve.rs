@@ -121,6 +121,46 @@ fn end_to_end_two_thousand_payments() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let status = server.child.wait().expect("wait");
     assert!(status.success(), "serve exited with {status}");
+
+    // export: one JSON line per payment with the documented fields.
+    let out = dir.path().join("export.jsonl");
+    let status =
+        Command::new(BIN).args(["export", "--data-dir"]).arg(&data).arg("--out").arg(&out).status().expect("export");
+    assert!(status.success());
+    let rows: Vec<Value> =
+        std::fs::read_to_string(&out).expect("read").lines().map(|l| serde_json::from_str(l).expect("jsonl")).collect();
+    assert_eq!(rows.len(), 2000);
+    let fields = [
+        "id",
+        "account",
+        "livemode",
+        "status",
+        "lifecycle",
+        "amount",
+        "currency",
+        "amount_received",
+        "amount_refunded",
+        "disputed",
+        "dispute_status",
+        "refunds",
+        "events_applied",
+        "last_event_id",
+    ];
+    for f in fields {
+        assert!(rows.iter().all(|r| r.get(f).is_some()), "export lacks {f}");
+    }
+    // show: a person-readable payment with its history.
+    let t = &truths(dir.path())[0];
+    let mut show = Command::new(BIN);
+    show.args(["show", &t.id, "--data-dir"]).arg(&data);
+    if let Some(a) = &t.account {
+        show.args(["--account", a]);
+    }
+    let shown = show.output().expect("show");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(text.contains(&format!("lifecycle {}", t.lifecycle)), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("  ")).count(), t.events, "{text}");
 }
 
 #[test]

@@ -22,7 +22,12 @@ use std::path::Path;
 /// Default number of log partitions.
 pub const DEFAULT_PARTITIONS: u32 = 8;
 
-/// An open data directory.
+/// An open data directory: two sled databases, `log/` and `projection/`.
+///
+/// They are separate so that the appender's fsync only has log records to write: projector batches (payment
+/// states rewritten on every event) would otherwise ride along in every webhook's flush. Nothing needs a
+/// transaction across the two: the projector reads only the durable end of the log, and its position
+/// commits with its effects inside `projection/`.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// The embedded log.
@@ -31,41 +36,48 @@ pub struct Store {
     pub projection: Projection,
 }
 
+fn stored_partitions(meta: &sled::Tree) -> Result<Option<u32>, StoreError> {
+    meta.get(b"partitions")?
+        .map(|v| {
+            let arr: [u8; 4] =
+                v.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "meta", why: "partitions".into() })?;
+            Ok(u32::from_be_bytes(arr))
+        })
+        .transpose()
+}
+
 impl Store {
     /// Opens (or creates) the data directory with `partitions` log partitions. Reopening with another
     /// count is refused: it would move payments between partitions.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
-        let meta = db.open_tree("meta")?;
-        match meta.get(b"partitions")? {
-            Some(v) => {
-                let arr: [u8; 4] = v
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt { tree: "meta", why: "partitions".into() })?;
-                let found = u32::from_be_bytes(arr);
-                if found != partitions {
-                    return Err(StoreError::PartitionMismatch { found, wanted: partitions });
-                }
+        let log_db = sled::Config::new().path(dir.join("log")).open()?;
+        let meta = log_db.open_tree("meta")?;
+        match stored_partitions(&meta)? {
+            Some(found) if found != partitions => {
+                return Err(StoreError::PartitionMismatch { found, wanted: partitions })
             }
+            Some(_) => {}
             None => {
                 meta.insert(b"partitions", &partitions.to_be_bytes())?;
-                db.flush()?;
+                log_db.flush()?;
             }
         }
-        Ok(Store { log: EmbeddedLog::open(&db, partitions)?, projection: Projection::open(&db)? })
+        let projection_db = sled::Config::new().path(dir.join("projection")).open()?;
+        Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection: Projection::open(&projection_db)? })
     }
 
     /// Opens an existing data directory with whatever partition count it was created with.
     pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
-        let meta = db.open_tree("meta")?;
-        let v = meta
-            .get(b"partitions")?
-            .ok_or(StoreError::Corrupt { tree: "meta", why: "not a paystate data directory".into() })?;
-        let arr: [u8; 4] =
-            v.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "meta", why: "partitions".into() })?;
-        let partitions = u32::from_be_bytes(arr);
-        Ok(Store { log: EmbeddedLog::open(&db, partitions)?, projection: Projection::open(&db)? })
+        if !dir.join("log").is_dir() {
+            return Err(StoreError::Corrupt {
+                tree: "meta",
+                why: format!("{} is not a paystate data directory", dir.display()),
+            });
+        }
+        let log_db = sled::Config::new().path(dir.join("log")).open()?;
+        let partitions = stored_partitions(&log_db.open_tree("meta")?)?
+            .ok_or_else(|| StoreError::Corrupt { tree: "meta", why: "no partition count".into() })?;
+        let projection_db = sled::Config::new().path(dir.join("projection")).open()?;
+        Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection: Projection::open(&projection_db)? })
     }
 }

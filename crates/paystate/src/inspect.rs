@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Opens an existing data directory (refusing to create one by mistake).
 pub fn open(dir: &Path) -> Result<Store> {
-    if !dir.join("conf").exists() && !dir.join("db").exists() {
+    if !dir.join("log").is_dir() {
         bail!("{} is not a paystate data directory", dir.display());
     }
     Store::open_existing(dir).with_context(|| format!("opening {} (is `paystate serve` running on it?)", dir.display()))

@@ -24,8 +24,9 @@ pub struct PaymentEvent {
 }
 
 /// A snapshot of the one object an event carries, reduced to what the projection folds.
+// Externally tagged (serde's default) so that compact non-self-describing formats can store it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "object", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Observation {
     /// `payment_intent.*`
     PaymentIntent(IntentObservation),

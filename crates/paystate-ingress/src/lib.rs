@@ -255,8 +255,9 @@ pub fn status_json(
     let mut parts = Vec::new();
     let mut lag_total = 0u64;
     for p in 0..log.partitions() {
-        let end = log.end(p);
+        // Position first: both only grow, so this order never shows applied beyond the log end.
         let applied = projection.position(p)?;
+        let end = log.end(p);
         let lag = end.saturating_sub(applied);
         lag_total += lag;
         parts.push(json!({"partition": p, "log_end": end, "applied": applied, "lag": lag}));

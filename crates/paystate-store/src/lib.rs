@@ -36,6 +36,12 @@ pub struct Store {
     pub projection: Projection,
 }
 
+/// sled settings for both databases: every durable point is an explicit `flush`, so sled's own periodic
+/// flusher only competes for the disk; throughput mode favours write speed over space.
+fn config(path: &Path) -> sled::Config {
+    sled::Config::new().path(path).mode(sled::Mode::HighThroughput).flush_every_ms(None)
+}
+
 fn stored_partitions(meta: &sled::Tree) -> Result<Option<u32>, StoreError> {
     meta.get(b"partitions")?
         .map(|v| {
@@ -50,7 +56,7 @@ impl Store {
     /// Opens (or creates) the data directory with `partitions` log partitions. Reopening with another
     /// count is refused: it would move payments between partitions.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, StoreError> {
-        let log_db = sled::Config::new().path(dir.join("log")).open()?;
+        let log_db = config(&dir.join("log")).open()?;
         let meta = log_db.open_tree("meta")?;
         match stored_partitions(&meta)? {
             Some(found) if found != partitions => {
@@ -62,7 +68,7 @@ impl Store {
                 log_db.flush()?;
             }
         }
-        let projection_db = sled::Config::new().path(dir.join("projection")).open()?;
+        let projection_db = config(&dir.join("projection")).open()?;
         Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection: Projection::open(&projection_db)? })
     }
 
@@ -74,10 +80,10 @@ impl Store {
                 why: format!("{} is not a paystate data directory", dir.display()),
             });
         }
-        let log_db = sled::Config::new().path(dir.join("log")).open()?;
+        let log_db = config(&dir.join("log")).open()?;
         let partitions = stored_partitions(&log_db.open_tree("meta")?)?
             .ok_or_else(|| StoreError::Corrupt { tree: "meta", why: "no partition count".into() })?;
-        let projection_db = sled::Config::new().path(dir.join("projection")).open()?;
+        let projection_db = config(&dir.join("projection")).open()?;
         Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection: Projection::open(&projection_db)? })
     }
 }

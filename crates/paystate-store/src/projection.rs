@@ -57,10 +57,8 @@ pub struct DeadLetter {
 /// Everything one projector batch changes.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// The partition the batch consumed.
-    pub partition: u32,
-    /// The partition's next offset after the batch.
-    pub next_offset: u64,
+    /// For each partition the batch consumed, its next offset after the batch.
+    pub positions: BTreeMap<u32, u64>,
     /// New states of the payments the batch touched.
     pub payments: BTreeMap<String, Payment>,
     /// Stream entries, in order: action JSON lines.
@@ -226,11 +224,8 @@ impl Projection {
 
     /// Commits a batch atomically and durably (see the module docs).
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let encoded: Vec<(&String, Vec<u8>)> = batch
-            .payments
-            .iter()
-            .map(|(k, p)| serde_json::to_vec(p).map(|v| (k, v)).map_err(|e| StoreError::Encode(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let encoded: Vec<(&String, Vec<u8>)> =
+            batch.payments.iter().map(|(k, p)| encode_payment(p).map(|v| (k, v))).collect::<Result<_, _>>()?;
         let dead: Vec<([u8; 12], Vec<u8>)> = batch
             .dead
             .iter()
@@ -246,7 +241,9 @@ impl Projection {
                 for (k, v) in &encoded {
                     payments.insert(k.as_bytes(), v.as_slice())?;
                 }
-                offsets.insert(&batch.partition.to_be_bytes(), &batch.next_offset.to_be_bytes())?;
+                for (partition, next) in &batch.positions {
+                    offsets.insert(&partition.to_be_bytes(), &next.to_be_bytes())?;
+                }
                 let first = bump(meta, Stream::Actions.seq_key(), batch.actions.len() as u64)?;
                 for (i, a) in batch.actions.iter().enumerate() {
                     actions.insert(&(first + 1 + i as u64).to_be_bytes(), a.as_slice())?;
@@ -269,6 +266,21 @@ impl Projection {
     }
 }
 
+/// Payments are stored with postcard (compact, non-self-describing serde): a projector batch decodes and
+/// re-encodes every payment it touches, history included, so the encoding is on the hot path. A version
+/// byte leads, so the format can change without guessing.
+const PAYMENT_FORMAT: u8 = 1;
+
+fn encode_payment(p: &Payment) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![PAYMENT_FORMAT];
+    postcard::to_io(p, &mut out).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
 fn decode_payment(v: &[u8]) -> Result<Payment, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt { tree: "payments", why: e.to_string() })
+    let corrupt = |why: String| StoreError::Corrupt { tree: "payments", why };
+    match v.split_first() {
+        Some((&PAYMENT_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
+        _ => Err(corrupt("unknown payment encoding".into())),
+    }
 }

@@ -65,6 +65,14 @@ async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
 }
 
 impl Harness {
+    async fn admin_json(&self, path: &str) -> Value {
+        self.client.get(format!("{}{path}", self.admin)).send().await.expect("get").json().await.expect("json")
+    }
+
+    async fn admin_text(&self, path: &str) -> String {
+        self.client.get(format!("{}{path}", self.admin)).send().await.expect("get").text().await.expect("text")
+    }
+
     fn log_total(&self) -> u64 {
         (0..4).map(|p| self.store.log.end(p)).sum()
     }
@@ -213,26 +221,10 @@ async fn admin_api_and_streams() {
     let first_lines = waiter.await.expect("join");
     assert!(first_lines.lines().count() >= 1, "long-poll returned once actions existed: {first_lines}");
 
-    let p: Value = h
-        .client
-        .get(format!("{}/v1/payments/{}", h.admin, truth.id))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let p: Value = h.admin_json(&format!("/v1/payments/{}", truth.id)).await;
     assert_eq!(p["lifecycle"], "succeeded");
     assert_eq!(p["failure_count"], 1);
-    let hist: Value = h
-        .client
-        .get(format!("{}/v1/payments/{}/history", h.admin, truth.id))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let hist: Value = h.admin_json(&format!("/v1/payments/{}/history", truth.id)).await;
     let lifecycles: Vec<&str> =
         hist["history"].as_array().expect("history").iter().filter_map(|e| e["lifecycle"].as_str()).collect();
     assert_eq!(lifecycles.first(), Some(&"created"));
@@ -240,15 +232,7 @@ async fn admin_api_and_streams() {
     let missing = h.client.get(format!("{}/v1/payments/pi_nope", h.admin)).send().await.expect("get");
     assert_eq!(missing.status().as_u16(), 404);
     assert_eq!(missing.json::<Value>().await.expect("json")["error"], "not_found");
-    let list: Value = h
-        .client
-        .get(format!("{}/v1/payments?lifecycle=succeeded", h.admin))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = h.admin_json("/v1/payments?lifecycle=succeeded").await;
     assert_eq!(list["payments"].as_array().map(Vec::len), Some(1));
     let bad = h.client.get(format!("{}/v1/payments?lifecycle=bogus", h.admin)).send().await.expect("get");
     assert_eq!(bad.status().as_u16(), 400);
@@ -262,34 +246,17 @@ async fn admin_api_and_streams() {
         .collect();
     assert!(kinds.contains(&"fulfill_order".to_owned()), "{kinds:?}");
     assert_eq!(next, kinds.len() as u64);
-    let after: String = h
-        .client
-        .get(format!("{}/v1/streams/actions?after={next}", h.admin))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("t");
+    let after: String = h.admin_text(&format!("/v1/streams/actions?after={next}")).await;
     assert!(after.is_empty());
-    let updates: String = h
-        .client
-        .get(format!("{}/v1/streams/payments?after=0", h.admin))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("t");
+    let updates: String = h.admin_text("/v1/streams/payments?after=0").await;
     assert!(updates
         .lines()
         .all(|l| serde_json::from_str::<Value>(l).expect("ndjson")["data"]["key"] == truth.id.as_str()));
 
-    let status: Value =
-        h.client.get(format!("{}/v1/status", h.admin)).send().await.expect("get").json().await.expect("json");
+    let status: Value = h.admin_json("/v1/status").await;
     assert_eq!(status["lag"], 0);
     assert_eq!(status["totals"]["applied"], events.len() as u64);
-    let metrics = h.client.get(format!("{}/metrics", h.admin)).send().await.expect("get").text().await.expect("t");
+    let metrics = h.admin_text("/metrics").await;
     assert!(
         metrics.contains(&format!("paystate_webhooks_total{{outcome=\"accepted\"}} {}", events.len())),
         "{metrics}"

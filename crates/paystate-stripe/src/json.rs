@@ -343,68 +343,8 @@ impl<'a> Scanner<'a> {
     pub(crate) fn skip(&mut self) -> Scan<()> {
         match self.peek() {
             Some(b'"') => self.skip_string(),
-            Some(b'{') => {
-                self.enter()?;
-                self.pos += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                loop {
-                    if self.peek() != Some(b'"') {
-                        return self.syntax();
-                    }
-                    self.skip_string()?;
-                    self.ws();
-                    if self.peek() != Some(b':') {
-                        return self.syntax();
-                    }
-                    self.pos += 1;
-                    self.ws();
-                    self.skip()?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => {
-                            self.pos += 1;
-                            self.ws();
-                        }
-                        Some(b'}') => {
-                            self.pos += 1;
-                            self.depth -= 1;
-                            return Ok(());
-                        }
-                        _ => return self.syntax(),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.enter()?;
-                self.pos += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip()?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => {
-                            self.pos += 1;
-                            self.ws();
-                        }
-                        Some(b']') => {
-                            self.pos += 1;
-                            self.depth -= 1;
-                            return Ok(());
-                        }
-                        _ => return self.syntax(),
-                    }
-                }
-            }
+            Some(b'{') => self.object(|sc, _| sc.skip()),
+            Some(b'[') => self.array(Self::skip),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),

@@ -17,7 +17,7 @@ struct Harness {
     admin: String,
     store: Store,
     projector: Arc<Projector<paystate_store::EmbeddedLog>>,
-    _appender: Appender,
+    appender: Appender,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
 }
@@ -53,15 +53,7 @@ async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
     let admin_url = format!("http://{}", admin_l.local_addr().expect("addr"));
     tokio::spawn(paystate_ingress::serve(public_l, public_router(ingress), std::future::pending()));
     tokio::spawn(paystate_ingress::serve(admin_l, admin_router(admin), std::future::pending()));
-    Harness {
-        public,
-        admin: admin_url,
-        store,
-        projector,
-        _appender: appender,
-        _dir: dir,
-        client: reqwest::Client::new(),
-    }
+    Harness { public, admin: admin_url, store, projector, appender, _dir: dir, client: reqwest::Client::new() }
 }
 
 impl Harness {
@@ -263,4 +255,19 @@ async fn admin_api_and_streams() {
     );
     assert!(metrics.contains(&format!("paystate_events_applied_total {}", events.len())));
     assert!(metrics.contains("paystate_append_seconds_count"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_append_answers_503_never_200() {
+    let h = start(None, 1 << 20).await;
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let body = event_body(7, false);
+    h.appender.halt();
+    let (status, reason) =
+        h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
+    assert_eq!(status, 503, "{reason}");
+    assert_eq!(reason["error"], "log_unavailable");
+    assert_eq!(h.log_total(), 0);
+    let metrics = h.admin_text("/metrics").await;
+    assert!(metrics.contains("paystate_webhooks_total{outcome=\"unavailable\"} 1"), "{metrics}");
 }

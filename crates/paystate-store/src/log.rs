@@ -15,7 +15,7 @@
 
 use crate::error::StoreError;
 use crate::record::LogRecord;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
@@ -111,7 +111,7 @@ impl EmbeddedLog {
         let log = self.clone();
         let handle =
             std::thread::Builder::new().name("paystate-appender".into()).spawn(move || log.appender_loop(&rx)).ok();
-        Appender { sender: AppendHandle { tx: Some(tx) }, handle }
+        Appender { sender: AppendHandle { tx: Some(tx), halted: Arc::new(AtomicBool::new(false)) }, handle }
     }
 
     fn appender_loop(&self, rx: &mpsc::Receiver<Request>) {
@@ -181,6 +181,12 @@ pub struct Appender {
 }
 
 impl Appender {
+    /// Refuses every append from now on (through every handle) with [`StoreError::AppenderStopped`];
+    /// requests already queued are still written and answered.
+    pub fn halt(&self) {
+        self.sender.halted.store(true, Ordering::Release);
+    }
+
     /// Appends `record` to `partition`; resolves once it is durable.
     pub async fn append(&self, partition: u32, record: &LogRecord) -> Result<Position, StoreError> {
         self.sender.append(partition, record).await
@@ -205,11 +211,15 @@ impl Appender {
 #[derive(Debug, Clone)]
 pub struct AppendHandle {
     tx: Option<mpsc::Sender<Request>>,
+    halted: Arc<AtomicBool>,
 }
 
 impl AppendHandle {
     /// Appends `record` to `partition`; resolves once it is durable.
     pub async fn append(&self, partition: u32, record: &LogRecord) -> Result<Position, StoreError> {
+        if self.halted.load(Ordering::Acquire) {
+            return Err(StoreError::AppenderStopped);
+        }
         let bytes = record.encode()?;
         let (reply, rx) = oneshot::channel();
         self.tx

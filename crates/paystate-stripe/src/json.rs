@@ -424,67 +424,54 @@ impl<'a> Scanner<'a> {
 
     /// Iterates an object's members: `f(scanner, key)` must consume the value.
     pub(crate) fn object(&mut self, mut f: impl FnMut(&mut Self, &str) -> Scan<()>) -> Scan<()> {
-        if self.peek() != Some(b'{') {
-            return self.wrong("expected an object");
-        }
-        self.enter()?;
-        self.pos += 1;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return self.syntax();
+        self.sequence(b'{', b'}', "expected an object", |sc| {
+            if sc.peek() != Some(b'"') {
+                return sc.syntax();
             }
-            let key = self.string()?;
-            self.ws();
-            if self.peek() != Some(b':') {
-                return self.syntax();
+            let key = sc.string()?;
+            sc.ws();
+            if sc.peek() != Some(b':') {
+                return sc.syntax();
             }
-            self.pos += 1;
-            self.ws();
-            f(self, &key)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return self.syntax(),
-            }
-        }
+            sc.pos += 1;
+            sc.ws();
+            f(sc, &key)
+        })
     }
 
     /// Iterates an array's elements: `f(scanner)` must consume each.
-    pub(crate) fn array(&mut self, mut f: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
-        if self.peek() != Some(b'[') {
-            return self.wrong("expected an array");
+    pub(crate) fn array(&mut self, f: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
+        self.sequence(b'[', b']', "expected an array", f)
+    }
+
+    /// `open`, elements separated by commas, `close`; anything else under the cursor is a shape error.
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        what: &'static str,
+        mut element: impl FnMut(&mut Self) -> Scan<()>,
+    ) -> Scan<()> {
+        if self.peek() != Some(open) {
+            return self.wrong(what);
         }
         self.enter()?;
         self.pos += 1;
         self.ws();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
             self.depth -= 1;
             return Ok(());
         }
         loop {
-            f(self)?;
+            element(self)?;
             self.ws();
             match self.peek() {
                 Some(b',') => {
                     self.pos += 1;
                     self.ws();
                 }
-                Some(b']') => {
+                Some(c) if c == close => {
                     self.pos += 1;
                     self.depth -= 1;
                     return Ok(());

@@ -1,6 +1,6 @@
 //! # paystate-store
 //!
-//! All of paystate's state on disk, in one sled database per data directory: the embedded durable log
+//! All of paystate's state on disk, in one data directory (two sled databases): the embedded durable log
 //! ([`log`]) and the projection ([`projection`]). This is the only crate that depends on sled.
 //!
 //! It knows nothing of HTTP, Stripe's wire format or how payments fold: it stores bytes and

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics::Metrics;
 use paystate_core::{partition_of, Lifecycle};
-use paystate_store::{AppendHandle, EmbeddedLog, LogRecord, Projection, Stream};
+use paystate_store::{AppendHandle, LogRecord, Store, Stream};
 use paystate_stripe::{payment_key, Webhook};
 use serde::Deserialize;
 use serde_json::json;
@@ -157,10 +157,8 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
 /// What the admin API reads.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    /// The log (for positions and lag).
-    pub log: EmbeddedLog,
-    /// The projection.
-    pub projection: Projection,
+    /// The data directory (projection, and the log for positions and lag).
+    pub store: Store,
     /// Changes after every projector commit (stream long-polls wait on it).
     pub committed: watch::Receiver<u64>,
     /// Ingress counters (shared with the public router in `serve`).
@@ -200,7 +198,7 @@ fn key_of(id: &str, account: Option<&str>) -> String {
 }
 
 async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
-    match a.projection.payment(&key_of(&id, q.account.as_deref())) {
+    match a.store.projection.payment(&key_of(&id, q.account.as_deref())) {
         Ok(Some(p)) => Json(json!(p.state.summary())).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
         Err(e) => storage_error(e),
@@ -208,7 +206,7 @@ async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(
 }
 
 async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
-    match a.projection.payment(&key_of(&id, q.account.as_deref())) {
+    match a.store.projection.payment(&key_of(&id, q.account.as_deref())) {
         Ok(Some(p)) => {
             let history: Vec<_> = p
                 .state
@@ -237,7 +235,7 @@ async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) 
         None => None,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    match a.projection.payments(q.after.as_deref(), limit, |p| want.is_none_or(|l| p.state.lifecycle == l)) {
+    match a.store.projection.payments(q.after.as_deref(), limit, |p| want.is_none_or(|l| p.state.lifecycle == l)) {
         Ok(list) => {
             let next = (list.len() == limit).then(|| list.last().map(|p| p.state.key.to_string())).flatten();
             let payments: Vec<_> = list.iter().map(|p| json!(p.state.summary())).collect();
@@ -248,26 +246,15 @@ async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) 
 }
 
 /// Per-partition positions, totals and lag.
-pub fn status_json(
-    log: &EmbeddedLog,
-    projection: &Projection,
-) -> Result<serde_json::Value, paystate_store::StoreError> {
-    let mut parts = Vec::new();
-    let mut lag_total = 0u64;
-    for p in 0..log.partitions() {
-        // Position first: both only grow, so this order never shows applied beyond the log end.
-        let applied = projection.position(p)?;
-        let end = log.end(p);
-        let lag = end.saturating_sub(applied);
-        lag_total += lag;
-        parts.push(json!({"partition": p, "log_end": end, "applied": applied, "lag": lag}));
-    }
-    let totals = projection.totals()?;
-    Ok(json!({"partitions": parts, "lag": lag_total, "totals": totals, "payments": projection.payment_count()}))
+pub fn status_json(store: &Store) -> Result<serde_json::Value, paystate_store::StoreError> {
+    let parts = store.partition_status()?;
+    let lag: u64 = parts.iter().map(|p| p.lag).sum();
+    let totals = store.projection.totals()?;
+    Ok(json!({"partitions": parts, "lag": lag, "totals": totals, "payments": store.projection.payment_count()}))
 }
 
 async fn status(State(a): State<Arc<Admin>>) -> Response {
-    match status_json(&a.log, &a.projection) {
+    match status_json(&a.store) {
         Ok(v) => Json(v).into_response(),
         Err(e) => storage_error(e),
     }
@@ -294,7 +281,7 @@ async fn read_stream(
     let mut committed = a.committed.clone();
     let entries = loop {
         committed.borrow_and_update();
-        match a.projection.read_stream(stream, after, limit) {
+        match a.store.projection.read_stream(stream, after, limit) {
             Ok(e) if !e.is_empty() => break e,
             Ok(e) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -323,31 +310,19 @@ async fn read_stream(
 async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
     let mut out = String::new();
     a.metrics.render(&mut out);
-    if let Ok(s) = status_json(&a.log, &a.projection) {
+    if let (Ok(t), Ok(parts)) = (a.store.projection.totals(), a.store.partition_status()) {
         use std::fmt::Write as _;
-        let t = &s["totals"];
-        let _ = writeln!(
-            out,
-            "# TYPE paystate_events_applied_total counter\npaystate_events_applied_total {}",
-            t["applied"]
-        );
-        let _ =
-            writeln!(out, "# TYPE paystate_duplicates_total counter\npaystate_duplicates_total {}", t["duplicates"]);
-        let _ = writeln!(
-            out,
-            "# TYPE paystate_actions_emitted_total counter\npaystate_actions_emitted_total {}",
-            t["actions"]
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE paystate_dead_letters_total counter\npaystate_dead_letters_total {}",
-            t["dead_letters"]
-        );
+        for (name, value) in [
+            ("paystate_events_applied_total", t.applied),
+            ("paystate_duplicates_total", t.duplicates),
+            ("paystate_actions_emitted_total", t.actions),
+            ("paystate_dead_letters_total", t.dead_letters),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
+        }
         let _ = writeln!(out, "# TYPE paystate_projector_lag gauge");
-        if let Some(parts) = s["partitions"].as_array() {
-            for p in parts {
-                let _ = writeln!(out, "paystate_projector_lag{{partition=\"{}\"}} {}", p["partition"], p["lag"]);
-            }
+        for p in parts {
+            let _ = writeln!(out, "paystate_projector_lag{{partition=\"{}\"}} {}", p.partition, p.lag);
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

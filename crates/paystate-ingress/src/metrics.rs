@@ -39,11 +39,6 @@ impl Metrics {
         self.append_sum_us.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// How many webhooks ended with `outcome`.
-    pub fn webhooks(&self, outcome: &str) -> u64 {
-        OUTCOMES.iter().position(|o| *o == outcome).map_or(0, |i| self.webhooks[i].load(Ordering::Relaxed))
-    }
-
     /// Writes the ingress metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP paystate_webhooks_total Webhook deliveries by outcome.");

@@ -52,7 +52,32 @@ fn stored_partitions(meta: &sled::Tree) -> Result<Option<u32>, StoreError> {
         .transpose()
 }
 
+/// How far the projection is behind the log in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStatus {
+    /// Partition.
+    pub partition: u32,
+    /// Offset after the last durable record.
+    pub log_end: u64,
+    /// Next offset the projector will apply.
+    pub applied: u64,
+    /// Records durable but not yet applied.
+    pub lag: u64,
+}
+
 impl Store {
+    /// Each partition's log end, applied position and lag.
+    pub fn partition_status(&self) -> Result<Vec<PartitionStatus>, StoreError> {
+        (0..self.log.partitions())
+            .map(|partition| {
+                // Position first: both only grow, so this order never shows applied beyond the log end.
+                let applied = self.projection.position(partition)?;
+                let log_end = self.log.end(partition);
+                Ok(PartitionStatus { partition, log_end, applied, lag: log_end.saturating_sub(applied) })
+            })
+            .collect()
+    }
+
     /// Opens (or creates) the data directory with `partitions` log partitions. Reopening with another
     /// count is refused: it would move payments between partitions.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, StoreError> {

@@ -17,18 +17,10 @@ pub fn open(dir: &Path) -> Result<Store> {
     Store::open_existing(dir).with_context(|| format!("opening {} (is `paystate serve` running on it?)", dir.display()))
 }
 
-fn lag(store: &Store) -> Result<u64> {
-    let mut lag = 0;
-    for p in 0..store.log.partitions() {
-        lag += store.log.end(p).saturating_sub(store.projection.position(p)?);
-    }
-    Ok(lag)
-}
-
 /// `paystate export`: the projection as JSON lines, one payment per line.
 pub fn export(data_dir: &Path, out: Option<&PathBuf>) -> Result<()> {
     let store = open(data_dir)?;
-    let behind = lag(&store)?;
+    let behind: u64 = store.partition_status()?.iter().map(|p| p.lag).sum();
     if behind > 0 {
         eprintln!("note: the projection is {behind} events behind the log; run `paystate serve` to catch up");
     }

@@ -94,12 +94,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         metrics: Arc::clone(&metrics),
     };
     let projector = Arc::new(Projector::new(store.log.clone(), store.projection.clone(), args.batch_max));
-    let admin = Admin {
-        log: store.log.clone(),
-        projection: store.projection.clone(),
-        committed: projector.subscribe(),
-        metrics,
-    };
+    let admin = Admin { store: store.clone(), committed: projector.subscribe(), metrics };
 
     let public =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

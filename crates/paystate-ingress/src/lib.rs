@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics::Metrics;
 use paystate_core::{partition_of, Lifecycle};
-use paystate_store::{AppendHandle, LogRecord, Store, Stream};
+use paystate_store::{partition_status, LogRecord, LogSink, LogView, Projection, Stream};
 use paystate_stripe::{payment_key, Webhook};
 use serde::Deserialize;
 use serde_json::json;
@@ -39,7 +39,7 @@ pub enum Mode {
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1 << 20;
 
 /// Everything the webhook endpoint needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ingress {
     /// Signature verification and parsing.
     pub webhook: Webhook,
@@ -49,10 +49,16 @@ pub struct Ingress {
     pub body_limit_bytes: usize,
     /// Log partitions.
     pub partitions: u32,
-    /// Where records go.
-    pub appender: AppendHandle,
+    /// Where records go: the embedded log's appender or the Kafka producer.
+    pub sink: Arc<dyn LogSink>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Ingress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingress").field("mode", &self.mode).field("partitions", &self.partitions).finish()
+    }
 }
 
 fn unix_now() -> (i64, i64) {
@@ -139,7 +145,7 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
         body: body.to_vec(),
     };
     let started = Instant::now();
-    match ing.appender.append(partition, &record).await {
+    match ing.sink.append(partition, &record).await {
         Ok(pos) => {
             ing.metrics.append_latency(started.elapsed());
             ing.metrics.webhook("accepted");
@@ -155,14 +161,22 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
 }
 
 /// What the admin API reads.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admin {
-    /// The data directory (projection, and the log for positions and lag).
-    pub store: Store,
+    /// The projection.
+    pub projection: Projection,
+    /// The log's ends, for positions and lag.
+    pub log: Arc<dyn LogView>,
     /// Changes after every projector commit (stream long-polls wait on it).
     pub committed: watch::Receiver<u64>,
     /// Ingress counters (shared with the public router in `serve`).
     pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").field("projection", &self.projection).finish()
+    }
 }
 
 /// The admin listener: query API, projection streams, status, metrics, health.
@@ -198,7 +212,7 @@ fn key_of(id: &str, account: Option<&str>) -> String {
 }
 
 async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
-    match a.store.projection.payment(&key_of(&id, q.account.as_deref())) {
+    match a.projection.payment(&key_of(&id, q.account.as_deref())) {
         Ok(Some(p)) => Json(json!(p.state.summary())).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
         Err(e) => storage_error(e),
@@ -206,7 +220,7 @@ async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(
 }
 
 async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
-    match a.store.projection.payment(&key_of(&id, q.account.as_deref())) {
+    match a.projection.payment(&key_of(&id, q.account.as_deref())) {
         Ok(Some(p)) => {
             let history: Vec<_> = p
                 .state
@@ -235,7 +249,7 @@ async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) 
         None => None,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    match a.store.projection.payments(q.after.as_deref(), limit, |p| want.is_none_or(|l| p.state.lifecycle == l)) {
+    match a.projection.payments(q.after.as_deref(), limit, |p| want.is_none_or(|l| p.state.lifecycle == l)) {
         Ok(list) => {
             let next = (list.len() == limit).then(|| list.last().map(|p| p.state.key.to_string())).flatten();
             let payments: Vec<_> = list.iter().map(|p| json!(p.state.summary())).collect();
@@ -246,15 +260,18 @@ async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) 
 }
 
 /// Per-partition positions, totals and lag.
-pub fn status_json(store: &Store) -> Result<serde_json::Value, paystate_store::StoreError> {
-    let parts = store.partition_status()?;
+pub fn status_json(
+    projection: &Projection,
+    log: &dyn LogView,
+) -> Result<serde_json::Value, paystate_store::StoreError> {
+    let parts = partition_status(projection, log)?;
     let lag: u64 = parts.iter().map(|p| p.lag).sum();
-    let totals = store.projection.totals()?;
-    Ok(json!({"partitions": parts, "lag": lag, "totals": totals, "payments": store.projection.payment_count()}))
+    let totals = projection.totals()?;
+    Ok(json!({"partitions": parts, "lag": lag, "totals": totals, "payments": projection.payment_count()}))
 }
 
 async fn status(State(a): State<Arc<Admin>>) -> Response {
-    match status_json(&a.store) {
+    match status_json(&a.projection, a.log.as_ref()) {
         Ok(v) => Json(v).into_response(),
         Err(e) => storage_error(e),
     }
@@ -281,7 +298,7 @@ async fn read_stream(
     let mut committed = a.committed.clone();
     let entries = loop {
         committed.borrow_and_update();
-        match a.store.projection.read_stream(stream, after, limit) {
+        match a.projection.read_stream(stream, after, limit) {
             Ok(e) if !e.is_empty() => break e,
             Ok(e) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -310,7 +327,7 @@ async fn read_stream(
 async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
     let mut out = String::new();
     a.metrics.render(&mut out);
-    if let (Ok(t), Ok(parts)) = (a.store.projection.totals(), a.store.partition_status()) {
+    if let (Ok(t), Ok(parts)) = (a.projection.totals(), partition_status(&a.projection, a.log.as_ref())) {
         use std::fmt::Write as _;
         for (name, value) in [
             ("paystate_events_applied_total", t.applied),
@@ -326,6 +343,23 @@ async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The admin listener of a process that runs only the ingress (`paystate ingress`): metrics and health.
+pub fn ingress_admin_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                let mut out = String::new();
+                m.render(&mut out);
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .fallback(not_found)
+        .with_state(metrics)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.

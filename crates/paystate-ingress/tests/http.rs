@@ -37,11 +37,16 @@ async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
         mode,
         body_limit_bytes: body_limit,
         partitions: 4,
-        appender: appender.handle(),
+        sink: Arc::new(appender.handle()),
         metrics: metrics.clone(),
     };
     let projector = Arc::new(Projector::new(store.log.clone(), store.projection.clone(), 64));
-    let admin = Admin { store: store.clone(), committed: projector.subscribe(), metrics };
+    let admin = Admin {
+        projection: store.projection.clone(),
+        log: Arc::new(store.log.clone()),
+        committed: projector.subscribe(),
+        metrics,
+    };
     let public_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let public = format!("http://{}", public_l.local_addr().expect("addr"));

@@ -96,41 +96,19 @@ impl<L: LogSource> Projector<L> {
     /// One batch from every partition that has records, committed as ONE transaction (states, every
     /// consumed partition's next offset, stream entries, dead letters) with one flush. Blocking (sled).
     pub fn step(&self) -> Result<Progress, ProjectorError> {
-        let mut batch = Batch::default();
-        let mut touched: Vec<(String, u32, u64)> = Vec::new();
-        let mut records = 0u64;
+        let mut folder = Folder::new(&self.projection, false);
         for p in 0..self.log.partitions() {
-            records += self.collect(p, &mut batch, &mut touched)?;
-        }
-        if records == 0 {
-            return Ok(Progress::default());
-        }
-        // One update per payment per batch, reflecting the last offset that changed it.
-        let mut seen = std::collections::BTreeSet::new();
-        for (key, partition, offset) in touched.iter().rev() {
-            if seen.insert(key.clone()) {
-                if let Some(p) = batch.payments.get(key) {
-                    let update =
-                        json!({"key": key, "partition": partition, "offset": offset, "payment": p.state.summary()});
-                    batch.updates.push(serde_json::to_vec(&update)?);
-                }
+            let from = self.projection.position(p)?;
+            if from >= self.log.end(p) {
+                continue;
             }
+            let records = self.log.read(p, from, self.batch_max)?;
+            folder.add(p, &records)?;
         }
-        batch.updates.reverse();
-        // Payments that only saw duplicates are unchanged: no rewrite.
-        batch.payments.retain(|k, _| seen.contains(k));
-        let progress = Progress {
-            records,
-            applied: batch.applied,
-            duplicates: batch.duplicates,
-            actions: batch.actions.len() as u64,
-            dead: batch.dead.len() as u64,
-        };
-        self.projection.commit(&batch)?;
-        for d in &batch.dead {
-            tracing::warn!(partition = d.partition, offset = d.offset, event_id = %d.event_id, reason = %d.reason, "dead letter");
+        let progress = folder.commit()?;
+        if progress.records > 0 {
+            self.committed.send_modify(|g| *g += 1);
         }
-        self.committed.send_modify(|g| *g += 1);
         Ok(progress)
     }
 
@@ -149,23 +127,38 @@ impl<L: LogSource> Projector<L> {
             total.dead += p.dead;
         }
     }
+}
 
-    /// Reads up to `batch_max` records of `partition` from its stored position and applies them into
-    /// `batch`. Returns how many records it consumed.
-    fn collect(
-        &self,
-        partition: u32,
-        batch: &mut Batch,
-        touched: &mut Vec<(String, u32, u64)>,
-    ) -> Result<u64, ProjectorError> {
-        let from = self.projection.position(partition)?;
-        if from >= self.log.end(partition) {
-            return Ok(0);
-        }
-        let records = self.log.read(partition, from, self.batch_max)?;
-        let Some(&(last, _)) = records.last() else { return Ok(0) };
+/// One projector batch being built: records of any partitions are folded into it, then it commits as one
+/// transaction. Shared by the embedded projector and the Kafka projector.
+#[derive(Debug)]
+pub struct Folder<'a> {
+    projection: &'a Projection,
+    batch: Batch,
+    touched: Vec<(String, u32, u64)>,
+    records: u64,
+    snapshots: bool,
+}
+
+impl<'a> Folder<'a> {
+    /// An empty batch over `projection`. With `snapshots`, every payment update carries the payment's full
+    /// fold state (`snapshot`), from which a projector of the Kafka log restores a partition.
+    pub fn new(projection: &'a Projection, snapshots: bool) -> Self {
+        Folder { projection, batch: Batch::default(), touched: Vec::new(), records: 0, snapshots }
+    }
+
+    /// Records consumed so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Applies `records` (consecutive, of `partition`, starting at its stored position) to the batch.
+    pub fn add(&mut self, partition: u32, records: &[(u64, LogRecord)]) -> Result<(), ProjectorError> {
+        let Some(&(last, _)) = records.last() else { return Ok(()) };
+        let batch = &mut self.batch;
         batch.positions.insert(partition, last + 1);
-        for (offset, rec) in &records {
+        self.records += records.len() as u64;
+        for (offset, rec) in records {
             let mut dead = |reason: String| {
                 batch.dead.push(DeadLetter {
                     partition,
@@ -202,7 +195,7 @@ impl<L: LogSource> Projector<L> {
                         batch.duplicates += 1;
                     } else {
                         batch.applied += 1;
-                        touched.push((key.clone(), partition, *offset));
+                        self.touched.push((key.clone(), partition, *offset));
                     }
                     for action in &applied.actions {
                         batch.actions.push(serde_json::to_vec(action)?);
@@ -211,7 +204,44 @@ impl<L: LogSource> Projector<L> {
                 Err(e) => dead(format!("misrouted: {e}")),
             }
         }
-        Ok(records.len() as u64)
+        Ok(())
+    }
+
+    /// Commits the batch (one transaction, one flush). Nothing is written when no record was added.
+    pub fn commit(self) -> Result<Progress, ProjectorError> {
+        let Folder { projection, mut batch, touched, records, snapshots } = self;
+        if records == 0 {
+            return Ok(Progress::default());
+        }
+        // One update per payment per batch, reflecting the last offset that changed it.
+        let mut seen = std::collections::BTreeSet::new();
+        for (key, partition, offset) in touched.iter().rev() {
+            if seen.insert(key.clone()) {
+                if let Some(p) = batch.payments.get(key) {
+                    let mut update =
+                        json!({"key": key, "partition": partition, "offset": offset, "payment": p.state.summary()});
+                    if snapshots {
+                        update["snapshot"] = serde_json::to_value(p)?;
+                    }
+                    batch.updates.push(serde_json::to_vec(&update)?);
+                }
+            }
+        }
+        batch.updates.reverse();
+        // Payments that only saw duplicates are unchanged: no rewrite.
+        batch.payments.retain(|k, _| seen.contains(k));
+        let progress = Progress {
+            records,
+            applied: batch.applied,
+            duplicates: batch.duplicates,
+            actions: batch.actions.len() as u64,
+            dead: batch.dead.len() as u64,
+        };
+        projection.commit(&batch)?;
+        for d in &batch.dead {
+            tracing::warn!(partition = d.partition, offset = d.offset, event_id = %d.event_id, reason = %d.reason, "dead letter");
+        }
+        Ok(progress)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod projection;
 pub mod record;
 
 pub use error::StoreError;
-pub use log::{AppendHandle, Appender, EmbeddedLog, Position};
+pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogSink, LogView, Position};
 pub use projection::{Batch, DeadLetter, Projection, Stream, Totals};
 pub use record::LogRecord;
 
@@ -65,17 +65,22 @@ pub struct PartitionStatus {
     pub lag: u64,
 }
 
+/// Each partition's log end (from `log`), applied position (from `projection`) and lag.
+pub fn partition_status(projection: &Projection, log: &dyn LogView) -> Result<Vec<PartitionStatus>, StoreError> {
+    (0..log.partitions())
+        .map(|partition| {
+            // Position first: both only grow, so this order never shows applied beyond the log end.
+            let applied = projection.position(partition)?;
+            let log_end = log.end(partition);
+            Ok(PartitionStatus { partition, log_end, applied, lag: log_end.saturating_sub(applied) })
+        })
+        .collect()
+}
+
 impl Store {
     /// Each partition's log end, applied position and lag.
     pub fn partition_status(&self) -> Result<Vec<PartitionStatus>, StoreError> {
-        (0..self.log.partitions())
-            .map(|partition| {
-                // Position first: both only grow, so this order never shows applied beyond the log end.
-                let applied = self.projection.position(partition)?;
-                let log_end = self.log.end(partition);
-                Ok(PartitionStatus { partition, log_end, applied, lag: log_end.saturating_sub(applied) })
-            })
-            .collect()
+        partition_status(&self.projection, &self.log)
     }
 
     /// Opens (or creates) the data directory with `partitions` log partitions. Reopening with another
@@ -95,6 +100,13 @@ impl Store {
         }
         let projection_db = config(&dir.join("projection")).open()?;
         Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection: Projection::open(&projection_db)? })
+    }
+
+    /// Opens (or creates) only the projection of a data directory: the projector of the Kafka log keeps
+    /// its states, positions and outbox here while the log lives in Kafka.
+    pub fn open_projection(dir: &Path) -> Result<Projection, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Encode(format!("creating {}: {e}", dir.display())))?;
+        Projection::open(&config(&dir.join("projection")).open()?)
     }
 
     /// Opens an existing data directory with whatever partition count it was created with.

@@ -23,6 +23,48 @@ use tokio::sync::{oneshot, watch};
 /// Most records one group commit takes.
 const MAX_GROUP: usize = 4096;
 
+/// Why an append was not acknowledged (the record may or may not be in the log; the sender retries).
+pub type AppendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The write side of a log: the contract the ingress relies on. `Ok` means the record is durable
+/// (fsynced for the embedded log, confirmed by the broker's delivery report for Kafka); anything else
+/// is an `Err`, never an `Ok`.
+pub trait LogSink: Send + Sync + 'static {
+    /// Appends `record` to `partition`; resolves once it is durable.
+    fn append<'a>(
+        &'a self,
+        partition: u32,
+        record: &'a LogRecord,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Position, AppendError>> + Send + 'a>>;
+}
+
+/// The read-only facts about a log that status and lag need.
+pub trait LogView: Send + Sync {
+    /// Number of partitions.
+    fn partitions(&self) -> u32;
+    /// The offset after the last durable record of `partition` (as far as is known).
+    fn end(&self, partition: u32) -> u64;
+}
+
+impl LogView for EmbeddedLog {
+    fn partitions(&self) -> u32 {
+        EmbeddedLog::partitions(self)
+    }
+    fn end(&self, partition: u32) -> u64 {
+        EmbeddedLog::end(self, partition)
+    }
+}
+
+impl LogSink for AppendHandle {
+    fn append<'a>(
+        &'a self,
+        partition: u32,
+        record: &'a LogRecord,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Position, AppendError>> + Send + 'a>> {
+        Box::pin(async move { AppendHandle::append(self, partition, record).await.map_err(AppendError::from) })
+    }
+}
+
 /// Where a record was appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {

@@ -37,6 +37,13 @@ impl Stream {
             Stream::Payments => b"seq/payments",
         }
     }
+
+    fn published_key(self) -> &'static [u8] {
+        match self {
+            Stream::Actions => b"published/actions",
+            Stream::Payments => b"published/payments",
+        }
+    }
 }
 
 /// A record the projector could not use, kept with its reason.
@@ -135,6 +142,64 @@ impl Projection {
             Some(v) => u64_of("offsets", &v)?,
             None => 0,
         })
+    }
+
+    /// The next offset to apply in `partition`, or `None` when this store never held the partition (a
+    /// projector of the Kafka log then restores it instead of replaying the raw log).
+    pub fn stored_position(&self, partition: u32) -> Result<Option<u64>, StoreError> {
+        self.offsets.get(partition.to_be_bytes())?.map(|v| u64_of("offsets", &v)).transpose()
+    }
+
+    /// Installs restored payment states of one partition and its position, in one transaction, flushed.
+    pub fn restore(&self, partition: u32, payments: &[Payment], position: u64) -> Result<(), StoreError> {
+        let encoded: Vec<(String, Vec<u8>)> = payments
+            .iter()
+            .map(|p| encode_payment(p).map(|v| (p.state.key.to_string(), v)))
+            .collect::<Result<_, _>>()?;
+        (&self.payments, &self.offsets).transaction(|(tx_payments, tx_offsets)| {
+            for (k, v) in &encoded {
+                tx_payments.insert(k.as_bytes(), v.as_slice())?;
+            }
+            tx_offsets.insert(&partition.to_be_bytes(), &position.to_be_bytes())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The cursor up to which `stream` was published to Kafka and confirmed (the outbox is what lies
+    /// beyond it).
+    pub fn published(&self, stream: Stream) -> Result<u64, StoreError> {
+        Ok(match self.meta.get(stream.published_key())? {
+            Some(v) => u64_of("meta", &v)?,
+            None => 0,
+        })
+    }
+
+    /// The offset after the last action confirmed by the broker in `partition` of the actions topic.
+    pub fn confirmed_end(&self, partition: u32) -> Result<u64, StoreError> {
+        Ok(match self.meta.get(confirmed_key(partition))? {
+            Some(v) => u64_of("meta", &v)?,
+            None => 0,
+        })
+    }
+
+    /// Records that `stream` is published and confirmed up to `cursor`, and the actions topic's confirmed
+    /// ends per partition. Not flushed on its own: losing it only means publishing again, which readers
+    /// dedupe by action id (and the projector by scanning the topic).
+    pub fn mark_published(
+        &self,
+        stream: Stream,
+        cursor: u64,
+        confirmed: &BTreeMap<u32, u64>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(stream.published_key(), &cursor.to_be_bytes());
+        for (p, end) in confirmed {
+            batch.insert(&confirmed_key(*p), &end.to_be_bytes());
+        }
+        self.meta.apply_batch(batch)?;
+        Ok(())
     }
 
     /// One payment, by its key (`pi_…` or `acct_…/pi_…`).
@@ -264,6 +329,12 @@ impl Projection {
         self.db.flush()?;
         Ok(())
     }
+}
+
+fn confirmed_key(partition: u32) -> [u8; 14] {
+    let mut k = *b"confirmed/\0\0\0\0";
+    k[10..].copy_from_slice(&partition.to_be_bytes());
+    k
 }
 
 /// Payments are stored with postcard (compact, non-self-describing serde): a projector batch decodes and

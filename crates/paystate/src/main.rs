@@ -34,6 +34,11 @@ struct Cli {
 enum Command {
     /// Run the webhook ingress, the embedded log, the projector and the admin API in one process.
     Serve(serve::ServeArgs),
+    /// Receive webhooks into the Kafka raw topic (no projector): the ingress of a scaled-out deployment.
+    Ingress(serve::IngressArgs),
+    /// Fold this member's share of the Kafka raw topic into a sled projection and publish the projection
+    /// topics (one of a consumer group).
+    Project(serve::ProjectArgs),
     /// Send realistic signed Stripe events for N payments to a webhook endpoint, as Stripe delivers them.
     Simulate(simulate::SimulateArgs),
     /// Compare a projection with the truth file written by `simulate`; ends with `N passed, N failed`.
@@ -113,6 +118,8 @@ fn main() -> Result<()> {
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match cli.command {
         Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Ingress(args) => runtime()?.block_on(serve::run_ingress(args)),
+        Command::Project(args) => runtime()?.block_on(serve::run_project(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
         Command::Verify { truth, data_dir, admin } => {
             let source = match (&data_dir, &admin) {

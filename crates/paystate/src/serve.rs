@@ -1,28 +1,26 @@
 //! `paystate serve`: ingress, embedded log, projector and admin API in one process.
 
 use anyhow::{Context, Result};
-use paystate_ingress::{admin_router, metrics::Metrics, public_router, Admin, Ingress, Mode};
+use paystate_ingress::{admin_router, ingress_admin_router, metrics::Metrics, public_router, Admin, Ingress, Mode};
+use paystate_kafka::{KafkaConfig, KafkaProjector, KafkaSink, ProjectorOptions};
 use paystate_projector::Projector;
+use paystate_store::LogSink;
 use paystate_store::Store;
 use paystate_stripe::{Webhook, WebhookSecret};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
-/// Options of `serve`.
+/// How webhooks are received: shared by `serve` and `ingress`.
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// Data directory (log and projection). Created when missing.
-    #[arg(long, default_value = "paystate-data")]
-    pub data_dir: PathBuf,
+pub struct WebhookArgs {
     /// Public listener: serves only POST /webhooks/stripe and GET /healthz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Admin listener: query API, streams, status, metrics.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    pub admin_listen: SocketAddr,
     /// Webhook signing secret (`whsec_…`); repeat during a rotation. Or STRIPE_WEBHOOK_SECRET, comma-separated.
     #[arg(
         long = "webhook-secret",
@@ -38,15 +36,149 @@ pub struct ServeArgs {
     /// Refuse events of the other mode.
     #[arg(long, value_parser = ["test", "live"])]
     pub mode: Option<String>,
-    /// Log partitions (fixed when the data directory is created).
-    #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
-    pub partitions: u32,
     /// Largest webhook body accepted, in bytes.
     #[arg(long, default_value_t = paystate_ingress::DEFAULT_BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
+}
+
+impl WebhookArgs {
+    fn ingress(&self, sink: Arc<dyn LogSink>, partitions: u32, metrics: Arc<Metrics>) -> Result<Ingress> {
+        let secrets =
+            self.webhook_secrets.iter().map(|s| WebhookSecret::new(s.trim())).collect::<Result<Vec<_>, _>>()?;
+        let webhook = Webhook::new(secrets, self.tolerance_secs)?;
+        let mode = match self.mode.as_deref() {
+            Some("live") => Some(Mode::Live),
+            Some(_) => Some(Mode::Test),
+            None => None,
+        };
+        Ok(Ingress { webhook, mode, body_limit_bytes: self.body_limit_bytes, partitions, sink, metrics })
+    }
+}
+
+/// Where the Kafka log is: shared by `serve --log kafka`, `ingress` and `project`.
+#[derive(Debug, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (`host:port,…`).
+    #[arg(long, env = "PAYSTATE_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// A librdkafka property passed through (TLS, SASL, …), `key=value`; repeatable.
+    #[arg(long = "kafka-config", value_parser = KafkaConfig::parse_property)]
+    pub kafka_config: Vec<(String, String)>,
+    /// A file of librdkafka properties, one `key=value` per line (`#` comments); --kafka-config wins.
+    #[arg(long)]
+    pub kafka_config_file: Option<PathBuf>,
+    /// Raw webhook topic.
+    #[arg(long, default_value = "stripe.events")]
+    pub raw_topic: String,
+    /// Compacted payment-state topic.
+    #[arg(long, default_value = "paystate.payments")]
+    pub payments_topic: String,
+    /// Actions topic.
+    #[arg(long, default_value = "paystate.actions")]
+    pub actions_topic: String,
+    /// Partitions of the topics when paystate creates them.
+    #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
+    pub kafka_partitions: u32,
+    /// Replication factor of the topics when paystate creates them.
+    #[arg(long, default_value_t = 1)]
+    pub kafka_replication: i32,
+    /// How long the ingress waits for the broker to confirm a write before answering 503.
+    #[arg(long, default_value_t = 5000)]
+    pub kafka_timeout_ms: u64,
+}
+
+impl KafkaArgs {
+    fn config(&self) -> Result<KafkaConfig> {
+        let brokers = self.kafka_brokers.clone().context("--kafka-brokers (or PAYSTATE_KAFKA_BROKERS) is required")?;
+        let mut cfg = KafkaConfig::new(brokers);
+        if let Some(file) = &self.kafka_config_file {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let kv = KafkaConfig::parse_property(line)
+                    .map_err(|e| anyhow::anyhow!("{} line {}: {e}", file.display(), n + 1))?;
+                cfg.properties.push(kv);
+            }
+        }
+        cfg.properties.extend(self.kafka_config.iter().cloned());
+        cfg.raw_topic.clone_from(&self.raw_topic);
+        cfg.payments_topic.clone_from(&self.payments_topic);
+        cfg.actions_topic.clone_from(&self.actions_topic);
+        Ok(cfg)
+    }
+
+    /// The config, with the topics created when missing; returns the partition count.
+    async fn connect(&self) -> Result<(KafkaConfig, u32)> {
+        let cfg = self.config()?;
+        let partitions = paystate_kafka::ensure_topics(&cfg, self.kafka_partitions, self.kafka_replication)
+            .await
+            .with_context(|| format!("preparing topics on {}", cfg.brokers))?;
+        Ok((cfg, partitions))
+    }
+}
+
+/// Options of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    /// Data directory (log and projection; only the projection with --log kafka). Created when missing.
+    #[arg(long, default_value = "paystate-data")]
+    pub data_dir: PathBuf,
+    /// Admin listener: query API, streams, status, metrics.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    /// Log partitions of the embedded log (fixed when the data directory is created).
+    #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
+    pub partitions: u32,
     /// Most records the projector commits in one transaction.
     #[arg(long, default_value_t = 512)]
     pub batch_max: usize,
+    /// The log: `embedded` (sled, in the data directory) or `kafka` (--kafka-brokers).
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "kafka"])]
+    pub log: String,
+    /// Consumer group of the projector (with --log kafka).
+    #[arg(long, default_value = "paystate-projector")]
+    pub group: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// Options of `ingress`.
+#[derive(Debug, clap::Args)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    /// Admin listener: metrics and health.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// Options of `project`.
+#[derive(Debug, clap::Args)]
+pub struct ProjectArgs {
+    /// Data directory of this projector's sled projection. Created when missing.
+    #[arg(long, default_value = "paystate-data")]
+    pub data_dir: PathBuf,
+    /// Consumer group; the members split the raw topic's partitions.
+    #[arg(long, default_value = "paystate-projector")]
+    pub group: String,
+    /// Admin listener: query API, streams, status, metrics.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    /// Most records committed in one transaction.
+    #[arg(long, default_value_t = 512)]
+    pub batch_max: usize,
+    /// Consumer session timeout: how soon a dead member's partitions move.
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -72,39 +204,122 @@ fn wait_for(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()>
     }
 }
 
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+fn announce(what: &str, public: Option<SocketAddr>, admin: SocketAddr) -> Result<()> {
+    // One line on stdout that scripts and tests can read the bound addresses from.
+    match public {
+        Some(p) => println!("paystate {what}: webhooks on http://{p}/webhooks/stripe, admin on http://{admin}"),
+        None => println!("paystate {what}: admin on http://{admin}"),
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// Starts the Kafka projector on its own thread; it stops when `stop` turns true.
+fn spawn_kafka_projector(
+    cfg: &KafkaConfig,
+    projection: paystate_store::Projection,
+    options: ProjectorOptions,
+    stop: watch::Receiver<bool>,
+) -> Result<(Arc<KafkaProjector>, std::thread::JoinHandle<Result<()>>)> {
+    let projector = Arc::new(KafkaProjector::new(cfg, projection, options, tokio::runtime::Handle::current())?);
+    let flag = Arc::new(AtomicBool::new(false));
+    let flag2 = Arc::clone(&flag);
+    tokio::spawn(async move {
+        wait_for(&stop).await;
+        flag2.store(true, Ordering::Release);
+    });
+    let p = Arc::clone(&projector);
+    let handle = std::thread::Builder::new().name("paystate-projector".into()).spawn(move || -> Result<()> {
+        let progress = p.run(&flag)?;
+        tracing::info!(records = progress.records, applied = progress.applied, "projector stopped");
+        Ok(())
+    })?;
+    Ok((projector, handle))
+}
+
+async fn join_projector(handle: std::thread::JoinHandle<Result<()>>) -> Result<()> {
+    tokio::task::spawn_blocking(move || handle.join())
+        .await
+        .context("projector join")?
+        .map_err(|_| anyhow::anyhow!("projector thread panicked"))?
+}
+
+fn stop_channel() -> watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        tracing::info!("shutting down: no new webhooks, finishing in-flight work");
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+/// `paystate ingress`: webhooks into the Kafka raw topic.
+pub async fn run_ingress(args: IngressArgs) -> Result<()> {
+    let (cfg, partitions) = args.kafka.connect().await?;
+    let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
+    let metrics = Arc::new(Metrics::default());
+    let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions, Arc::clone(&metrics))?;
+    let (public, admin) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
+    announce("ingress", Some(public.local_addr()?), admin.local_addr()?)?;
+    tracing::info!(brokers = %cfg.brokers, topic = %cfg.raw_topic, partitions, "ingress to kafka");
+    let stop = stop_channel();
+    let admin_server = tokio::spawn(paystate_ingress::serve(admin, ingress_admin_router(metrics), wait_for(&stop)));
+    paystate_ingress::serve(public, public_router(ingress), wait_for(&stop)).await.context("public server")?;
+    tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
+    admin_server.await.context("admin server task")?.context("admin server")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `paystate project`: a consumer-group member folding its partitions into its sled projection.
+pub async fn run_project(args: ProjectArgs) -> Result<()> {
+    let (cfg, _) = args.kafka.connect().await?;
+    let projection = Store::open_projection(&args.data_dir)
+        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let options = ProjectorOptions {
+        group: args.group.clone(),
+        batch_max: args.batch_max,
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        ..ProjectorOptions::default()
+    };
+    let admin_listener = bind(args.admin_listen).await?;
+    announce("project", None, admin_listener.local_addr()?)?;
+    let stop = stop_channel();
+    let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, stop.clone())?;
+    let admin = Admin { projection, log: projector.ends(), committed: projector.subscribe(), metrics: Arc::default() };
+    let admin_server = tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&stop)));
+    join_projector(handle).await?;
+    admin_server.await.context("admin server task")?.context("admin server")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
 /// Runs until SIGTERM/SIGINT, then: stops accepting, finishes in-flight appends, commits the projector.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let secrets = args.webhook_secrets.iter().map(|s| WebhookSecret::new(s.trim())).collect::<Result<Vec<_>, _>>()?;
-    let webhook = Webhook::new(secrets, args.tolerance_secs)?;
-    let mode = match args.mode.as_deref() {
-        Some("live") => Some(Mode::Live),
-        Some(_) => Some(Mode::Test),
-        None => None,
-    };
+    if args.log == "kafka" {
+        return run_kafka(args).await;
+    }
     let store = Store::open(&args.data_dir, args.partitions)
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let appender = store.log.start_appender();
     let metrics = Arc::new(Metrics::default());
-    let ingress = Ingress {
-        webhook,
-        mode,
-        body_limit_bytes: args.body_limit_bytes,
-        partitions: args.partitions,
-        appender: appender.handle(),
-        metrics: Arc::clone(&metrics),
-    };
+    let ingress = args.webhook.ingress(Arc::new(appender.handle()), args.partitions, Arc::clone(&metrics))?;
     let projector = Arc::new(Projector::new(store.log.clone(), store.projection.clone(), args.batch_max));
-    let admin = Admin { store: store.clone(), committed: projector.subscribe(), metrics };
+    let admin = Admin {
+        projection: store.projection.clone(),
+        log: Arc::new(store.log.clone()),
+        committed: projector.subscribe(),
+        metrics,
+    };
 
-    let public =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", args.admin_listen))?;
+    let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     let (public_addr, admin_addr) = (public.local_addr()?, admin_listener.local_addr()?);
-    // One line on stdout that scripts and tests can read the bound addresses from.
-    println!("paystate serve: webhooks on http://{public_addr}/webhooks/stripe, admin on http://{admin_addr}");
-    std::io::stdout().flush()?;
+    announce("serve", Some(public_addr), admin_addr)?;
     tracing::info!(%public_addr, %admin_addr, data_dir = %args.data_dir.display(), partitions = args.partitions, "serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -124,6 +339,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::task::spawn_blocking(move || appender.close()).await.context("closing the log appender")?;
     let _ = ingress_done_tx.send(true);
     projector_task.await.context("projector task")?;
+    admin_server.await.context("admin server task")?.context("admin server")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `serve --log kafka`: the ingress and one projector around Kafka, in one process.
+async fn run_kafka(args: ServeArgs) -> Result<()> {
+    let (cfg, partitions) = args.kafka.connect().await?;
+    let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
+    let projection = Store::open_projection(&args.data_dir)
+        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions, Arc::clone(&metrics))?;
+    let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
+    announce("serve", Some(public.local_addr()?), admin_listener.local_addr()?)?;
+    let stop = stop_channel();
+    let (ingress_done_tx, ingress_done_rx) = watch::channel(false);
+    let options =
+        ProjectorOptions { group: args.group.clone(), batch_max: args.batch_max, ..ProjectorOptions::default() };
+    let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;
+    let admin = Admin { projection, log: projector.ends(), committed: projector.subscribe(), metrics };
+    let admin_server =
+        tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
+    paystate_ingress::serve(public, public_router(ingress), wait_for(&stop)).await.context("public server")?;
+    tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
+    let _ = ingress_done_tx.send(true);
+    join_projector(handle).await?;
     admin_server.await.context("admin server task")?.context("admin server")?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -1,0 +1,235 @@
+//! # paystate-kafka
+//!
+//! The Kafka log: the same contract as the embedded log, across machines. This is the only crate that
+//! depends on rdkafka.
+//!
+//! - [`KafkaSink`]: the ingress's producer to the raw topic (idempotent, `acks=all`). An append is `Ok`
+//!   only once the broker's delivery report confirms the write.
+//! - [`KafkaProjector`]: a consumer-group member that folds its partitions of the raw topic into the sled
+//!   projection (`paystate-projector`'s [`Folder`](paystate_projector::Folder)), with the position of record
+//!   committed in the same sled transaction as the states, and publishes the outbox to the projection
+//!   topics (`paystate.payments`, compacted, and `paystate.actions`). A partition it has no local state for
+//!   is restored from the compacted topic, not replayed from the raw log.
+//! - [`ensure_topics`]: creates the three topics through the AdminClient.
+//!
+//! Message formats are documented in `docs/KAFKA.md`.
+
+mod projector;
+mod sink;
+
+pub use projector::{KafkaEnds, KafkaProjector, ProjectorOptions, RestoreReport};
+pub use sink::KafkaSink;
+
+use paystate_store::LogRecord;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Header names on raw-topic messages.
+pub mod header {
+    /// When the ingress received the webhook, unix milliseconds, decimal.
+    pub const RECEIVED_AT: &str = "paystate-received-at";
+    /// Stripe event id.
+    pub const EVENT_ID: &str = "stripe-event-id";
+    /// Stripe event type.
+    pub const EVENT_TYPE: &str = "stripe-event-type";
+    /// The `Stripe-Signature` header the webhook arrived with.
+    pub const SIGNATURE: &str = "stripe-signature";
+}
+
+/// Kafka errors, typed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaLogError {
+    /// librdkafka refused or failed an operation.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A write was not confirmed by the broker.
+    #[error("write not confirmed: {0}")]
+    NotConfirmed(String),
+    /// A topic is missing or has an unexpected shape.
+    #[error("topic {topic}: {why}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A message on a projection topic does not decode.
+    #[error("bad message in {topic} partition {partition} offset {offset}: {why}")]
+    BadMessage {
+        /// The topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// What is wrong.
+        why: String,
+    },
+    /// The sled projection failed.
+    #[error(transparent)]
+    Store(#[from] paystate_store::StoreError),
+    /// The projector failed.
+    #[error(transparent)]
+    Projector(#[from] paystate_projector::ProjectorError),
+    /// Reading a topic took longer than allowed.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+/// Where the Kafka log is and what it is called.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Any librdkafka properties (TLS, SASL, timeouts…), applied last so they override paystate's.
+    pub properties: Vec<(String, String)>,
+    /// Raw webhook topic.
+    pub raw_topic: String,
+    /// Compacted payment-state topic.
+    pub payments_topic: String,
+    /// Actions topic.
+    pub actions_topic: String,
+}
+
+impl KafkaConfig {
+    /// Default topic names on `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            properties: Vec::new(),
+            raw_topic: "stripe.events".into(),
+            payments_topic: "paystate.payments".into(),
+            actions_topic: "paystate.actions".into(),
+        }
+    }
+
+    /// A client configuration: `bootstrap.servers`, then `defaults`, then the user's properties.
+    pub(crate) fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Parses `key=value`.
+    pub fn parse_property(s: &str) -> Result<(String, String), String> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+            _ => Err(format!("expected key=value, got {s:?}")),
+        }
+    }
+}
+
+/// Number of partitions of `topic`, from the cluster's metadata.
+pub fn topic_partitions(cfg: &KafkaConfig, topic: &str, timeout: Duration) -> Result<u32, KafkaLogError> {
+    let consumer: BaseConsumer = cfg.client(&[]).create()?;
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| KafkaLogError::Topic { topic: topic.into(), why: "not in metadata".into() })?;
+    if let Some(e) = t.error() {
+        return Err(KafkaLogError::Topic { topic: topic.into(), why: format!("{:?}", RDKafkaErrorCode::from(e)) });
+    }
+    match u32::try_from(t.partitions().len()) {
+        Ok(0) | Err(_) => Err(KafkaLogError::Topic { topic: topic.into(), why: "no partitions".into() }),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// Creates the raw, payments (compacted) and actions topics with `partitions` partitions each when they do
+/// not exist, then checks that all three have the raw topic's partition count (partition p of each belongs
+/// to the same projector). Returns that count.
+pub async fn ensure_topics(cfg: &KafkaConfig, partitions: u32, replication: i32) -> Result<u32, KafkaLogError> {
+    let admin: AdminClient<DefaultClientContext> = cfg.client(&[]).create()?;
+    let n = i32::try_from(partitions)
+        .map_err(|_| KafkaLogError::Topic { topic: cfg.raw_topic.clone(), why: format!("{partitions} partitions") })?;
+    let topics = [
+        NewTopic::new(&cfg.raw_topic, n, TopicReplication::Fixed(replication)),
+        NewTopic::new(&cfg.payments_topic, n, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact"),
+        NewTopic::new(&cfg.actions_topic, n, TopicReplication::Fixed(replication)),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(topics.iter(), &opts).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(KafkaLogError::Topic { topic: name, why: format!("create: {code:?}") }),
+        }
+    }
+    let cfg2 = cfg.clone();
+    tokio::task::spawn_blocking(move || -> Result<u32, KafkaLogError> {
+        // Metadata may lag topic creation by a moment.
+        let mut last = None;
+        for _ in 0..50 {
+            match check_partitions(&cfg2) {
+                Ok(n) => return Ok(n),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(last.unwrap_or_else(|| KafkaLogError::Timeout("topic metadata".into())))
+    })
+    .await
+    .map_err(|e| KafkaLogError::Timeout(format!("metadata task: {e}")))?
+}
+
+fn check_partitions(cfg: &KafkaConfig) -> Result<u32, KafkaLogError> {
+    let raw = topic_partitions(cfg, &cfg.raw_topic, Duration::from_secs(5))?;
+    for t in [&cfg.payments_topic, &cfg.actions_topic] {
+        let n = topic_partitions(cfg, t, Duration::from_secs(5))?;
+        if n != raw {
+            return Err(KafkaLogError::Topic {
+                topic: t.clone(),
+                why: format!("{n} partitions, but {} has {raw}: partition p of both must be the same", cfg.raw_topic),
+            });
+        }
+    }
+    Ok(raw)
+}
+
+/// The headers of a raw-topic message for `record`.
+pub(crate) fn headers_of(record: &LogRecord) -> OwnedHeaders {
+    let received = record.received_at_ms.to_string();
+    OwnedHeaders::new_with_capacity(4)
+        .insert(Header { key: header::RECEIVED_AT, value: Some(received.as_bytes()) })
+        .insert(Header { key: header::EVENT_ID, value: Some(record.event_id.as_bytes()) })
+        .insert(Header { key: header::EVENT_TYPE, value: Some(record.event_type.as_bytes()) })
+        .insert(Header { key: header::SIGNATURE, value: Some(record.signature.as_bytes()) })
+}
+
+/// The log record a raw-topic message carries (key = payment key, value = the body unchanged).
+pub fn record_of<M: Message>(m: &M) -> LogRecord {
+    let mut r = LogRecord {
+        received_at_ms: 0,
+        event_id: String::new(),
+        event_type: String::new(),
+        payment_key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+        signature: String::new(),
+        body: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    };
+    if let Some(hs) = m.headers() {
+        for h in hs.iter() {
+            let text = || h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+            match h.key {
+                header::RECEIVED_AT => r.received_at_ms = text().parse().unwrap_or(0),
+                header::EVENT_ID => r.event_id = text(),
+                header::EVENT_TYPE => r.event_type = text(),
+                header::SIGNATURE => r.signature = text(),
+                _ => {}
+            }
+        }
+    }
+    r
+}

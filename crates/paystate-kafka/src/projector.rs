@@ -1,0 +1,590 @@
+//! A projector of the Kafka log: one member of a consumer group.
+//!
+//! **Position of record.** Each partition's next offset is stored in sled in the same transaction as the
+//! states it produced (the [`Folder`] commit). On assignment the consumer is pointed at those offsets; the
+//! offsets committed to Kafka are for lag monitoring only.
+//!
+//! **Restore.** A partition this store never held is restored from the compacted payments topic: the
+//! latest update of every payment carries its full fold state (`snapshot`) and the raw offset it reflects.
+//! Updates are published in commit order, so the highest offset found, M, means every change at or before
+//! M is in the topic; the partition resumes the raw topic at M + 1.
+//!
+//! **Outbox.** Actions and payment updates are committed to sled streams with the batch; the publisher
+//! produces them (actions first, then updates, so a restored state never claims an action that was not
+//! delivered) with an idempotent producer and moves its cursor only after every delivery report of a round.
+//! Anything produced but not confirmed before a crash is produced again; to keep the actions topic free of
+//! repeats, a projector that takes a partition first reads what that partition of the actions topic already
+//! holds (from its last confirmed offset, or from the start after a restore) and skips those action ids.
+//! On a revocation the outbox is published completely before the partition is released.
+
+use crate::{record_of, KafkaConfig, KafkaLogError};
+use paystate_core::{partition_of, Action, Payment};
+use paystate_projector::{Folder, Progress};
+use paystate_store::{LogRecord, LogView, Projection, Stream};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Settings of a projector process.
+#[derive(Debug, Clone)]
+pub struct ProjectorOptions {
+    /// Consumer group.
+    pub group: String,
+    /// Most records per sled transaction.
+    pub batch_max: usize,
+    /// How long a batch gathers records after the first one.
+    pub gather: Duration,
+    /// Session timeout: how soon the group notices a dead member.
+    pub session_timeout: Duration,
+}
+
+impl Default for ProjectorOptions {
+    fn default() -> Self {
+        ProjectorOptions {
+            group: "paystate-projector".into(),
+            batch_max: 512,
+            gather: Duration::from_millis(5),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What restoring one partition did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Partition.
+    pub partition: u32,
+    /// Payment-topic messages read.
+    pub messages: u64,
+    /// Payments installed.
+    pub payments: u64,
+    /// Raw-topic offset the partition resumes at.
+    pub resume_at: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// The raw topic's partition ends as this projector last saw them (for status and lag).
+#[derive(Debug)]
+pub struct KafkaEnds {
+    ends: Vec<AtomicU64>,
+}
+
+impl LogView for KafkaEnds {
+    fn partitions(&self) -> u32 {
+        u32::try_from(self.ends.len()).unwrap_or(u32::MAX)
+    }
+    fn end(&self, partition: u32) -> u64 {
+        self.ends.get(partition as usize).map_or(0, |e| e.load(Ordering::Acquire))
+    }
+}
+
+/// One payment update as stored in the outbox and published to the payments topic.
+#[derive(Deserialize)]
+struct UpdateEnvelope {
+    key: String,
+    partition: u32,
+    offset: u64,
+    snapshot: Option<Payment>,
+}
+
+struct Shared {
+    cfg: KafkaConfig,
+    projection: Projection,
+    partitions: u32,
+    producer: FutureProducer,
+    runtime: tokio::runtime::Handle,
+    /// Next raw offset to apply, per owned partition.
+    next: Mutex<HashMap<u32, u64>>,
+    /// Action ids already in the actions topic, per owned partition, found when the partition was taken.
+    published_ids: Mutex<HashMap<u32, HashSet<String>>>,
+    /// A failure in a rebalance callback; the run loop returns it.
+    fatal: Mutex<Option<KafkaLogError>>,
+    restores: Mutex<Vec<RestoreReport>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Context {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Everything committed for these partitions goes out before another member takes them.
+            if let Err(e) = self.shared.publish() {
+                tracing::error!(error = %e, "publishing the outbox before a revocation failed");
+            }
+            let mut next = lock(&self.shared.next);
+            let mut ids = lock(&self.shared.published_ids);
+            for e in tpl.elements() {
+                if let Ok(p) = u32::try_from(e.partition()) {
+                    next.remove(&p);
+                    ids.remove(&p);
+                }
+            }
+            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut positioned = TopicPartitionList::new();
+            for e in tpl.elements() {
+                let Ok(p) = u32::try_from(e.partition()) else { continue };
+                match self.shared.take_partition(p) {
+                    Ok(at) => {
+                        let offset = i64::try_from(at).map_or(Offset::End, Offset::Offset);
+                        if let Err(err) = positioned.add_partition_offset(e.topic(), e.partition(), offset) {
+                            self.shared.fail(err.into());
+                        }
+                    }
+                    Err(err) => self.shared.fail(err),
+                }
+            }
+            // Start each partition at the position stored in sled, not at Kafka's committed offset.
+            if let Err(err) = consumer.assign(&positioned) {
+                self.shared.fail(err.into());
+            }
+            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
+        }
+    }
+}
+
+impl Shared {
+    fn fail(&self, e: KafkaLogError) {
+        tracing::error!(error = %e, "projector failure in a rebalance");
+        lock(&self.fatal).get_or_insert(e);
+    }
+
+    /// Prepares partition `p` for consumption: restores it when the store never held it, learns which
+    /// actions its actions-topic partition already holds, and returns the raw offset to resume at.
+    fn take_partition(&self, p: u32) -> Result<u64, KafkaLogError> {
+        let (position, scan_from) = match self.projection.stored_position(p)? {
+            Some(pos) => (pos, self.projection.confirmed_end(p)?),
+            None => {
+                let report = self.restore(p)?;
+                lock(&self.restores).push(report);
+                (report.resume_at, 0)
+            }
+        };
+        let ids = self.scan_actions(p, scan_from)?;
+        lock(&self.published_ids).insert(p, ids);
+        lock(&self.next).insert(p, position);
+        Ok(position)
+    }
+
+    /// Reads `topic`'s partition `p` from `from` to its current end, calling `each` per message.
+    fn read_partition(
+        &self,
+        topic: &str,
+        p: u32,
+        from: u64,
+        mut each: impl FnMut(i64, Option<&[u8]>) -> Result<(), KafkaLogError>,
+    ) -> Result<u64, KafkaLogError> {
+        let consumer: BaseConsumer = self
+            .cfg
+            .client(&[
+                ("group.id", "paystate-reader"),
+                ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "false"),
+            ])
+            .create()?;
+        let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
+        let (low, high) = consumer.fetch_watermarks(topic, pi, Duration::from_secs(10))?;
+        let start = i64::try_from(from).unwrap_or(i64::MAX).max(low);
+        if start >= high {
+            return Ok(0);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, pi, Offset::Offset(start))?;
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut read = 0u64;
+        loop {
+            if Instant::now() > deadline {
+                return Err(KafkaLogError::Timeout(format!("reading {topic} partition {p} up to {high}")));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    read += 1;
+                    each(m.offset(), m.payload())?;
+                    if m.offset() + 1 >= high {
+                        return Ok(read);
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+        }
+    }
+
+    /// Restores partition `p` from the compacted payments topic (see the module docs).
+    fn restore(&self, p: u32) -> Result<RestoreReport, KafkaLogError> {
+        let started = Instant::now();
+        let topic = self.cfg.payments_topic.clone();
+        let mut latest: HashMap<String, (u64, Payment)> = HashMap::new();
+        let mut max_offset: Option<u64> = None;
+        let messages = self.read_partition(&topic, p, 0, |offset, payload| {
+            let Some(payload) = payload else { return Ok(()) }; // a tombstone
+            let bad = |why: String| KafkaLogError::BadMessage {
+                topic: topic.clone(),
+                partition: i32::try_from(p).unwrap_or(-1),
+                offset,
+                why,
+            };
+            let u: UpdateEnvelope = serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
+            let snapshot = u.snapshot.ok_or_else(|| bad("no snapshot".into()))?;
+            if u.partition != p {
+                return Err(bad(format!("update of partition {} in partition {p}", u.partition)));
+            }
+            max_offset = Some(max_offset.map_or(u.offset, |m| m.max(u.offset)));
+            match latest.get(&u.key) {
+                Some((o, _)) if *o > u.offset => {}
+                _ => {
+                    latest.insert(u.key, (u.offset, snapshot));
+                }
+            }
+            Ok(())
+        })?;
+        let resume_at = max_offset.map_or(0, |m| m + 1);
+        let payments: Vec<Payment> = latest.into_values().map(|(_, p)| p).collect();
+        self.projection.restore(p, &payments, resume_at)?;
+        let report = RestoreReport {
+            partition: p,
+            messages,
+            payments: payments.len() as u64,
+            resume_at,
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(
+            partition = p,
+            messages,
+            payments = report.payments,
+            resume_at,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "partition restored from the payments topic"
+        );
+        Ok(report)
+    }
+
+    /// Action ids present in partition `p` of the actions topic from offset `from`.
+    fn scan_actions(&self, p: u32, from: u64) -> Result<HashSet<String>, KafkaLogError> {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: String,
+        }
+        let mut ids = HashSet::new();
+        let topic = self.cfg.actions_topic.clone();
+        self.read_partition(&topic, p, from, |offset, payload| {
+            let Some(payload) = payload else { return Ok(()) };
+            let a: IdOnly = serde_json::from_slice(payload).map_err(|e| KafkaLogError::BadMessage {
+                topic: topic.clone(),
+                partition: i32::try_from(p).unwrap_or(-1),
+                offset,
+                why: e.to_string(),
+            })?;
+            ids.insert(a.id);
+            Ok(())
+        })?;
+        Ok(ids)
+    }
+
+    /// Publishes the whole outbox: actions, then payment updates, each confirmed before the cursor moves.
+    fn publish(&self) -> Result<(), KafkaLogError> {
+        let updates_end = self.projection.stream_end(Stream::Payments)?;
+        let actions_end = self.projection.stream_end(Stream::Actions)?;
+        self.publish_stream(Stream::Actions, actions_end)?;
+        self.publish_stream(Stream::Payments, updates_end)
+    }
+
+    fn publish_stream(&self, stream: Stream, end: u64) -> Result<(), KafkaLogError> {
+        let topic = match stream {
+            Stream::Actions => &self.cfg.actions_topic,
+            Stream::Payments => &self.cfg.payments_topic,
+        };
+        loop {
+            let from = self.projection.published(stream)?;
+            if from >= end {
+                return Ok(());
+            }
+            let entries = self.projection.read_stream(stream, from, 2048)?;
+            let Some(&(last, _)) = entries.last() else { return Ok(()) };
+            let mut pending = Vec::with_capacity(entries.len());
+            for (cursor, bytes) in &entries {
+                let bad = |why: String| KafkaLogError::BadMessage {
+                    topic: format!("outbox/{topic}"),
+                    partition: -1,
+                    offset: i64::try_from(*cursor).unwrap_or(-1),
+                    why,
+                };
+                let (key, partition) = match stream {
+                    Stream::Actions => {
+                        let a: Action = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                        let key = a.key.to_string();
+                        let p = partition_of(key.as_bytes(), self.partitions);
+                        if lock(&self.published_ids).get(&p).is_some_and(|ids| ids.contains(a.id.as_str())) {
+                            continue; // already in the topic (produced before a crash or by a previous owner)
+                        }
+                        (key, p)
+                    }
+                    Stream::Payments => {
+                        let u: UpdateEnvelope = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                        (u.key, u.partition)
+                    }
+                };
+                let pi = i32::try_from(partition).map_err(|_| bad("partition".into()))?;
+                let record = FutureRecord::to(topic).partition(pi).key(&key).payload(bytes);
+                let delivery = self
+                    .producer
+                    .send_result(record)
+                    .map_err(|(e, _)| KafkaLogError::NotConfirmed(format!("{topic}: {e}")))?;
+                pending.push(delivery);
+            }
+            let mut confirmed: BTreeMap<u32, u64> = BTreeMap::new();
+            for delivery in pending {
+                match self.runtime.block_on(delivery) {
+                    Ok(Ok(d)) => {
+                        if let (Ok(p), Ok(o)) = (u32::try_from(d.partition), u64::try_from(d.offset)) {
+                            let e = confirmed.entry(p).or_insert(0);
+                            *e = (*e).max(o + 1);
+                        }
+                    }
+                    Ok(Err((e, _))) => return Err(KafkaLogError::NotConfirmed(format!("{topic}: {e}"))),
+                    Err(_) => return Err(KafkaLogError::NotConfirmed(format!("{topic}: delivery report lost"))),
+                }
+            }
+            if stream == Stream::Payments {
+                confirmed.clear(); // confirmed ends are kept for the actions topic only
+            }
+            self.projection.mark_published(stream, last, &confirmed)?;
+        }
+    }
+}
+
+/// A projector of the Kafka log (see the module docs).
+pub struct KafkaProjector {
+    shared: Arc<Shared>,
+    consumer: BaseConsumer<Context>,
+    options: ProjectorOptions,
+    ends: Arc<KafkaEnds>,
+    committed: watch::Sender<u64>,
+    last_refresh: Mutex<Instant>,
+}
+
+impl std::fmt::Debug for KafkaProjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProjector").field("group", &self.options.group).finish()
+    }
+}
+
+impl KafkaProjector {
+    /// A group member folding `cfg.raw_topic` into `projection`. `runtime` runs the producer's delivery
+    /// futures; the projector itself is blocking (call [`KafkaProjector::run`] on its own thread).
+    pub fn new(
+        cfg: &KafkaConfig,
+        projection: Projection,
+        options: ProjectorOptions,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, KafkaLogError> {
+        let partitions = crate::topic_partitions(cfg, &cfg.raw_topic, Duration::from_secs(10))?;
+        let producer: FutureProducer = cfg
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("compression.type", "lz4"),
+                ("linger.ms", "2"),
+                // The publisher never gives up on its own: a round waits until the broker is back.
+                ("message.timeout.ms", "300000"),
+            ])
+            .create()?;
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            projection,
+            partitions,
+            producer,
+            runtime,
+            next: Mutex::new(HashMap::new()),
+            published_ids: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+            restores: Mutex::new(Vec::new()),
+        });
+        let session = options.session_timeout.as_millis().to_string();
+        let heartbeat = (options.session_timeout.as_millis() / 4).max(100).to_string();
+        let consumer: BaseConsumer<Context> = cfg
+            .client(&[
+                ("group.id", &options.group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", &session),
+                ("heartbeat.interval.ms", &heartbeat),
+                ("partition.assignment.strategy", "range"),
+            ])
+            .create_with_context(Context { shared: Arc::clone(&shared) })?;
+        consumer.subscribe(&[&cfg.raw_topic])?;
+        let ends = Arc::new(KafkaEnds { ends: (0..partitions).map(|_| AtomicU64::new(0)).collect() });
+        let (committed, _) = watch::channel(0);
+        let last_refresh = Mutex::new(Instant::now().checked_sub(Duration::from_secs(2)).unwrap_or_else(Instant::now));
+        Ok(KafkaProjector { shared, consumer, options, ends, committed, last_refresh })
+    }
+
+    /// The raw topic's partition ends as last seen (a [`LogView`] for status and lag).
+    pub fn ends(&self) -> Arc<KafkaEnds> {
+        Arc::clone(&self.ends)
+    }
+
+    /// Changes after every commit (stream long-polls wait on it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// Partitions restored from the payments topic so far.
+    pub fn restores(&self) -> Vec<RestoreReport> {
+        lock(&self.shared.restores).clone()
+    }
+
+    /// Partitions currently owned.
+    pub fn owned(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = lock(&self.shared.next).keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Consumes, folds, commits and publishes until `stop` is set; then commits what it holds, publishes
+    /// the outbox and leaves the group. Blocking.
+    pub fn run(&self, stop: &AtomicBool) -> Result<Progress, KafkaLogError> {
+        let mut total = Progress::default();
+        while !stop.load(Ordering::Acquire) {
+            let p = self.step()?;
+            total.records += p.records;
+            total.applied += p.applied;
+            total.duplicates += p.duplicates;
+            total.actions += p.actions;
+            total.dead += p.dead;
+        }
+        self.shared.publish()?;
+        self.consumer.unsubscribe();
+        Ok(total)
+    }
+
+    /// Gathers one batch (waiting up to 100 ms for the first record), commits it in one sled transaction,
+    /// then publishes the outbox.
+    pub fn step(&self) -> Result<Progress, KafkaLogError> {
+        let mut by_partition: BTreeMap<u32, Vec<(u64, LogRecord)>> = BTreeMap::new();
+        let mut count = 0usize;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if let Some(e) = lock(&self.shared.fatal).take() {
+                return Err(e);
+            }
+            let wait = match deadline {
+                None => Duration::from_millis(100),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            match self.consumer.poll(wait) {
+                Some(Ok(m)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + self.options.gather);
+                    let (Ok(p), Ok(offset)) = (u32::try_from(m.partition()), u64::try_from(m.offset())) else {
+                        continue;
+                    };
+                    let expected = lock(&self.shared.next).get(&p).copied();
+                    let list = by_partition.entry(p).or_default();
+                    let next = list.last().map(|(o, _)| o + 1).or(expected);
+                    match next {
+                        Some(n) if offset < n => continue, // already applied (redelivered after a seek)
+                        Some(n) if offset > n => {
+                            tracing::warn!(
+                                partition = p,
+                                expected = n,
+                                got = offset,
+                                "gap in the raw topic (records deleted by retention?)"
+                            );
+                        }
+                        _ => {}
+                    }
+                    list.push((offset, record_of(&m)));
+                    count += 1;
+                    if count >= self.options.batch_max {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    if deadline.is_none() {
+                        break;
+                    }
+                }
+                None => {
+                    if deadline.is_none() || deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.refresh_ends();
+        // Only partitions still owned (a rebalance during the gather may have taken some away).
+        let owned: HashSet<u32> = lock(&self.shared.next).keys().copied().collect();
+        by_partition.retain(|p, recs| owned.contains(p) && !recs.is_empty());
+        let mut progress = Progress::default();
+        if !by_partition.is_empty() {
+            let mut folder = Folder::new(&self.shared.projection, true);
+            for (p, recs) in &by_partition {
+                folder.add(*p, recs)?;
+            }
+            progress = folder.commit()?;
+            let mut offsets = TopicPartitionList::new();
+            {
+                let mut next = lock(&self.shared.next);
+                for (p, recs) in &by_partition {
+                    if let Some((last, _)) = recs.last() {
+                        next.insert(*p, last + 1);
+                        let pi = i32::try_from(*p).unwrap_or(0);
+                        let o = i64::try_from(last + 1).unwrap_or(i64::MAX);
+                        offsets.add_partition_offset(&self.shared.cfg.raw_topic, pi, Offset::Offset(o))?;
+                    }
+                }
+            }
+            self.committed.send_modify(|g| *g += 1);
+            // For lag monitoring only: the position of record is in sled.
+            if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
+                tracing::debug!(error = %e, "offset commit to Kafka failed (monitoring only)");
+            }
+        }
+        self.shared.publish()?;
+        Ok(progress)
+    }
+
+    /// At most once a second: the high watermarks of the owned partitions.
+    fn refresh_ends(&self) {
+        {
+            let mut last = lock(&self.last_refresh);
+            if last.elapsed() < Duration::from_secs(1) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        for p in self.owned() {
+            let pi = i32::try_from(p).unwrap_or(0);
+            let topic = &self.shared.cfg.raw_topic;
+            if let Ok((_, high)) = self.consumer.fetch_watermarks(topic, pi, Duration::from_millis(500)) {
+                if let (Some(e), Ok(h)) = (self.ends.ends.get(p as usize), u64::try_from(high)) {
+                    e.store(h, Ordering::Release);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Fault injection with librdkafka's in-process mock cluster (a real Kafka-protocol implementation):
+//! the ingress answers 200 only for writes the broker confirmed, 503 while it cannot confirm them, and
+//! recovers by itself; the projector applies every record once whatever the offset-commit errors.
+
+use paystate_ingress::{metrics::Metrics, public_router, Ingress};
+use paystate_kafka::{KafkaConfig, KafkaProjector, KafkaSink, ProjectorOptions};
+use paystate_store::{LogSink, Store};
+use paystate_stripe::scenario::{generate, Scenario};
+use paystate_stripe::synth::Rng;
+use paystate_stripe::{Webhook, WebhookSecret};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "whsec_kafka_mock_secret";
+const PARTITIONS: u32 = 4;
+
+fn now() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()).expect("time")
+}
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let c = MockCluster::new(3).expect("mock cluster");
+    for t in ["stripe.events", "paystate.payments", "paystate.actions"] {
+        c.create_topic(t, PARTITIONS as i32, 3).expect("topic");
+    }
+    c
+}
+
+async fn ingress(cfg: &KafkaConfig, timeout: Duration) -> (String, Arc<Metrics>) {
+    let sink = KafkaSink::new(cfg, timeout).expect("sink");
+    let metrics = Arc::new(Metrics::default());
+    let webhook = Webhook::new(vec![WebhookSecret::new(SECRET).expect("secret")], 300).expect("webhook");
+    let ing = Ingress {
+        webhook,
+        mode: None,
+        body_limit_bytes: 1 << 20,
+        partitions: PARTITIONS,
+        sink: Arc::new(sink),
+        metrics: Arc::clone(&metrics),
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/webhooks/stripe", l.local_addr().expect("addr"));
+    tokio::spawn(paystate_ingress::serve(l, public_router(ing), std::future::pending()));
+    (url, metrics)
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &[u8]) -> u16 {
+    let sig = WebhookSecret::new(SECRET).expect("secret").header(now(), body);
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("stripe-signature", sig)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+/// One message: (partition, offset, key, payload, header names).
+type Msg = (i32, i64, Option<Vec<u8>>, Vec<u8>, Vec<String>);
+
+/// Every message of `topic`.
+fn read_topic(cfg: &KafkaConfig, topic: &str) -> Vec<Msg> {
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut out = Vec::new();
+    for p in 0..PARTITIONS as i32 {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low)).expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let names = m.headers().map(|h| h.iter().map(|x| x.key.to_owned()).collect()).unwrap_or_default();
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().unwrap_or_default().to_vec(),
+                    names,
+                ));
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_confirms_writes_and_refuses_while_the_leader_is_down() {
+    let c = cluster();
+    let cfg = KafkaConfig::new(c.bootstrap_servers());
+    let (url, metrics) = ingress(&cfg, Duration::from_millis(1500)).await;
+    let client = reqwest::Client::new();
+    let mut rng = Rng::new(7);
+    let (events, _) = generate(Scenario::CardSuccess, &mut rng, now() - 60);
+
+    // Healthy: 200, and the raw topic holds the body byte for byte, keyed by payment, with the headers.
+    let body = events[0].body();
+    assert_eq!(post(&client, &url, &body).await, 200);
+    let msgs = read_topic(&cfg, "stripe.events");
+    assert_eq!(msgs.len(), 1);
+    let (_, _, key, payload, headers) = &msgs[0];
+    assert_eq!(payload, &body, "the raw body is stored unchanged");
+    assert!(key.as_deref().is_some_and(|k| k.starts_with(b"pi_")), "keyed by payment key: {key:?}");
+    for h in ["paystate-received-at", "stripe-event-id", "stripe-event-type", "stripe-signature"] {
+        assert!(headers.iter().any(|x| x == h), "header {h} in {headers:?}");
+    }
+
+    // Every partition leader down: no write can be confirmed, so 503 and never 200.
+    for broker in 1..=3 {
+        c.broker_down(broker).expect("down");
+    }
+    let started = Instant::now();
+    assert_eq!(post(&client, &url, &events[1].body()).await, 503, "unconfirmed write must not be acknowledged");
+    assert!(started.elapsed() >= Duration::from_millis(1000), "it waited for the delivery timeout");
+
+    // Back up: the same sink recovers by itself.
+    for broker in 1..=3 {
+        c.broker_up(broker).expect("up");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = 0;
+    while Instant::now() < deadline {
+        status = post(&client, &url, &events[1].body()).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 200, "recovered after the brokers came back");
+    let mut text = String::new();
+    metrics.render(&mut text);
+    assert!(text.contains("outcome=\"unavailable\"} 1") || text.contains("outcome=\"unavailable\"} 2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_produce_errors_and_latency_give_503_then_200() {
+    let c = cluster();
+    let cfg = KafkaConfig::new(c.bootstrap_servers());
+    let (url, _) = ingress(&cfg, Duration::from_millis(1500)).await;
+    let client = reqwest::Client::new();
+    let mut rng = Rng::new(8);
+    let (events, _) = generate(Scenario::FullRefund, &mut rng, now() - 60);
+
+    // A non-retriable produce error: the write fails, 503.
+    c.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 50]);
+    assert_eq!(post(&client, &url, &events[0].body()).await, 503);
+    c.clear_request_errors(RDKafkaApiKey::Produce);
+
+    // Retriable errors, a few: librdkafka retries within the timeout and the idempotent producer keeps it
+    // to one copy, so 200.
+    c.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 2]);
+    assert_eq!(post(&client, &url, &events[1].body()).await, 200);
+
+    // Latency above the delivery timeout: 503; back to normal: 200.
+    for b in 1..=3 {
+        c.broker_round_trip_time(b, Duration::from_millis(2500)).expect("rtt");
+    }
+    assert_eq!(post(&client, &url, &events[2].body()).await, 503);
+    for b in 1..=3 {
+        c.broker_round_trip_time(b, Duration::from_millis(0)).expect("rtt");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = 0;
+    while Instant::now() < deadline && status != 200 {
+        status = post(&client, &url, &events[2].body()).await;
+    }
+    assert_eq!(status, 200);
+
+    // Only confirmed writes (and retries of unconfirmed ones) are in the topic: event 1 exactly once.
+    let msgs = read_topic(&cfg, "stripe.events");
+    let ev1 = events[1].body();
+    assert_eq!(msgs.iter().filter(|m| m.3 == ev1).count(), 1, "a retried produce is stored once");
+    assert!(msgs.iter().any(|m| m.3 == events[2].body()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projector_applies_everything_once_despite_commit_errors_and_restores_from_the_payments_topic() {
+    let c = cluster();
+    let cfg = KafkaConfig::new(c.bootstrap_servers());
+    let sink = KafkaSink::new(&cfg, Duration::from_secs(10)).expect("sink");
+    let mut rng = Rng::new(9);
+    let mut truths = Vec::new();
+    let mut sent = 0u64;
+    for (i, scenario) in Scenario::ALL.iter().enumerate() {
+        let (events, truth) = generate(*scenario, &mut rng, now() - 600 + i as i64);
+        for ev in &events {
+            let body = ev.body();
+            let parsed = paystate_stripe::parse_event(&body).expect("parse");
+            let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
+            let record = paystate_store::LogRecord {
+                received_at_ms: 0,
+                event_id: parsed.id().to_owned(),
+                event_type: parsed.event_type().to_owned(),
+                payment_key: key.clone(),
+                signature: String::new(),
+                body: body.clone(),
+            };
+            let p = paystate_core::partition_of(key.as_bytes(), PARTITIONS);
+            // Twice: a duplicate delivery.
+            for _ in 0..2 {
+                LogSink::append(&sink, p, &record).await.expect("append");
+                sent += 1;
+            }
+        }
+        truths.push(truth);
+    }
+    // Offset commits to Kafka fail: they are for monitoring only, the projector must not care.
+    c.request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 20]);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let projection = Store::open_projection(dir.path()).expect("projection");
+    let opts = ProjectorOptions { group: "g1".into(), ..ProjectorOptions::default() };
+    let handle = tokio::runtime::Handle::current();
+    let (cfg2, proj2) = (cfg.clone(), projection.clone());
+    let consumed = tokio::task::spawn_blocking(move || {
+        let p = KafkaProjector::new(&cfg2, proj2.clone(), opts, handle).expect("projector");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut records = 0;
+        while records < sent && Instant::now() < deadline {
+            records += p.step().expect("step").records;
+        }
+        p.run(&AtomicBool::new(true)).expect("final publish");
+        records
+    })
+    .await
+    .expect("join");
+    assert_eq!(consumed, sent, "every record consumed exactly once");
+    let totals = projection.totals().expect("totals");
+    assert_eq!(totals.applied + totals.duplicates, sent, "{totals:?}");
+    assert_eq!(totals.duplicates, sent / 2);
+    for t in &truths {
+        let key = match &t.account {
+            Some(a) => format!("{a}/{}", t.id),
+            None => t.id.clone(),
+        };
+        let p = projection.payment(&key).expect("read").unwrap_or_else(|| panic!("{key} missing"));
+        assert_eq!(p.state.lifecycle.as_str(), t.lifecycle, "{key}");
+        assert_eq!(p.state.amount_refunded, t.amount_refunded, "{key}");
+    }
+
+    // The projection topics: one payment update per payment at least, no action id twice.
+    let actions = read_topic(&cfg, "paystate.actions");
+    let mut ids: Vec<String> = actions
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(&m.3).expect("json")["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no action id twice");
+    assert_eq!(n as u64, totals.actions, "every action published");
+    let updates = read_topic(&cfg, "paystate.payments");
+    for (p, _, key, payload, _) in &updates {
+        let v: serde_json::Value = serde_json::from_slice(payload).expect("json");
+        assert_eq!(v["partition"].as_i64(), Some(i64::from(*p)), "same partition as the raw topic");
+        assert_eq!(key.as_deref(), v["key"].as_str().map(str::as_bytes));
+        assert!(v["snapshot"].is_object());
+    }
+
+    // A new member with an empty store restores every partition from the payments topic (not the raw
+    // log) and ends with the same states.
+    let dir2 = tempfile::tempdir().expect("dir");
+    let fresh = Store::open_projection(dir2.path()).expect("projection");
+    let opts = ProjectorOptions { group: "g2".into(), ..ProjectorOptions::default() };
+    let handle = tokio::runtime::Handle::current();
+    let (cfg3, fresh2) = (cfg.clone(), fresh.clone());
+    let (restores, consumed) = tokio::task::spawn_blocking(move || {
+        let p = KafkaProjector::new(&cfg3, fresh2, opts, handle).expect("projector");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut records = 0;
+        while p.restores().len() < PARTITIONS as usize && Instant::now() < deadline {
+            records += p.step().expect("step").records;
+        }
+        for _ in 0..5 {
+            records += p.step().expect("step").records;
+        }
+        (p.restores(), records)
+    })
+    .await
+    .expect("join");
+    assert_eq!(restores.len(), PARTITIONS as usize, "{restores:?}");
+    let restored: u64 = restores.iter().map(|r| r.payments).sum();
+    assert_eq!(restored as usize, projection.payment_count());
+    assert!(consumed < sent, "resumed after the restored offsets ({consumed} of {sent} re-read)");
+    for t in &truths {
+        let key = match &t.account {
+            Some(a) => format!("{a}/{}", t.id),
+            None => t.id.clone(),
+        };
+        let a = projection.payment(&key).expect("read");
+        let b = fresh.payment(&key).expect("read");
+        assert_eq!(a.map(|p| p.state), b.map(|p| p.state), "{key}");
+    }
+    // Nothing it re-derived was published twice.
+    let again = read_topic(&cfg, "paystate.actions");
+    assert_eq!(again.len(), n, "the restored member published no action again");
+}

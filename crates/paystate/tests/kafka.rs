@@ -1,0 +1,258 @@
+//! The Kafka deployment end to end on tansu, a real Kafka-protocol broker with durable storage, started
+//! here on loopback: `paystate ingress`, two `paystate project` members of one group, `paystate simulate`.
+//! Midway one projector is SIGKILLed and a fresh one with an empty data directory joins. At the end the
+//! projection topics are read by an independent client (Python confluent-kafka): every payment's latest
+//! state equals its truth, no action id appears twice, one fulfill_order per paid payment, and every
+//! acknowledged event is in the raw topic. The fresh member must have restored its partitions from the
+//! compacted payments topic rather than replaying the raw log from the start.
+//!
+//! Needs `tansu` (TANSU or PATH) and PYTHON with confluent-kafka: `tests/run` installs both. Without
+//! them this test fails; it never skips.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "whsec_kafka_e2e_secret";
+const BIN: &str = env!("CARGO_BIN_EXE_paystate");
+
+/// A child process killed when dropped (a failing test leaves no broker behind).
+struct Proc {
+    child: Child,
+    line: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn admin(&self) -> String {
+        self.line.split("admin on ").nth(1).map(|s| s.trim().to_owned()).expect("admin address")
+    }
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "did not stop within 60 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn tansu() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU") {
+        return PathBuf::from(p);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|d| d.join("tansu")).find(|p| p.is_file()))
+        .unwrap_or_default();
+    on_path.unwrap_or_else(|| {
+        panic!("tansu not found (TANSU or PATH): tests/run installs it with `cargo install tansu --locked --version 0.6.0 --features libsql`")
+    })
+}
+
+fn start_tansu(dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("tansu.log")).expect("log file");
+    let child = Command::new(tansu())
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine"])
+        .arg(format!("sqlite://{}", dir.join("tansu.db").display()))
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn tansu");
+    let brokers = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&brokers).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {brokers}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Proc { child, line: String::new() }, brokers)
+}
+
+/// Starts a paystate subcommand and reads its address line.
+fn start(args: &[&str], stderr: Option<&Path>) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("RUST_LOG", "info").stdout(Stdio::piped());
+    match stderr {
+        Some(f) => cmd.stderr(std::fs::File::create(f).expect("stderr file")),
+        None => cmd.stderr(Stdio::null()),
+    };
+    let mut child = cmd.spawn().expect("spawn paystate");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("address line");
+    assert!(line.contains("admin on"), "{args:?} printed {line:?}");
+    Proc { child, line }
+}
+
+fn projector(brokers: &str, data: &Path, log: &Path) -> Proc {
+    start(
+        &[
+            "--log-format",
+            "json",
+            "project",
+            "--kafka-brokers",
+            brokers,
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--group",
+            "e2e",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--session-timeout-ms",
+            "6000",
+        ],
+        Some(log),
+    )
+}
+
+fn status(admin: &str) -> Value {
+    let (code, body) = http_get(&format!("{admin}/v1/status"));
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("status json")
+}
+
+fn applied_total(admin: &str) -> u64 {
+    status(admin)["totals"]["applied"].as_u64().unwrap_or(0)
+}
+
+fn check(brokers: &str, dir: &Path, acked: bool) -> (bool, Value) {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/kafka_check.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script).args(["--brokers", brokers, "--truth"]).arg(dir.join("truth.jsonl"));
+    if acked {
+        cmd.arg("--acked").arg(dir.join("acked.txt"));
+    }
+    let out = cmd.output().expect("run the confluent-kafka checker");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!(
+            "checker printed no JSON (is confluent-kafka installed in {python}? tests/run installs it):\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), v)
+}
+
+#[test]
+fn scale_out_on_tansu_with_a_sigkilled_projector_and_a_fresh_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, brokers) = start_tansu(dir.path());
+    let ingress = start(
+        &[
+            "ingress",
+            "--kafka-brokers",
+            &brokers,
+            "--kafka-partitions",
+            "4",
+            "--webhook-secret",
+            SECRET,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        Some(&dir.path().join("ingress.log")),
+    );
+    let url = ingress.line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("url").to_owned();
+    let a = projector(&brokers, &dir.path().join("a"), &dir.path().join("a.log"));
+    let b = projector(&brokers, &dir.path().join("b"), &dir.path().join("b.log"));
+
+    let payments = 600;
+    let sim = Command::new(BIN)
+        .args(["simulate", "--url", &url, "--secret", SECRET, "--payments", &payments.to_string()])
+        .args(["--seed", "31", "--concurrency", "8", "--timeout-ms", "10000"])
+        .arg("--truth")
+        .arg(dir.path().join("truth.jsonl"))
+        .arg("--acked")
+        .arg(dir.path().join("acked.txt"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("simulate");
+
+    // Midway: once projector A has applied something, SIGKILL it and start a fresh member.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while applied_total(&a.admin()) == 0 {
+        assert!(Instant::now() < deadline, "projector A applied nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let a_applied = applied_total(&a.admin());
+    drop(a); // SIGKILL
+    let c = projector(&brokers, &dir.path().join("c"), &dir.path().join("c.log"));
+
+    let sim = sim.wait_with_output().expect("simulate");
+    assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
+    eprintln!("simulate: {}", String::from_utf8_lossy(&sim.stdout));
+
+    // Wait until the projection topics show every payment in its final state.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (ok, v) = check(&brokers, dir.path(), false);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "projection topics never matched the truth: {v}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (b_status, c_status) = (status(&b.admin()), status(&c.admin()));
+    assert!(b.terminate().success(), "projector B exits 0 on SIGTERM");
+    assert!(c.terminate().success(), "projector C exits 0 on SIGTERM");
+    assert!(ingress.terminate().success(), "ingress exits 0 on SIGTERM");
+
+    // The final, independent check, including every acknowledged event in the raw topic.
+    let (ok, v) = check(&brokers, dir.path(), true);
+    assert!(ok, "{v}");
+    assert_eq!(v["payments_checked"], payments);
+    assert!(v["acked"].as_u64().unwrap_or(0) >= payments as u64, "{v}");
+    assert!(v["actions"].as_u64().unwrap_or(0) >= 300, "{v}");
+
+    // C restored its partitions from the payments topic: resumed past offset 0, not replaying the log.
+    let restores: Vec<Value> = std::fs::read_to_string(dir.path().join("c.log"))
+        .expect("c log")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "partition restored from the payments topic")
+        .collect();
+    assert!(!restores.is_empty(), "the fresh projector restored nothing");
+    assert!(
+        restores.iter().any(|r| r["fields"]["resume_at"].as_u64().unwrap_or(0) > 0),
+        "no partition resumed past offset 0: {restores:?}"
+    );
+    let c_applied = c_status["totals"]["applied"].as_u64().unwrap_or(0);
+    let raw_total: u64 = v["acked"].as_u64().unwrap_or(0);
+    eprintln!(
+        "A applied {a_applied} before SIGKILL; B status {b_status}; C applied {c_applied} of {raw_total} acknowledged; restores {restores:?}; check {v}"
+    );
+}
+
+/// GET on loopback without an async runtime.
+fn http_get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let code = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (code, body)
+}

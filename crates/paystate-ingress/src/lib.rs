@@ -167,6 +167,8 @@ pub struct Admin {
     pub projection: Projection,
     /// The log's ends, for positions and lag.
     pub log: Arc<dyn LogView>,
+    /// The projection streams are published to Kafka (the status then shows the outbox).
+    pub publishes: bool,
     /// Changes after every projector commit (stream long-polls wait on it).
     pub committed: watch::Receiver<u64>,
     /// Ingress counters (shared with the public router in `serve`).
@@ -260,18 +262,32 @@ async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) 
 }
 
 /// Per-partition positions, totals and lag.
+/// With `publishes`, also the outbox: stream entries committed and published to Kafka.
 pub fn status_json(
     projection: &Projection,
     log: &dyn LogView,
+    publishes: bool,
 ) -> Result<serde_json::Value, paystate_store::StoreError> {
     let parts = partition_status(projection, log)?;
     let lag: u64 = parts.iter().map(|p| p.lag).sum();
     let totals = projection.totals()?;
-    Ok(json!({"partitions": parts, "lag": lag, "totals": totals, "payments": projection.payment_count()}))
+    let mut v = json!({"partitions": parts, "lag": lag, "totals": totals, "payments": projection.payment_count()});
+    if publishes {
+        let mut outbox = serde_json::Map::new();
+        for (name, stream) in [("actions", Stream::Actions), ("payments", Stream::Payments)] {
+            let (end, published) = (projection.stream_end(stream)?, projection.published(stream)?);
+            outbox.insert(
+                name.into(),
+                json!({"committed": end, "published": published, "pending": end.saturating_sub(published)}),
+            );
+        }
+        v["outbox"] = outbox.into();
+    }
+    Ok(v)
 }
 
 async fn status(State(a): State<Arc<Admin>>) -> Response {
-    match status_json(&a.projection, a.log.as_ref()) {
+    match status_json(&a.projection, a.log.as_ref(), a.publishes) {
         Ok(v) => Json(v).into_response(),
         Err(e) => storage_error(e),
     }

@@ -44,6 +44,7 @@ async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
     let admin = Admin {
         projection: store.projection.clone(),
         log: Arc::new(store.log.clone()),
+        publishes: false,
         committed: projector.subscribe(),
         metrics,
     };

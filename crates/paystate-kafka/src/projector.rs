@@ -383,6 +383,9 @@ pub struct KafkaProjector {
     ends: Arc<KafkaEnds>,
     committed: watch::Sender<u64>,
     last_refresh: Mutex<Instant>,
+    /// A client of its own for watermarks: on the consumer's connection they would queue behind long
+    /// fetches.
+    watermarks: BaseConsumer,
 }
 
 impl std::fmt::Debug for KafkaProjector {
@@ -439,7 +442,8 @@ impl KafkaProjector {
         let ends = Arc::new(KafkaEnds { ends: (0..partitions).map(|_| AtomicU64::new(0)).collect() });
         let (committed, _) = watch::channel(0);
         let last_refresh = Mutex::new(Instant::now().checked_sub(Duration::from_secs(2)).unwrap_or_else(Instant::now));
-        Ok(KafkaProjector { shared, consumer, options, ends, committed, last_refresh })
+        let watermarks: BaseConsumer = cfg.client(&[("group.id", "paystate-watermarks")]).create()?;
+        Ok(KafkaProjector { shared, consumer, options, ends, committed, last_refresh, watermarks })
     }
 
     /// The raw topic's partition ends as last seen (a [`LogView`] for status and lag).
@@ -507,12 +511,27 @@ impl KafkaProjector {
                     match next {
                         Some(n) if offset < n => continue, // already applied (redelivered after a seek)
                         Some(n) if offset > n => {
-                            tracing::warn!(
-                                partition = p,
-                                expected = n,
-                                got = offset,
-                                "gap in the raw topic (records deleted by retention?)"
-                            );
+                            // Fetched from where Kafka's committed offset pointed before our assign() took
+                            // effect, or a real gap. Only retention can make one: go back unless the log
+                            // no longer starts at or before `n`.
+                            let topic = &self.shared.cfg.raw_topic;
+                            let low = self
+                                .watermarks
+                                .fetch_watermarks(topic, m.partition(), Duration::from_secs(5))
+                                .map(|(low, _)| low)?;
+                            if u64::try_from(low).is_ok_and(|low| low > n) {
+                                tracing::error!(
+                                    partition = p,
+                                    expected = n,
+                                    got = offset,
+                                    low,
+                                    "records deleted by retention before they were applied"
+                                );
+                            } else {
+                                let at = Offset::Offset(i64::try_from(n).unwrap_or(i64::MAX));
+                                self.consumer.seek(topic, m.partition(), at, Duration::from_secs(5))?;
+                                continue;
+                            }
                         }
                         _ => {}
                     }
@@ -580,7 +599,7 @@ impl KafkaProjector {
         for p in self.owned() {
             let pi = i32::try_from(p).unwrap_or(0);
             let topic = &self.shared.cfg.raw_topic;
-            if let Ok((_, high)) = self.consumer.fetch_watermarks(topic, pi, Duration::from_millis(500)) {
+            if let Ok((_, high)) = self.watermarks.fetch_watermarks(topic, pi, Duration::from_secs(1)) {
                 if let (Some(e), Ok(h)) = (self.ends.ends.get(p as usize), u64::try_from(high)) {
                     e.store(h, Ordering::Release);
                 }

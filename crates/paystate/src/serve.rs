@@ -291,7 +291,13 @@ pub async fn run_project(args: ProjectArgs) -> Result<()> {
     announce("project", None, admin_listener.local_addr()?)?;
     let stop = stop_channel();
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, stop.clone())?;
-    let admin = Admin { projection, log: projector.ends(), committed: projector.subscribe(), metrics: Arc::default() };
+    let admin = Admin {
+        projection,
+        log: projector.ends(),
+        publishes: true,
+        committed: projector.subscribe(),
+        metrics: Arc::default(),
+    };
     let admin_server = tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&stop)));
     join_projector(handle).await?;
     admin_server.await.context("admin server task")?.context("admin server")?;
@@ -313,6 +319,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let admin = Admin {
         projection: store.projection.clone(),
         log: Arc::new(store.log.clone()),
+        publishes: false,
         committed: projector.subscribe(),
         metrics,
     };
@@ -359,7 +366,7 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
     let options =
         ProjectorOptions { group: args.group.clone(), batch_max: args.batch_max, ..ProjectorOptions::default() };
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;
-    let admin = Admin { projection, log: projector.ends(), committed: projector.subscribe(), metrics };
+    let admin = Admin { projection, log: projector.ends(), publishes: true, committed: projector.subscribe(), metrics };
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
     paystate_ingress::serve(public, public_router(ingress), wait_for(&stop)).await.context("public server")?;

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use paystate_core::Payment;
 use paystate_projector::Projector;
-use paystate_store::Store;
+use paystate_store::{Projection, Store};
 use paystate_stripe::scenario::Truth;
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
@@ -17,13 +17,27 @@ pub fn open(dir: &Path) -> Result<Store> {
     Store::open_existing(dir).with_context(|| format!("opening {} (is `paystate serve` running on it?)", dir.display()))
 }
 
+/// The projection of a data directory: with its embedded log (`serve`), or alone (a projector of the Kafka
+/// log keeps only the projection). Warns when the projection is behind an embedded log.
+pub fn open_projection(dir: &Path) -> Result<Projection> {
+    if dir.join("log").is_dir() {
+        let store = open(dir)?;
+        let behind: u64 = store.partition_status()?.iter().map(|p| p.lag).sum();
+        if behind > 0 {
+            eprintln!("note: the projection is {behind} events behind the log; run `paystate serve` to catch up");
+        }
+        return Ok(store.projection);
+    }
+    if !dir.join("projection").is_dir() {
+        bail!("{} is not a paystate data directory", dir.display());
+    }
+    Store::open_projection(dir)
+        .with_context(|| format!("opening {} (is a paystate process running on it?)", dir.display()))
+}
+
 /// `paystate export`: the projection as JSON lines, one payment per line.
 pub fn export(data_dir: &Path, out: Option<&PathBuf>) -> Result<()> {
-    let store = open(data_dir)?;
-    let behind: u64 = store.partition_status()?.iter().map(|p| p.lag).sum();
-    if behind > 0 {
-        eprintln!("note: the projection is {behind} events behind the log; run `paystate serve` to catch up");
-    }
+    let projection = open_projection(data_dir)?;
     let mut w: Box<dyn Write> = match out {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => Box::new(std::io::stdout().lock()),
@@ -32,7 +46,7 @@ pub fn export(data_dir: &Path, out: Option<&PathBuf>) -> Result<()> {
     let mut after: Option<String> = None;
     let mut n = 0usize;
     loop {
-        let page = store.projection.payments(after.as_deref(), 1000, |_| true)?;
+        let page = projection.payments(after.as_deref(), 1000, |_| true)?;
         for p in &page {
             serde_json::to_writer(&mut w, &p.state.summary())?;
             w.write_all(b"\n")?;
@@ -50,12 +64,12 @@ pub fn export(data_dir: &Path, out: Option<&PathBuf>) -> Result<()> {
 
 /// `paystate show`: one payment and its history, for a person.
 pub fn show(data_dir: &Path, id: &str, account: Option<&str>) -> Result<()> {
-    let store = open(data_dir)?;
+    let projection = open_projection(data_dir)?;
     let key = match account {
         Some(a) => format!("{a}/{id}"),
         None => id.to_owned(),
     };
-    let Some(p) = store.projection.payment(&key)? else { bail!("no payment {key} in {}", data_dir.display()) };
+    let Some(p) = projection.payment(&key)? else { bail!("no payment {key} in {}", data_dir.display()) };
     print!("{}", render(&p));
     Ok(())
 }

@@ -266,3 +266,66 @@ fn http_get(url: &str) -> (u16, String) {
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (code, body)
 }
+
+/// `serve --log kafka`: ingress and projector in one process around the broker; the admin API and
+/// `verify --admin` work as in embedded mode; SIGTERM publishes the outbox and exits 0.
+#[test]
+fn serve_with_the_kafka_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, brokers) = start_tansu(dir.path());
+    let data = dir.path().join("data");
+    let serve = start(
+        &[
+            "serve",
+            "--log",
+            "kafka",
+            "--kafka-brokers",
+            &brokers,
+            "--kafka-partitions",
+            "3",
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--webhook-secret",
+            SECRET,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        Some(&dir.path().join("serve.log")),
+    );
+    let url = serve.line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("url").to_owned();
+    let sim = Command::new(BIN)
+        .args(["simulate", "--url", &url, "--secret", SECRET, "--payments", "150", "--seed", "3"])
+        .arg("--truth")
+        .arg(dir.path().join("truth.jsonl"))
+        .arg("--acked")
+        .arg(dir.path().join("acked.txt"))
+        .output()
+        .expect("simulate");
+    assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stdout));
+    let out = Command::new(BIN)
+        .args(["verify", "--admin", &serve.admin(), "--truth"])
+        .arg(dir.path().join("truth.jsonl"))
+        .output()
+        .expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim_end().ends_with("150 passed, 0 failed"), "{text}");
+    let s = status(&serve.admin());
+    assert_eq!(s["partitions"].as_array().map(Vec::len), Some(3), "{s}");
+    assert!(serve.terminate().success(), "serve exits 0 on SIGTERM");
+
+    // After the graceful stop the outbox is out: the topics hold every payment's final state.
+    let (ok, v) = check(&brokers, dir.path(), true);
+    assert!(ok, "{v}");
+    assert_eq!(v["payments_checked"], 150);
+
+    // The data directory holds only the projection (the log is Kafka); export reads it.
+    assert!(!data.join("log").exists(), "no embedded log with --log kafka");
+    let export = dir.path().join("export.jsonl");
+    let st =
+        Command::new(BIN).args(["export", "--data-dir"]).arg(&data).arg("--out").arg(&export).status().expect("export");
+    assert!(st.success());
+    let lines = std::fs::read_to_string(&export).expect("export file");
+    assert_eq!(lines.lines().count(), 150, "one line per payment");
+}

@@ -33,6 +33,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Under load, the outbox is published at most this often (and whenever the consumer is idle).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// Settings of a projector process.
 #[derive(Debug, Clone)]
 pub struct ProjectorOptions {
@@ -204,7 +207,7 @@ impl Shared {
             ])
             .create()?;
         let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
-        let (low, high) = consumer.fetch_watermarks(topic, pi, Duration::from_secs(10))?;
+        let (low, high) = consumer.fetch_watermarks(topic, pi, Duration::from_secs(30))?;
         let start = i64::try_from(from).unwrap_or(i64::MAX).max(low);
         if start >= high {
             return Ok(0);
@@ -383,6 +386,7 @@ pub struct KafkaProjector {
     ends: Arc<KafkaEnds>,
     committed: watch::Sender<u64>,
     last_refresh: Mutex<Instant>,
+    last_publish: Mutex<Instant>,
     /// A client of its own for watermarks: on the consumer's connection they would queue behind long
     /// fetches.
     watermarks: BaseConsumer,
@@ -443,7 +447,16 @@ impl KafkaProjector {
         let (committed, _) = watch::channel(0);
         let last_refresh = Mutex::new(Instant::now().checked_sub(Duration::from_secs(2)).unwrap_or_else(Instant::now));
         let watermarks: BaseConsumer = cfg.client(&[("group.id", "paystate-watermarks")]).create()?;
-        Ok(KafkaProjector { shared, consumer, options, ends, committed, last_refresh, watermarks })
+        Ok(KafkaProjector {
+            shared,
+            consumer,
+            options,
+            ends,
+            committed,
+            last_refresh,
+            last_publish: Mutex::new(Instant::now()),
+            watermarks,
+        })
     }
 
     /// The raw topic's partition ends as last seen (a [`LogView`] for status and lag).
@@ -583,7 +596,19 @@ impl KafkaProjector {
                 tracing::debug!(error = %e, "offset commit to Kafka failed (monitoring only)");
             }
         }
-        self.shared.publish()?;
+        // Publishing waits for the broker's delivery reports; under load, one round per PUBLISH_EVERY
+        // rather than one per batch keeps those round trips off the consuming path.
+        let due = {
+            let mut last = lock(&self.last_publish);
+            let due = progress.records == 0 || last.elapsed() >= PUBLISH_EVERY;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if due {
+            self.shared.publish()?;
+        }
         Ok(progress)
     }
 

@@ -234,9 +234,19 @@ fn spawn_kafka_projector(
     });
     let p = Arc::clone(&projector);
     let handle = std::thread::Builder::new().name("paystate-projector".into()).spawn(move || -> Result<()> {
-        let progress = p.run(&flag)?;
-        tracing::info!(records = progress.records, applied = progress.applied, "projector stopped");
-        Ok(())
+        match p.run(&flag) {
+            Ok(progress) => {
+                tracing::info!(records = progress.records, applied = progress.applied, "projector stopped");
+                Ok(())
+            }
+            Err(e) => {
+                // Every effect is either committed in sled or not at all, so exiting is safe; waiting for a
+                // broker that does not answer (leaving the group on close) is not.
+                tracing::error!(error = %e, "projector failed; exiting");
+                eprintln!("paystate: projector failed: {e}");
+                std::process::exit(2)
+            }
+        }
     })?;
     Ok((projector, handle))
 }

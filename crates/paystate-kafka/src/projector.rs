@@ -120,9 +120,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 struct Context {
     shared: Arc<Shared>,
+    ends: Arc<KafkaEnds>,
+    raw_topic: String,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's periodic statistics carry each fetched partition's high watermark: the log ends for
+    /// status and lag, with no request of our own to the broker.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.raw_topic) {
+            for (p, part) in &topic.partitions {
+                let (Ok(p), Ok(hi)) = (usize::try_from(*p), u64::try_from(part.hi_offset)) else { continue };
+                if let Some(e) = self.ends.ends.get(p) {
+                    e.fetch_max(hi, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -145,18 +160,19 @@ impl ConsumerContext for Context {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<u32> = tpl.elements().iter().filter_map(|e| u32::try_from(e.partition()).ok()).collect();
             let mut positioned = TopicPartitionList::new();
-            for e in tpl.elements() {
-                let Ok(p) = u32::try_from(e.partition()) else { continue };
-                match self.shared.take_partition(p) {
-                    Ok(at) => {
+            match self.shared.take_partitions(&parts) {
+                Ok(positions) => {
+                    for (p, at) in positions {
                         let offset = i64::try_from(at).map_or(Offset::End, Offset::Offset);
-                        if let Err(err) = positioned.add_partition_offset(e.topic(), e.partition(), offset) {
+                        let pi = i32::try_from(p).unwrap_or(0);
+                        if let Err(err) = positioned.add_partition_offset(&self.raw_topic, pi, offset) {
                             self.shared.fail(err.into());
                         }
                     }
-                    Err(err) => self.shared.fail(err),
                 }
+                Err(err) => self.shared.fail(err),
             }
             // Start each partition at the position stored in sled, not at Kafka's committed offset.
             if let Err(err) = consumer.assign(&positioned) {
@@ -173,32 +189,11 @@ impl Shared {
         lock(&self.fatal).get_or_insert(e);
     }
 
-    /// Prepares partition `p` for consumption: restores it when the store never held it, learns which
-    /// actions its actions-topic partition already holds, and returns the raw offset to resume at.
-    fn take_partition(&self, p: u32) -> Result<u64, KafkaLogError> {
-        let (position, scan_from) = match self.projection.stored_position(p)? {
-            Some(pos) => (pos, self.projection.confirmed_end(p)?),
-            None => {
-                let report = self.restore(p)?;
-                lock(&self.restores).push(report);
-                (report.resume_at, 0)
-            }
-        };
-        let ids = self.scan_actions(p, scan_from)?;
-        lock(&self.published_ids).insert(p, ids);
-        lock(&self.next).insert(p, position);
-        Ok(position)
-    }
-
-    /// Reads `topic`'s partition `p` from `from` to its current end, calling `each` per message.
-    fn read_partition(
-        &self,
-        topic: &str,
-        p: u32,
-        from: u64,
-        mut each: impl FnMut(i64, Option<&[u8]>) -> Result<(), KafkaLogError>,
-    ) -> Result<u64, KafkaLogError> {
-        let consumer: BaseConsumer = self
+    /// Prepares newly assigned partitions for consumption: restores those the store never held, learns
+    /// which actions their actions-topic partitions already hold, and returns the raw offset each resumes
+    /// at. One reader client reads all of them at once.
+    fn take_partitions(&self, parts: &[u32]) -> Result<Vec<(u32, u64)>, KafkaLogError> {
+        let reader: BaseConsumer = self
             .cfg
             .client(&[
                 ("group.id", "paystate-reader"),
@@ -206,42 +201,58 @@ impl Shared {
                 ("enable.partition.eof", "false"),
             ])
             .create()?;
-        let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
-        let (low, high) = consumer.fetch_watermarks(topic, pi, Duration::from_secs(30))?;
-        let start = i64::try_from(from).unwrap_or(i64::MAX).max(low);
-        if start >= high {
-            return Ok(0);
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, pi, Offset::Offset(start))?;
-        consumer.assign(&tpl)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut read = 0u64;
-        loop {
-            if Instant::now() > deadline {
-                return Err(KafkaLogError::Timeout(format!("reading {topic} partition {p} up to {high}")));
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    read += 1;
-                    each(m.offset(), m.payload())?;
-                    if m.offset() + 1 >= high {
-                        return Ok(read);
-                    }
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => {}
+        let mut stored = Vec::new();
+        let mut missing = Vec::new();
+        for &p in parts {
+            match self.projection.stored_position(p)? {
+                Some(pos) => stored.push((p, pos, self.projection.confirmed_end(p)?)),
+                None => missing.push(p),
             }
         }
+        let mut positions: Vec<(u32, u64)> = stored.iter().map(|(p, pos, _)| (*p, *pos)).collect();
+        let mut scan_from: Vec<(u32, u64)> = stored.iter().map(|(p, _, c)| (*p, *c)).collect();
+        if !missing.is_empty() {
+            for report in self.restore(&reader, &missing)? {
+                positions.push((report.partition, report.resume_at));
+                scan_from.push((report.partition, 0));
+                lock(&self.restores).push(report);
+            }
+        }
+        let mut ids: HashMap<u32, HashSet<String>> = scan_from.iter().map(|(p, _)| (*p, HashSet::new())).collect();
+        let topic = self.cfg.actions_topic.clone();
+        read_partitions(&reader, &topic, &scan_from, |p, offset, payload| {
+            #[derive(Deserialize)]
+            struct IdOnly {
+                id: String,
+            }
+            let Some(payload) = payload else { return Ok(()) };
+            let a: IdOnly = serde_json::from_slice(payload).map_err(|e| KafkaLogError::BadMessage {
+                topic: topic.clone(),
+                partition: i32::try_from(p).unwrap_or(-1),
+                offset,
+                why: e.to_string(),
+            })?;
+            ids.entry(p).or_default().insert(a.id);
+            Ok(())
+        })?;
+        lock(&self.published_ids).extend(ids);
+        let mut next = lock(&self.next);
+        for (p, pos) in &positions {
+            next.insert(*p, *pos);
+        }
+        Ok(positions)
     }
 
-    /// Restores partition `p` from the compacted payments topic (see the module docs).
-    fn restore(&self, p: u32) -> Result<RestoreReport, KafkaLogError> {
+    /// Restores partitions from the compacted payments topic (see the module docs).
+    fn restore(&self, reader: &BaseConsumer, parts: &[u32]) -> Result<Vec<RestoreReport>, KafkaLogError> {
         let started = Instant::now();
         let topic = self.cfg.payments_topic.clone();
-        let mut latest: HashMap<String, (u64, Payment)> = HashMap::new();
-        let mut max_offset: Option<u64> = None;
-        let messages = self.read_partition(&topic, p, 0, |offset, payload| {
+        let mut latest: HashMap<u32, HashMap<String, (u64, Payment)>> = HashMap::new();
+        let mut max_offset: HashMap<u32, u64> = HashMap::new();
+        let mut messages: HashMap<u32, u64> = HashMap::new();
+        let from: Vec<(u32, u64)> = parts.iter().map(|p| (*p, 0)).collect();
+        read_partitions(reader, &topic, &from, |p, offset, payload| {
+            *messages.entry(p).or_default() += 1;
             let Some(payload) = payload else { return Ok(()) }; // a tombstone
             let bad = |why: String| KafkaLogError::BadMessage {
                 topic: topic.clone(),
@@ -254,56 +265,41 @@ impl Shared {
             if u.partition != p {
                 return Err(bad(format!("update of partition {} in partition {p}", u.partition)));
             }
-            max_offset = Some(max_offset.map_or(u.offset, |m| m.max(u.offset)));
-            match latest.get(&u.key) {
+            let m = max_offset.entry(p).or_insert(u.offset);
+            *m = (*m).max(u.offset);
+            let of_partition = latest.entry(p).or_default();
+            match of_partition.get(&u.key) {
                 Some((o, _)) if *o > u.offset => {}
                 _ => {
-                    latest.insert(u.key, (u.offset, snapshot));
+                    of_partition.insert(u.key, (u.offset, snapshot));
                 }
             }
             Ok(())
         })?;
-        let resume_at = max_offset.map_or(0, |m| m + 1);
-        let payments: Vec<Payment> = latest.into_values().map(|(_, p)| p).collect();
-        self.projection.restore(p, &payments, resume_at)?;
-        let report = RestoreReport {
-            partition: p,
-            messages,
-            payments: payments.len() as u64,
-            resume_at,
-            elapsed: started.elapsed(),
-        };
-        tracing::info!(
-            partition = p,
-            messages,
-            payments = report.payments,
-            resume_at,
-            elapsed_ms = report.elapsed.as_millis() as u64,
-            "partition restored from the payments topic"
-        );
-        Ok(report)
-    }
-
-    /// Action ids present in partition `p` of the actions topic from offset `from`.
-    fn scan_actions(&self, p: u32, from: u64) -> Result<HashSet<String>, KafkaLogError> {
-        #[derive(Deserialize)]
-        struct IdOnly {
-            id: String,
+        let mut reports = Vec::new();
+        for &p in parts {
+            let resume_at = max_offset.get(&p).map_or(0, |m| m + 1);
+            let payments: Vec<Payment> =
+                latest.remove(&p).unwrap_or_default().into_values().map(|(_, payment)| payment).collect();
+            self.projection.restore(p, &payments, resume_at)?;
+            let report = RestoreReport {
+                partition: p,
+                messages: messages.get(&p).copied().unwrap_or(0),
+                payments: payments.len() as u64,
+                resume_at,
+                elapsed: started.elapsed(),
+            };
+            tracing::info!(
+                partition = p,
+                messages = report.messages,
+                payments = report.payments,
+                resume_at,
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                "partition restored from the payments topic"
+            );
+            reports.push(report);
         }
-        let mut ids = HashSet::new();
-        let topic = self.cfg.actions_topic.clone();
-        self.read_partition(&topic, p, from, |offset, payload| {
-            let Some(payload) = payload else { return Ok(()) };
-            let a: IdOnly = serde_json::from_slice(payload).map_err(|e| KafkaLogError::BadMessage {
-                topic: topic.clone(),
-                partition: i32::try_from(p).unwrap_or(-1),
-                offset,
-                why: e.to_string(),
-            })?;
-            ids.insert(a.id);
-            Ok(())
-        })?;
-        Ok(ids)
+        Ok(reports)
     }
 
     /// Publishes the whole outbox: actions, then payment updates, each confirmed before the cursor moves.
@@ -378,6 +374,52 @@ impl Shared {
     }
 }
 
+/// Reads `topic`'s partitions, each from its given offset to its end as of now, all at once, calling `each`
+/// with (partition, offset, payload) per message.
+fn read_partitions(
+    reader: &BaseConsumer,
+    topic: &str,
+    from: &[(u32, u64)],
+    mut each: impl FnMut(u32, i64, Option<&[u8]>) -> Result<(), KafkaLogError>,
+) -> Result<(), KafkaLogError> {
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &(p, start) in from {
+        let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
+        let (low, high) = reader.fetch_watermarks(topic, pi, Duration::from_secs(30))?;
+        let start = i64::try_from(start).unwrap_or(i64::MAX).max(low);
+        if start < high {
+            ends.insert(pi, high);
+            tpl.add_partition_offset(topic, pi, Offset::Offset(start))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(());
+    }
+    reader.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(KafkaLogError::Timeout(format!("reading {topic} partitions {:?}", ends.keys())));
+        }
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let Some(&high) = ends.get(&m.partition()) else { continue };
+                if let Ok(p) = u32::try_from(m.partition()) {
+                    each(p, m.offset(), m.payload())?;
+                }
+                if m.offset() + 1 >= high {
+                    ends.remove(&m.partition());
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    reader.unassign()?;
+    Ok(())
+}
+
 /// A projector of the Kafka log (see the module docs).
 pub struct KafkaProjector {
     shared: Arc<Shared>,
@@ -385,10 +427,9 @@ pub struct KafkaProjector {
     options: ProjectorOptions,
     ends: Arc<KafkaEnds>,
     committed: watch::Sender<u64>,
-    last_refresh: Mutex<Instant>,
     last_publish: Mutex<Instant>,
-    /// A client of its own for watermarks: on the consumer's connection they would queue behind long
-    /// fetches.
+    /// A client of its own for the rare watermark query (a gap check): on the consumer's connection it
+    /// would queue behind long fetches.
     watermarks: BaseConsumer,
 }
 
@@ -429,6 +470,7 @@ impl KafkaProjector {
             fatal: Mutex::new(None),
             restores: Mutex::new(Vec::new()),
         });
+        let ends = Arc::new(KafkaEnds { ends: (0..partitions).map(|_| AtomicU64::new(0)).collect() });
         let session = options.session_timeout.as_millis().to_string();
         let heartbeat = (options.session_timeout.as_millis() / 4).max(100).to_string();
         let consumer: BaseConsumer<Context> = cfg
@@ -440,12 +482,15 @@ impl KafkaProjector {
                 ("session.timeout.ms", &session),
                 ("heartbeat.interval.ms", &heartbeat),
                 ("partition.assignment.strategy", "range"),
+                ("statistics.interval.ms", "1000"),
             ])
-            .create_with_context(Context { shared: Arc::clone(&shared) })?;
+            .create_with_context(Context {
+                shared: Arc::clone(&shared),
+                ends: Arc::clone(&ends),
+                raw_topic: cfg.raw_topic.clone(),
+            })?;
         consumer.subscribe(&[&cfg.raw_topic])?;
-        let ends = Arc::new(KafkaEnds { ends: (0..partitions).map(|_| AtomicU64::new(0)).collect() });
         let (committed, _) = watch::channel(0);
-        let last_refresh = Mutex::new(Instant::now().checked_sub(Duration::from_secs(2)).unwrap_or_else(Instant::now));
         let watermarks: BaseConsumer = cfg.client(&[("group.id", "paystate-watermarks")]).create()?;
         Ok(KafkaProjector {
             shared,
@@ -453,7 +498,6 @@ impl KafkaProjector {
             options,
             ends,
             committed,
-            last_refresh,
             last_publish: Mutex::new(Instant::now()),
             watermarks,
         })
@@ -542,6 +586,7 @@ impl KafkaProjector {
                                 );
                             } else {
                                 let at = Offset::Offset(i64::try_from(n).unwrap_or(i64::MAX));
+                                tracing::debug!(partition = p, expected = n, got = offset, "seeking back");
                                 self.consumer.seek(topic, m.partition(), at, Duration::from_secs(5))?;
                                 continue;
                             }
@@ -567,7 +612,6 @@ impl KafkaProjector {
                 }
             }
         }
-        self.refresh_ends();
         // Only partitions still owned (a rebalance during the gather may have taken some away).
         let owned: HashSet<u32> = lock(&self.shared.next).keys().copied().collect();
         by_partition.retain(|p, recs| owned.contains(p) && !recs.is_empty());
@@ -610,25 +654,5 @@ impl KafkaProjector {
             self.shared.publish()?;
         }
         Ok(progress)
-    }
-
-    /// At most once a second: the high watermarks of the owned partitions.
-    fn refresh_ends(&self) {
-        {
-            let mut last = lock(&self.last_refresh);
-            if last.elapsed() < Duration::from_secs(1) {
-                return;
-            }
-            *last = Instant::now();
-        }
-        for p in self.owned() {
-            let pi = i32::try_from(p).unwrap_or(0);
-            let topic = &self.shared.cfg.raw_topic;
-            if let Ok((_, high)) = self.watermarks.fetch_watermarks(topic, pi, Duration::from_secs(1)) {
-                if let (Some(e), Ok(h)) = (self.ends.ends.get(p as usize), u64::try_from(high)) {
-                    e.store(h, Ordering::Release);
-                }
-            }
-        }
     }
 }

@@ -168,11 +168,23 @@ pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
         Source::Admin(base) => {
             let client = reqwest::Client::new();
             let base = base.trim_end_matches('/');
-            // Wait until the projector has applied everything the log holds.
-            for _ in 0..600 {
+            // Wait until the projector has applied everything the log holds: no lag, and nothing applied for
+            // 1.5 s (a Kafka projector learns the log's ends with a delay of up to a second).
+            let mut quiet_since: Option<(std::time::Instant, Value)> = None;
+            for _ in 0..1200 {
                 let status: Value = client.get(format!("{base}/v1/status")).send().await?.json().await?;
-                if status["lag"] == json!(0) {
-                    break;
+                let seen = status["totals"].clone();
+                if status["lag"] != json!(0) {
+                    quiet_since = None;
+                } else {
+                    match &quiet_since {
+                        Some((at, was)) if *was == seen => {
+                            if at.elapsed() >= std::time::Duration::from_millis(1500) {
+                                break;
+                            }
+                        }
+                        _ => quiet_since = Some((std::time::Instant::now(), seen)),
+                    }
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }

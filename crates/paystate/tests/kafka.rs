@@ -32,6 +32,9 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    fn webhook_url(&self) -> String {
+        self.line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("webhook url").to_owned()
+    }
     fn admin(&self) -> String {
         self.line.split("admin on ").nth(1).map(|s| s.trim().to_owned()).expect("admin address")
     }
@@ -173,7 +176,7 @@ fn scale_out_on_tansu_with_a_sigkilled_projector_and_a_fresh_one() {
         ],
         Some(&dir.path().join("ingress.log")),
     );
-    let url = ingress.line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("url").to_owned();
+    let url = ingress.webhook_url();
     let a = projector(&brokers, &dir.path().join("a"), &dir.path().join("a.log"));
     let b = projector(&brokers, &dir.path().join("b"), &dir.path().join("b.log"));
 
@@ -294,7 +297,7 @@ fn serve_with_the_kafka_log() {
         ],
         Some(&dir.path().join("serve.log")),
     );
-    let url = serve.line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("url").to_owned();
+    let url = serve.webhook_url();
     let sim = Command::new(BIN)
         .args(["simulate", "--url", &url, "--secret", SECRET, "--payments", "150", "--seed", "3"])
         .arg("--truth")

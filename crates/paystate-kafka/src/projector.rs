@@ -14,7 +14,8 @@
 //! delivered) with an idempotent producer and moves its cursor only after every delivery report of a round.
 //! Anything produced but not confirmed before a crash is produced again; to keep the actions topic free of
 //! repeats, a projector that takes a partition first reads what that partition of the actions topic already
-//! holds (from its last confirmed offset, or from the start after a restore) and skips those action ids.
+//! holds (from its last confirmed offset, or after a restore from the `paystate-actions-from` header of the
+//! newest restored update) and skips those action ids.
 //! On a revocation the outbox is published completely before the partition is released.
 
 use crate::{record_of, KafkaConfig, KafkaLogError};
@@ -23,7 +24,7 @@ use paystate_projector::{Folder, Progress};
 use paystate_store::{LogRecord, LogView, Projection, Stream};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -32,6 +33,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// Header on payments-topic messages: a lower bound of the actions-topic offsets (in the same partition) of
+/// every action derived after the raw offset the update reflects. It is the actions topic's confirmed end
+/// at the start of the previous publish round: the actions of an update's batch went out in its own round
+/// or the one before. A restore reads published action ids from there instead of from the beginning.
+const ACTIONS_FROM: &str = "paystate-actions-from";
 
 /// Under load, the outbox is published at most this often (and whenever the consumer is idle).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -71,6 +78,8 @@ pub struct RestoreReport {
     pub payments: u64,
     /// Raw-topic offset the partition resumes at.
     pub resume_at: u64,
+    /// Offset of the actions topic from which published action ids are read (see `ACTIONS_FROM`).
+    pub actions_from: u64,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -112,6 +121,8 @@ struct Shared {
     /// A failure in a rebalance callback; the run loop returns it.
     fatal: Mutex<Option<KafkaLogError>>,
     restores: Mutex<Vec<RestoreReport>>,
+    /// The actions topic's confirmed ends at the start of the previous publish round (empty: 0, safe).
+    previous_round_start: Mutex<HashMap<u32, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -214,13 +225,13 @@ impl Shared {
         if !missing.is_empty() {
             for report in self.restore(&reader, &missing)? {
                 positions.push((report.partition, report.resume_at));
-                scan_from.push((report.partition, 0));
+                scan_from.push((report.partition, report.actions_from));
                 lock(&self.restores).push(report);
             }
         }
         let mut ids: HashMap<u32, HashSet<String>> = scan_from.iter().map(|(p, _)| (*p, HashSet::new())).collect();
         let topic = self.cfg.actions_topic.clone();
-        read_partitions(&reader, &topic, &scan_from, |p, offset, payload| {
+        read_partitions(&reader, &topic, &scan_from, |p, offset, payload, _| {
             #[derive(Deserialize)]
             struct IdOnly {
                 id: String,
@@ -248,10 +259,11 @@ impl Shared {
         let started = Instant::now();
         let topic = self.cfg.payments_topic.clone();
         let mut latest: HashMap<u32, HashMap<String, (u64, Payment)>> = HashMap::new();
-        let mut max_offset: HashMap<u32, u64> = HashMap::new();
+        // Per partition: the highest raw offset an update reflects, and that update's actions-from header.
+        let mut max_offset: HashMap<u32, (u64, u64)> = HashMap::new();
         let mut messages: HashMap<u32, u64> = HashMap::new();
         let from: Vec<(u32, u64)> = parts.iter().map(|p| (*p, 0)).collect();
-        read_partitions(reader, &topic, &from, |p, offset, payload| {
+        read_partitions(reader, &topic, &from, |p, offset, payload, actions_from| {
             *messages.entry(p).or_default() += 1;
             let Some(payload) = payload else { return Ok(()) }; // a tombstone
             let bad = |why: String| KafkaLogError::BadMessage {
@@ -265,8 +277,10 @@ impl Shared {
             if u.partition != p {
                 return Err(bad(format!("update of partition {} in partition {p}", u.partition)));
             }
-            let m = max_offset.entry(p).or_insert(u.offset);
-            *m = (*m).max(u.offset);
+            let m = max_offset.entry(p).or_insert((u.offset, actions_from.unwrap_or(0)));
+            if u.offset >= m.0 {
+                *m = (u.offset, actions_from.unwrap_or(0));
+            }
             let of_partition = latest.entry(p).or_default();
             match of_partition.get(&u.key) {
                 Some((o, _)) if *o > u.offset => {}
@@ -278,7 +292,7 @@ impl Shared {
         })?;
         let mut reports = Vec::new();
         for &p in parts {
-            let resume_at = max_offset.get(&p).map_or(0, |m| m + 1);
+            let resume_at = max_offset.get(&p).map_or(0, |m| m.0 + 1);
             let payments: Vec<Payment> =
                 latest.remove(&p).unwrap_or_default().into_values().map(|(_, payment)| payment).collect();
             self.projection.restore(p, &payments, resume_at)?;
@@ -287,6 +301,7 @@ impl Shared {
                 messages: messages.get(&p).copied().unwrap_or(0),
                 payments: payments.len() as u64,
                 resume_at,
+                actions_from: max_offset.get(&p).map_or(0, |m| m.1),
                 elapsed: started.elapsed(),
             };
             tracing::info!(
@@ -294,6 +309,7 @@ impl Shared {
                 messages = report.messages,
                 payments = report.payments,
                 resume_at,
+                actions_from = report.actions_from,
                 elapsed_ms = report.elapsed.as_millis() as u64,
                 "partition restored from the payments topic"
             );
@@ -306,8 +322,18 @@ impl Shared {
     fn publish(&self) -> Result<(), KafkaLogError> {
         let updates_end = self.projection.stream_end(Stream::Payments)?;
         let actions_end = self.projection.stream_end(Stream::Actions)?;
+        if self.projection.published(Stream::Payments)? >= updates_end
+            && self.projection.published(Stream::Actions)? >= actions_end
+        {
+            return Ok(());
+        }
+        let round_start: HashMap<u32, u64> = (0..self.partitions)
+            .map(|p| Ok((p, self.projection.confirmed_end(p)?)))
+            .collect::<Result<_, KafkaLogError>>()?;
         self.publish_stream(Stream::Actions, actions_end)?;
-        self.publish_stream(Stream::Payments, updates_end)
+        self.publish_stream(Stream::Payments, updates_end)?;
+        *lock(&self.previous_round_start) = round_start;
+        Ok(())
     }
 
     fn publish_stream(&self, stream: Stream, end: u64) -> Result<(), KafkaLogError> {
@@ -346,7 +372,12 @@ impl Shared {
                     }
                 };
                 let pi = i32::try_from(partition).map_err(|_| bad("partition".into()))?;
-                let record = FutureRecord::to(topic).partition(pi).key(&key).payload(bytes);
+                let mut record = FutureRecord::to(topic).partition(pi).key(&key).payload(bytes);
+                if stream == Stream::Payments {
+                    let from = lock(&self.previous_round_start).get(&partition).copied().unwrap_or(0).to_string();
+                    record =
+                        record.headers(OwnedHeaders::new().insert(Header { key: ACTIONS_FROM, value: Some(&from) }));
+                }
                 let delivery = self
                     .producer
                     .send_result(record)
@@ -380,7 +411,7 @@ fn read_partitions(
     reader: &BaseConsumer,
     topic: &str,
     from: &[(u32, u64)],
-    mut each: impl FnMut(u32, i64, Option<&[u8]>) -> Result<(), KafkaLogError>,
+    mut each: impl FnMut(u32, i64, Option<&[u8]>, Option<u64>) -> Result<(), KafkaLogError>,
 ) -> Result<(), KafkaLogError> {
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
@@ -406,7 +437,12 @@ fn read_partitions(
             Some(Ok(m)) => {
                 let Some(&high) = ends.get(&m.partition()) else { continue };
                 if let Ok(p) = u32::try_from(m.partition()) {
-                    each(p, m.offset(), m.payload())?;
+                    let actions_from = m.headers().and_then(|hs| {
+                        hs.iter()
+                            .find(|h| h.key == ACTIONS_FROM)
+                            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+                    });
+                    each(p, m.offset(), m.payload(), actions_from)?;
                 }
                 if m.offset() + 1 >= high {
                     ends.remove(&m.partition());
@@ -469,6 +505,7 @@ impl KafkaProjector {
             published_ids: Mutex::new(HashMap::new()),
             fatal: Mutex::new(None),
             restores: Mutex::new(Vec::new()),
+            previous_round_start: Mutex::new(HashMap::new()),
         });
         let ends = Arc::new(KafkaEnds { ends: (0..partitions).map(|_| AtomicU64::new(0)).collect() });
         let session = options.session_timeout.as_millis().to_string();

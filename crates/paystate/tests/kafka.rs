@@ -249,6 +249,7 @@ fn scale_out_on_tansu_with_a_sigkilled_projector_and_a_fresh_one() {
         restores.iter().any(|r| r["resume_at"].as_u64().unwrap_or(0) > 0 && r["payments"].as_u64().unwrap_or(0) > 0),
         "no partition was restored from published states: {restores:?}"
     );
+
     let c_applied = c_status["totals"]["applied"].as_u64().unwrap_or(0);
     let raw_total: u64 = v["acked"].as_u64().unwrap_or(0);
     eprintln!(

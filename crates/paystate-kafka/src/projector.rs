@@ -209,7 +209,8 @@ impl Shared {
             .client(&[
                 ("group.id", "paystate-reader"),
                 ("enable.auto.commit", "false"),
-                ("enable.partition.eof", "false"),
+                ("enable.partition.eof", "true"),
+                ("auto.offset.reset", "earliest"),
             ])
             .create()?;
         let mut stored = Vec::new();
@@ -405,48 +406,48 @@ impl Shared {
     }
 }
 
-/// Reads `topic`'s partitions, each from its given offset to its end as of now, all at once, calling `each`
-/// with (partition, offset, payload) per message.
+/// Reads `topic`'s partitions, each from its given offset to its current end, all at once, calling `each`
+/// with (partition, offset, payload, `paystate-actions-from` header) per message. The end of a partition is
+/// librdkafka's end-of-partition event (`enable.partition.eof` on the reader): no offset query per
+/// partition, which costs a round trip each on some brokers.
 fn read_partitions(
     reader: &BaseConsumer,
     topic: &str,
     from: &[(u32, u64)],
     mut each: impl FnMut(u32, i64, Option<&[u8]>, Option<u64>) -> Result<(), KafkaLogError>,
 ) -> Result<(), KafkaLogError> {
-    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut open: HashSet<i32> = HashSet::new();
     let mut tpl = TopicPartitionList::new();
     for &(p, start) in from {
         let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
-        let (low, high) = reader.fetch_watermarks(topic, pi, Duration::from_secs(30))?;
-        let start = i64::try_from(start).unwrap_or(i64::MAX).max(low);
-        if start < high {
-            ends.insert(pi, high);
-            tpl.add_partition_offset(topic, pi, Offset::Offset(start))?;
-        }
+        tpl.add_partition_offset(topic, pi, Offset::Offset(i64::try_from(start).unwrap_or(i64::MAX)))?;
+        open.insert(pi);
     }
-    if ends.is_empty() {
+    if open.is_empty() {
         return Ok(());
     }
     reader.assign(&tpl)?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while !ends.is_empty() {
+    while !open.is_empty() {
         if Instant::now() > deadline {
-            return Err(KafkaLogError::Timeout(format!("reading {topic} partitions {:?}", ends.keys())));
+            return Err(KafkaLogError::Timeout(format!("reading {topic} partitions {open:?}")));
         }
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let Some(&high) = ends.get(&m.partition()) else { continue };
+                if !open.contains(&m.partition()) {
+                    continue;
+                }
+                let actions_from = m.headers().and_then(|hs| {
+                    hs.iter()
+                        .find(|h| h.key == ACTIONS_FROM)
+                        .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+                });
                 if let Ok(p) = u32::try_from(m.partition()) {
-                    let actions_from = m.headers().and_then(|hs| {
-                        hs.iter()
-                            .find(|h| h.key == ACTIONS_FROM)
-                            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
-                    });
                     each(p, m.offset(), m.payload(), actions_from)?;
                 }
-                if m.offset() + 1 >= high {
-                    ends.remove(&m.partition());
-                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
             }
             Some(Err(e)) => return Err(e.into()),
             None => {}

@@ -204,15 +204,15 @@ impl Shared {
     /// which actions their actions-topic partitions already hold, and returns the raw offset each resumes
     /// at. One reader client reads all of them at once.
     fn take_partitions(&self, parts: &[u32]) -> Result<Vec<(u32, u64)>, KafkaLogError> {
-        let reader: BaseConsumer = self
+        let reader: BaseConsumer<ReaderContext> = self
             .cfg
             .client(&[
                 ("group.id", "paystate-reader"),
                 ("enable.auto.commit", "false"),
-                ("enable.partition.eof", "true"),
+                ("enable.partition.eof", "false"),
                 ("auto.offset.reset", "earliest"),
             ])
-            .create()?;
+            .create_with_context(ReaderContext)?;
         let mut stored = Vec::new();
         let mut missing = Vec::new();
         for &p in parts {
@@ -256,7 +256,11 @@ impl Shared {
     }
 
     /// Restores partitions from the compacted payments topic (see the module docs).
-    fn restore(&self, reader: &BaseConsumer, parts: &[u32]) -> Result<Vec<RestoreReport>, KafkaLogError> {
+    fn restore(
+        &self,
+        reader: &BaseConsumer<ReaderContext>,
+        parts: &[u32],
+    ) -> Result<Vec<RestoreReport>, KafkaLogError> {
         let started = Instant::now();
         let topic = self.cfg.payments_topic.clone();
         let mut latest: HashMap<u32, HashMap<String, (u64, Payment)>> = HashMap::new();
@@ -406,37 +410,70 @@ impl Shared {
     }
 }
 
-/// Reads `topic`'s partitions, each from its given offset to its current end, all at once, calling `each`
-/// with (partition, offset, payload, `paystate-actions-from` header) per message. The end of a partition is
-/// librdkafka's end-of-partition event (`enable.partition.eof` on the reader): no offset query per
-/// partition, which costs a round trip each on some brokers.
+/// The context of the reader used for restores and scans: the end of a partition is expected there, not
+/// an error worth a log line.
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// Reads `topic`'s partitions, each from its given offset to its end as of now, all at once, calling `each`
+/// with (partition, offset, payload, `paystate-actions-from` header) per message. The ends of all the
+/// partitions come from one offsets query (a round trip per partition costs seconds on some brokers).
 fn read_partitions(
-    reader: &BaseConsumer,
+    reader: &BaseConsumer<ReaderContext>,
     topic: &str,
     from: &[(u32, u64)],
     mut each: impl FnMut(u32, i64, Option<&[u8]>, Option<u64>) -> Result<(), KafkaLogError>,
 ) -> Result<(), KafkaLogError> {
-    let mut open: HashSet<i32> = HashSet::new();
+    if from.is_empty() {
+        return Ok(());
+    }
+    let mut query = TopicPartitionList::new();
+    for &(p, _) in from {
+        let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
+        query.add_partition_offset(topic, pi, Offset::End)?;
+    }
+    // Timestamp "latest" (-1): each partition's end offset.
+    let ends_list = reader.offsets_for_times(query, Duration::from_secs(30))?;
+    let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &(p, start) in from {
         let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
-        tpl.add_partition_offset(topic, pi, Offset::Offset(i64::try_from(start).unwrap_or(i64::MAX)))?;
-        open.insert(pi);
+        let high = match ends_list.find_partition(topic, pi).map(|e| e.offset()) {
+            Some(Offset::Offset(h)) => h,
+            other => {
+                return Err(KafkaLogError::Topic {
+                    topic: topic.into(),
+                    why: format!("end of partition {p}: {other:?}"),
+                })
+            }
+        };
+        let start = i64::try_from(start).unwrap_or(i64::MAX);
+        if start < high {
+            ends.insert(pi, high);
+            tpl.add_partition_offset(topic, pi, Offset::Offset(start))?;
+        }
     }
-    if open.is_empty() {
+    if ends.is_empty() {
         return Ok(());
     }
     reader.assign(&tpl)?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while !open.is_empty() {
+    while !ends.is_empty() {
         if Instant::now() > deadline {
-            return Err(KafkaLogError::Timeout(format!("reading {topic} partitions {open:?}")));
+            return Err(KafkaLogError::Timeout(format!("reading {topic} partitions {:?}", ends.keys())));
         }
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                if !open.contains(&m.partition()) {
-                    continue;
-                }
+                let Some(&high) = ends.get(&m.partition()) else { continue };
                 let actions_from = m.headers().and_then(|hs| {
                     hs.iter()
                         .find(|h| h.key == ACTIONS_FROM)
@@ -445,10 +482,11 @@ fn read_partitions(
                 if let Ok(p) = u32::try_from(m.partition()) {
                     each(p, m.offset(), m.payload(), actions_from)?;
                 }
+                if m.offset() + 1 >= high {
+                    ends.remove(&m.partition());
+                }
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => return Err(e.into()),
             None => {}
         }

@@ -441,8 +441,18 @@ fn read_partitions(
         let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
         query.add_partition_offset(topic, pi, Offset::End)?;
     }
-    // Timestamp "latest" (-1): each partition's end offset.
-    let ends_list = reader.offsets_for_times(query, Duration::from_secs(30))?;
+    // Timestamp "latest" (-1): each partition's end offset. A slow broker gets a few chances.
+    let mut attempt = 0;
+    let ends_list = loop {
+        attempt += 1;
+        match reader.offsets_for_times(query.clone(), Duration::from_secs(30)) {
+            Ok(list) => break list,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %e, attempt, topic, "querying partition ends failed; retrying");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &(p, start) in from {

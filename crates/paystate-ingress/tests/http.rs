@@ -249,6 +249,10 @@ async fn admin_api_and_streams() {
     let status: Value = h.admin_json("/v1/status").await;
     assert_eq!(status["lag"], 0);
     assert_eq!(status["totals"]["applied"], events.len() as u64);
+    assert!(status.get("digest").is_none(), "the digest only on request");
+    let with_digest: Value = h.admin_json("/v1/status?digest=true").await;
+    let (digest, _) = h.store.projection.digest().expect("digest");
+    assert_eq!(with_digest["digest"], digest.as_str());
     let metrics = h.admin_text("/metrics").await;
     assert!(
         metrics.contains(&format!("paystate_webhooks_total{{outcome=\"accepted\"}} {}", events.len())),

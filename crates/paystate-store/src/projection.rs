@@ -232,6 +232,29 @@ impl Projection {
         Ok(out)
     }
 
+    /// The projection's digest: SHA-256 over every payment's canonical state (its `PaymentState` as JSON:
+    /// fields in declaration order, maps sorted), in key order, each length-prefixed with its key. The same
+    /// set of events gives the same digest whatever the batch sizes, the arrival order or the log it came
+    /// from. The ledger of emitted actions is not part of it (it records arrival order). Returns the hex
+    /// digest and the number of payments.
+    pub fn digest(&self) -> Result<(String, u64), StoreError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        for item in self.payments.iter() {
+            let (k, v) = item?;
+            let p = decode_payment(&v)?;
+            let canonical = serde_json::to_vec(&p.state).map_err(|e| StoreError::Encode(e.to_string()))?;
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(&k);
+            h.update((canonical.len() as u64).to_be_bytes());
+            h.update(&canonical);
+            n += 1;
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok((hex, n))
+    }
+
     /// Number of payments stored.
     pub fn payment_count(&self) -> usize {
         self.payments.len()

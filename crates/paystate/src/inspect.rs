@@ -213,3 +213,63 @@ pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }
+
+/// `paystate digest`: the projection's digest (see `Projection::digest`).
+pub fn digest(data_dir: &Path) -> Result<()> {
+    let projection = open_projection(data_dir)?;
+    let (hex, n) = projection.digest()?;
+    println!("digest {hex} payments {n}");
+    Ok(())
+}
+
+/// `paystate diff A B`: the payments that differ between two projections, field by field. Returns whether
+/// they are equal.
+pub fn diff(a_dir: &Path, b_dir: &Path) -> Result<bool> {
+    let (a, b) = (open_projection(a_dir)?, open_projection(b_dir)?);
+    let all = |p: &Projection| -> Result<std::collections::BTreeMap<String, Value>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = p.payments(after.as_deref(), 1000, |_| true)?;
+            for pay in &page {
+                out.insert(pay.state.key.to_string(), json!(pay.state.summary()));
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => after = Some(last.state.key.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    };
+    let (pa, pb) = (all(&a)?, all(&b)?);
+    let keys: std::collections::BTreeSet<&String> = pa.keys().chain(pb.keys()).collect();
+    let mut differ = 0usize;
+    for key in keys {
+        match (pa.get(key), pb.get(key)) {
+            (Some(_), None) => {
+                differ += 1;
+                println!("{key}: only in {}", a_dir.display());
+            }
+            (None, Some(_)) => {
+                differ += 1;
+                println!("{key}: only in {}", b_dir.display());
+            }
+            (Some(x), Some(y)) if x != y => {
+                differ += 1;
+                let fields: std::collections::BTreeSet<&String> =
+                    x.as_object().into_iter().chain(y.as_object()).flat_map(|o| o.keys()).collect();
+                for f in fields {
+                    if x.get(f) != y.get(f) {
+                        println!(
+                            "{key}: {f}: {} vs {}",
+                            x.get(f).unwrap_or(&Value::Null),
+                            y.get(f).unwrap_or(&Value::Null)
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    println!("{differ} payments differ ({} and {} payments)", pa.len(), pb.len());
+    Ok(differ == 0)
+}

@@ -62,6 +62,19 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print the projection's digest: a hash over every payment's canonical state in key order.
+    Digest {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Compare two projections and list the payments that differ, field by field (exit 1 if any).
+    Diff {
+        /// First data directory.
+        a: PathBuf,
+        /// Second data directory.
+        b: PathBuf,
+    },
     /// Print one payment and its history.
     Show {
         /// PaymentIntent id (or charge id for charges without PaymentIntent).
@@ -134,6 +147,14 @@ fn main() -> Result<()> {
             }
         }
         Command::Export { data_dir, out } => inspect::export(&data_dir, out.as_ref()),
+        Command::Digest { data_dir } => inspect::digest(&data_dir),
+        Command::Diff { a, b } => {
+            if inspect::diff(&a, &b)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Command::Show { id, account, data_dir } => inspect::show(&data_dir, &id, account.as_deref()),
         Command::Fold { files, shuffle, history } => fold(&files, shuffle, history),
         Command::Sign { secret, timestamp, file } => {

@@ -65,3 +65,95 @@ fn bad_input_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("webhook secret is empty"), "{err}");
 }
+
+/// Writes `bodies` into a new embedded log in `dir` and projects it with `batch_max` records per batch.
+fn build_store(dir: &std::path::Path, bodies: &[Vec<u8>], batch_max: usize) {
+    let store = paystate_store::Store::open(dir, 4).expect("store");
+    let appender = store.log.start_appender();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for body in bodies {
+        let parsed = paystate_stripe::parse_event(body).expect("parse");
+        let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
+        let record = paystate_store::LogRecord {
+            received_at_ms: 0,
+            event_id: parsed.id().to_owned(),
+            event_type: parsed.event_type().to_owned(),
+            payment_key: key.clone(),
+            signature: String::new(),
+            body: body.clone(),
+        };
+        rt.block_on(appender.append(paystate_core::partition_of(key.as_bytes(), 4), &record)).expect("append");
+    }
+    appender.close();
+    paystate_projector::Projector::new(store.log.clone(), store.projection.clone(), batch_max)
+        .catch_up()
+        .expect("project");
+}
+
+fn golden_bodies() -> Vec<Vec<u8>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .expect("golden dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut bodies = Vec::new();
+    for f in files {
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).expect("read")).expect("json");
+        for ev in doc["events"].as_array().expect("events") {
+            bodies.push(serde_json::to_vec(ev).expect("body"));
+        }
+    }
+    bodies
+}
+
+#[test]
+fn digest_ignores_order_and_batch_size_and_diff_names_the_fields() {
+    let bodies = golden_bodies();
+    assert!(bodies.len() > 50);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    build_store(&a, &bodies, 512);
+    let reversed: Vec<Vec<u8>> = bodies.iter().rev().cloned().collect();
+    build_store(&b, &reversed, 1);
+    // C lacks one event: the last one of the first golden file's payment.
+    let dropped = paystate_stripe::parse_event(&bodies[0]).expect("parse");
+    let key = paystate_stripe::payment_key(&dropped).map(|k| k.to_string()).expect("payment");
+    let last_of_first = bodies
+        .iter()
+        .rposition(|body| {
+            let p = paystate_stripe::parse_event(body).expect("parse");
+            paystate_stripe::payment_key(&p).map(|k| k.to_string()).as_deref() == Some(key.as_str())
+        })
+        .expect("an event of that payment");
+    let mut fewer = bodies.clone();
+    fewer.remove(last_of_first);
+    build_store(&c, &fewer, 64);
+
+    let digest = |d: &std::path::Path| {
+        let (out, err, ok) = paystate(&["digest", "--data-dir", d.to_str().expect("utf8")]);
+        assert!(ok, "{err}");
+        out
+    };
+    let (da, db, dc) = (digest(&a), digest(&b), digest(&c));
+    assert!(da.starts_with("digest ") && da.len() > 70, "{da}");
+    assert_eq!(da, db, "same events, another order and batch size: same digest");
+    assert_ne!(da, dc, "one event fewer: another digest");
+
+    let (out, err, ok) = paystate(&["diff", a.to_str().expect("utf8"), b.to_str().expect("utf8")]);
+    assert!(ok, "{err}");
+    assert!(out.trim_end().starts_with("0 payments differ"), "{out}");
+    let (out, _, ok) = paystate(&["diff", a.to_str().expect("utf8"), c.to_str().expect("utf8")]);
+    assert!(!ok, "diff exits non-zero when projections differ");
+    let payment_id = key.rsplit('/').next().expect("id");
+    assert!(out.lines().any(|l| l.contains(payment_id) && l.contains("events_applied")), "{out}");
+    assert!(
+        out.trim_end().ends_with(&format!("1 payments differ ({0} and {0} payments)", bodies_payments(&a))),
+        "{out}"
+    );
+}
+
+fn bodies_payments(dir: &std::path::Path) -> usize {
+    paystate_store::Store::open_existing(dir).expect("open").projection.payment_count()
+}

@@ -604,13 +604,6 @@ impl KafkaProjector {
         lock(&self.shared.restores).clone()
     }
 
-    /// Partitions currently owned.
-    pub fn owned(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = lock(&self.shared.next).keys().copied().collect();
-        v.sort_unstable();
-        v
-    }
-
     /// Consumes, folds, commits and publishes until `stop` is set; then commits what it holds, publishes
     /// the outbox and leaves the group. Blocking.
     pub fn run(&self, stop: &AtomicBool) -> Result<Progress, KafkaLogError> {

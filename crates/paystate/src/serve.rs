@@ -251,6 +251,23 @@ fn spawn_kafka_projector(
     Ok((projector, handle))
 }
 
+/// The projection of a data directory that a Kafka projector uses (created when missing).
+fn open_projection(dir: &std::path::Path) -> Result<paystate_store::Projection> {
+    Store::open_projection(dir).with_context(|| format!("opening data directory {}", dir.display()))
+}
+
+/// Waits for the ingress's queued messages to be confirmed (at shutdown, after the public listener closed).
+async fn flush(sink: KafkaSink) -> Result<()> {
+    Ok(tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??)
+}
+
+/// Waits for the admin listener to finish, the last step of every shutdown.
+async fn stopped(admin_server: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<()> {
+    admin_server.await.context("admin server task")?.context("admin server")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
 async fn join_projector(handle: std::thread::JoinHandle<Result<()>>) -> Result<()> {
     tokio::task::spawn_blocking(move || handle.join())
         .await
@@ -280,17 +297,14 @@ pub async fn run_ingress(args: IngressArgs) -> Result<()> {
     let stop = stop_channel();
     let admin_server = tokio::spawn(paystate_ingress::serve(admin, ingress_admin_router(metrics), wait_for(&stop)));
     paystate_ingress::serve(public, public_router(ingress), wait_for(&stop)).await.context("public server")?;
-    tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
-    admin_server.await.context("admin server task")?.context("admin server")?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    flush(sink).await?;
+    stopped(admin_server).await
 }
 
 /// `paystate project`: a consumer-group member folding its partitions into its sled projection.
 pub async fn run_project(args: ProjectArgs) -> Result<()> {
     let (cfg, _) = args.kafka.connect().await?;
-    let projection = Store::open_projection(&args.data_dir)
-        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let projection = open_projection(&args.data_dir)?;
     let options = ProjectorOptions {
         group: args.group.clone(),
         batch_max: args.batch_max,
@@ -310,9 +324,7 @@ pub async fn run_project(args: ProjectArgs) -> Result<()> {
     };
     let admin_server = tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&stop)));
     join_projector(handle).await?;
-    admin_server.await.context("admin server task")?.context("admin server")?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    stopped(admin_server).await
 }
 
 /// Runs until SIGTERM/SIGINT, then: stops accepting, finishes in-flight appends, commits the projector.
@@ -356,17 +368,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::task::spawn_blocking(move || appender.close()).await.context("closing the log appender")?;
     let _ = ingress_done_tx.send(true);
     projector_task.await.context("projector task")?;
-    admin_server.await.context("admin server task")?.context("admin server")?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    stopped(admin_server).await
 }
 
 /// `serve --log kafka`: the ingress and one projector around Kafka, in one process.
 async fn run_kafka(args: ServeArgs) -> Result<()> {
     let (cfg, partitions) = args.kafka.connect().await?;
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
-    let projection = Store::open_projection(&args.data_dir)
-        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let projection = open_projection(&args.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions, Arc::clone(&metrics))?;
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
@@ -380,10 +389,8 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
     paystate_ingress::serve(public, public_router(ingress), wait_for(&stop)).await.context("public server")?;
-    tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
+    flush(sink).await?;
     let _ = ingress_done_tx.send(true);
     join_projector(handle).await?;
-    admin_server.await.context("admin server task")?.context("admin server")?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    stopped(admin_server).await
 }

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use metrics::Metrics;
 use paystate_core::{partition_of, Lifecycle};
 use paystate_store::{partition_status, LogRecord, LogSink, LogView, Projection, Stream};
-use paystate_stripe::{payment_key, Webhook};
+use paystate_stripe::{payment_key, ParsedEvent, Webhook};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -134,16 +134,8 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
             return error(StatusCode::BAD_REQUEST, "wrong_mode", "event livemode does not match --mode");
         }
     }
-    let key = payment_key(event).map(|k| k.to_string()).unwrap_or_default();
-    let partition = partition_of(if key.is_empty() { event.id().as_bytes() } else { key.as_bytes() }, ing.partitions);
-    let record = LogRecord {
-        received_at_ms: now_ms,
-        event_id: event.id().to_owned(),
-        event_type: event.event_type().to_owned(),
-        payment_key: key,
-        signature: String::from_utf8_lossy(signature.unwrap_or_default()).into_owned(),
-        body: body.to_vec(),
-    };
+    let signature = String::from_utf8_lossy(signature.unwrap_or_default()).into_owned();
+    let (partition, record) = log_record(event, body.to_vec(), signature, now_ms, ing.partitions);
     let started = Instant::now();
     match ing.sink.append(partition, &record).await {
         Ok(pos) => {
@@ -158,6 +150,28 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
             error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", "the event could not be stored; retry")
         }
     }
+}
+
+/// The log record of a verified event and the partition it goes to: partitioned by payment key (by event
+/// id for an event about no payment), the body unchanged.
+pub fn log_record(
+    event: &ParsedEvent<'_>,
+    body: Vec<u8>,
+    signature: String,
+    received_at_ms: i64,
+    partitions: u32,
+) -> (u32, LogRecord) {
+    let key = payment_key(event).map(|k| k.to_string()).unwrap_or_default();
+    let partition = partition_of(if key.is_empty() { event.id().as_bytes() } else { key.as_bytes() }, partitions);
+    let record = LogRecord {
+        received_at_ms,
+        event_id: event.id().to_owned(),
+        event_type: event.event_type().to_owned(),
+        payment_key: key,
+        signature,
+        body,
+    };
+    (partition, record)
 }
 
 /// What the admin API reads.
@@ -189,6 +203,7 @@ pub fn admin_router(admin: Admin) -> Router {
         .route("/v1/payments/{id}/history", get(get_history))
         .route("/v1/status", get(status))
         .route("/v1/streams/{stream}", get(read_stream))
+        .route("/v1/log/{partition}", get(read_log))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
@@ -348,6 +363,45 @@ async fn read_stream(
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
         resp.headers_mut().insert("paystate-next-cursor", v);
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Durable records of one partition of the embedded log, for `paystate replay --source http://…` while
+/// `serve` holds the data directory: `offset u64 | length u32 | record` (big-endian; the record in its
+/// stored encoding) per record, as `application/vnd.paystate.log-records`. The log's durable end goes in
+/// `paystate-log-end`.
+async fn read_log(State(a): State<Arc<Admin>>, Path(partition): Path<u32>, Query(q): Query<LogQuery>) -> Response {
+    if partition >= a.log.partitions() {
+        return error(StatusCode::NOT_FOUND, "not_found", format!("no partition {partition}"));
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let log = Arc::clone(&a.log);
+    let read = tokio::task::spawn_blocking(move || log.read_encoded(partition, q.from.unwrap_or(0), limit)).await;
+    let records = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(paystate_store::StoreError::Unsupported(why))) => {
+            return error(StatusCode::NOT_IMPLEMENTED, "log_not_readable", format!("{why}; read the Kafka topic"))
+        }
+        Ok(Err(e)) => return storage_error(e),
+        Err(e) => return storage_error(e),
+    };
+    let mut body = Vec::with_capacity(records.iter().map(|(_, r)| r.len() + 12).sum());
+    for (offset, record) in &records {
+        body.extend_from_slice(&offset.to_be_bytes());
+        body.extend_from_slice(&u32::try_from(record.len()).unwrap_or(u32::MAX).to_be_bytes());
+        body.extend_from_slice(record);
+    }
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.paystate.log-records"));
+    if let Ok(v) = HeaderValue::from_str(&a.log.end(partition).to_string()) {
+        resp.headers_mut().insert("paystate-log-end", v);
     }
     resp
 }

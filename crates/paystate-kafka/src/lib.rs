@@ -15,9 +15,11 @@
 //! Message formats are documented in `docs/KAFKA.md`.
 
 mod projector;
+mod replay;
 mod sink;
 
 pub use projector::{KafkaEnds, KafkaProjector, ProjectorOptions, RestoreReport};
+pub use replay::replay_topic;
 pub use sink::KafkaSink;
 
 use paystate_store::LogRecord;

@@ -24,7 +24,7 @@ use paystate_projector::{Folder, Progress};
 use paystate_store::{LogRecord, LogView, Projection, Stream};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -204,15 +204,7 @@ impl Shared {
     /// which actions their actions-topic partitions already hold, and returns the raw offset each resumes
     /// at. One reader client reads all of them at once.
     fn take_partitions(&self, parts: &[u32]) -> Result<Vec<(u32, u64)>, KafkaLogError> {
-        let reader: BaseConsumer<ReaderContext> = self
-            .cfg
-            .client(&[
-                ("group.id", "paystate-reader"),
-                ("enable.auto.commit", "false"),
-                ("enable.partition.eof", "false"),
-                ("auto.offset.reset", "earliest"),
-            ])
-            .create_with_context(ReaderContext)?;
+        let reader = reader(&self.cfg)?;
         let mut stored = Vec::new();
         let mut missing = Vec::new();
         for &p in parts {
@@ -232,7 +224,8 @@ impl Shared {
         }
         let mut ids: HashMap<u32, HashSet<String>> = scan_from.iter().map(|(p, _)| (*p, HashSet::new())).collect();
         let topic = self.cfg.actions_topic.clone();
-        read_partitions(&reader, &topic, &scan_from, |p, offset, payload, _| {
+        read_partitions(&reader, &topic, &scan_from, |p, m| {
+            let (offset, payload) = (m.offset(), m.payload());
             #[derive(Deserialize)]
             struct IdOnly {
                 id: String,
@@ -268,7 +261,8 @@ impl Shared {
         let mut max_offset: HashMap<u32, (u64, u64)> = HashMap::new();
         let mut messages: HashMap<u32, u64> = HashMap::new();
         let from: Vec<(u32, u64)> = parts.iter().map(|p| (*p, 0)).collect();
-        read_partitions(reader, &topic, &from, |p, offset, payload, actions_from| {
+        read_partitions(reader, &topic, &from, |p, m| {
+            let (offset, payload, actions_from) = (m.offset(), m.payload(), actions_from(m));
             *messages.entry(p).or_default() += 1;
             let Some(payload) = payload else { return Ok(()) }; // a tombstone
             let bad = |why: String| KafkaLogError::BadMessage {
@@ -410,9 +404,29 @@ impl Shared {
     }
 }
 
+/// The `paystate-actions-from` header of a payments-topic message.
+fn actions_from(m: &BorrowedMessage<'_>) -> Option<u64> {
+    m.headers().and_then(|hs| {
+        hs.iter().find(|h| h.key == ACTIONS_FROM).and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+    })
+}
+
+/// A client for reading partitions start to end (restores, scans, replay): no group membership, nothing
+/// committed.
+pub(crate) fn reader(cfg: &KafkaConfig) -> Result<BaseConsumer<ReaderContext>, KafkaLogError> {
+    Ok(cfg
+        .client(&[
+            ("group.id", "paystate-reader"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .create_with_context(ReaderContext)?)
+}
+
 /// The context of the reader used for restores and scans: the end of a partition is expected there, not
 /// an error worth a log line.
-struct ReaderContext;
+pub(crate) struct ReaderContext;
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -425,13 +439,13 @@ impl ClientContext for ReaderContext {
 impl ConsumerContext for ReaderContext {}
 
 /// Reads `topic`'s partitions, each from its given offset to its end as of now, all at once, calling `each`
-/// with (partition, offset, payload, `paystate-actions-from` header) per message. The ends of all the
+/// with the partition and the message. The ends of all the
 /// partitions come from one offsets query (a round trip per partition costs seconds on some brokers).
-fn read_partitions(
+pub(crate) fn read_partitions(
     reader: &BaseConsumer<ReaderContext>,
     topic: &str,
     from: &[(u32, u64)],
-    mut each: impl FnMut(u32, i64, Option<&[u8]>, Option<u64>) -> Result<(), KafkaLogError>,
+    mut each: impl FnMut(u32, &BorrowedMessage<'_>) -> Result<(), KafkaLogError>,
 ) -> Result<(), KafkaLogError> {
     if from.is_empty() {
         return Ok(());
@@ -484,13 +498,8 @@ fn read_partitions(
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let Some(&high) = ends.get(&m.partition()) else { continue };
-                let actions_from = m.headers().and_then(|hs| {
-                    hs.iter()
-                        .find(|h| h.key == ACTIONS_FROM)
-                        .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
-                });
                 if let Ok(p) = u32::try_from(m.partition()) {
-                    each(p, m.offset(), m.payload(), actions_from)?;
+                    each(p, &m)?;
                 }
                 if m.offset() + 1 >= high {
                     ends.remove(&m.partition());

@@ -10,10 +10,12 @@
 //! cannot be parsed or mapped goes to the dead-letter tree with its reason and never stalls its partition.
 //! Actions are appended to the `actions` stream once each (the core's ledger refuses a second emission).
 
-use paystate_core::{Effect, Payment};
-use paystate_store::{Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, StoreError};
+use paystate_core::{Effect, Payment, PaymentEvent};
+use paystate_store::{Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, RecordRef, StoreError};
 use paystate_stripe::{map_event, parse_event, Mapped};
 use serde_json::json;
+
+pub mod replay;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,27 @@ pub trait LogSource: Send + Sync + 'static {
     fn end(&self, partition: u32) -> u64;
     /// Up to `max` records of `partition` from `from`.
     fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, LogRecord)>, StoreError>;
+    /// Calls `each` with every record of `partition` in `[from, to)`, in offset order; returns how many.
+    /// Logs that can lend their records without copying them override this.
+    fn scan(
+        &self,
+        partition: u32,
+        from: u64,
+        to: u64,
+        each: &mut dyn FnMut(u64, RecordRef<'_>),
+    ) -> Result<u64, StoreError> {
+        let (mut from, mut n) = (from, 0);
+        while from < to {
+            let records = self.read(partition, from, usize::try_from(to - from).unwrap_or(4096).min(4096))?;
+            let Some(&(last, _)) = records.last() else { break };
+            for (offset, rec) in &records {
+                each(*offset, rec.as_ref());
+            }
+            n += records.len() as u64;
+            from = last + 1;
+        }
+        Ok(n)
+    }
 }
 
 impl LogSource for EmbeddedLog {
@@ -43,6 +66,15 @@ impl LogSource for EmbeddedLog {
     }
     fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, LogRecord)>, StoreError> {
         EmbeddedLog::read(self, partition, from, max)
+    }
+    fn scan(
+        &self,
+        partition: u32,
+        from: u64,
+        to: u64,
+        each: &mut dyn FnMut(u64, RecordRef<'_>),
+    ) -> Result<u64, StoreError> {
+        EmbeddedLog::scan(self, partition, from, to, each)
     }
 }
 
@@ -129,6 +161,18 @@ impl<L: LogSource> Projector<L> {
     }
 }
 
+/// What a log record means to the projection: a payment event, `None` when it is about no payment (kept in
+/// the log, not folded), or the dead-letter reason when it cannot be used. The one place both the live
+/// projectors and replay interpret a record.
+pub fn classify(body: &[u8]) -> Result<Option<PaymentEvent>, String> {
+    let parsed = parse_event(body).map_err(|e| format!("{}: {e}", e.code()))?;
+    match map_event(&parsed) {
+        Ok(Mapped::Payment(ev)) => Ok(Some(ev)),
+        Ok(Mapped::NotRelevant(_)) => Ok(None),
+        Err(e) => Err(format!("unmappable: {e}")),
+    }
+}
+
 /// One projector batch being built: records of any partitions are folded into it, then it commits as one
 /// transaction. Shared by the embedded projector and the Kafka projector.
 #[derive(Debug)]
@@ -168,18 +212,11 @@ impl<'a> Folder<'a> {
                     reason,
                 });
             };
-            let parsed = match parse_event(&rec.body) {
-                Ok(p) => p,
-                Err(e) => {
-                    dead(format!("{}: {e}", e.code()));
-                    continue;
-                }
-            };
-            let event = match map_event(&parsed) {
-                Ok(Mapped::Payment(ev)) => ev,
-                Ok(Mapped::NotRelevant(_)) => continue,
-                Err(e) => {
-                    dead(format!("unmappable: {e}"));
+            let event = match classify(&rec.body) {
+                Ok(Some(ev)) => ev,
+                Ok(None) => continue,
+                Err(reason) => {
+                    dead(reason);
                     continue;
                 }
             };

@@ -28,6 +28,12 @@ pub enum StoreError {
     /// The appender thread is gone (shut down or crashed).
     #[error("the log appender has stopped")]
     AppenderStopped,
+    /// The operation is not available on this kind of log or store.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+    /// A log could not be read from where it lives (another process's admin API).
+    #[error("reading the log: {0}")]
+    Read(String),
     /// A value could not be encoded.
     #[error("encode: {0}")]
     Encode(String),

@@ -14,8 +14,8 @@ pub mod record;
 
 pub use error::StoreError;
 pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogSink, LogView, Position};
-pub use projection::{Batch, DeadLetter, Projection, Stream, Totals};
-pub use record::LogRecord;
+pub use projection::{digest_of, state_hash, Batch, DeadLetter, Projection, StateHash, Stream, Totals};
+pub use record::{LogRecord, RecordRef};
 
 use std::path::Path;
 
@@ -107,6 +107,19 @@ impl Store {
     pub fn open_projection(dir: &Path) -> Result<Projection, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Encode(format!("creating {}: {e}", dir.display())))?;
         Projection::open(&config(&dir.join("projection")).open()?)
+    }
+
+    /// Opens only the embedded log of an existing data directory, to read it (replay). sled keeps a cache of
+    /// `cache_bytes`; the log is read once from start to end, so a small cache costs nothing. sled locks the
+    /// database: this fails while another process (`paystate serve`) has the directory open.
+    pub fn open_log(dir: &Path, cache_bytes: u64) -> Result<EmbeddedLog, StoreError> {
+        if !dir.join("log").is_dir() {
+            return Err(StoreError::Corrupt { tree: "meta", why: format!("{} has no embedded log", dir.display()) });
+        }
+        let log_db = config(&dir.join("log")).cache_capacity(cache_bytes).open()?;
+        let partitions = stored_partitions(&log_db.open_tree("meta")?)?
+            .ok_or_else(|| StoreError::Corrupt { tree: "meta", why: "no partition count".into() })?;
+        EmbeddedLog::open(&log_db, partitions)
     }
 
     /// Opens an existing data directory with whatever partition count it was created with.

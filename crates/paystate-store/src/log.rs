@@ -14,7 +14,7 @@
 //! projector ignores duplicates.
 
 use crate::error::StoreError;
-use crate::record::LogRecord;
+use crate::record::{LogRecord, RecordRef};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -44,6 +44,12 @@ pub trait LogView: Send + Sync {
     fn partitions(&self) -> u32;
     /// The offset after the last durable record of `partition` (as far as is known).
     fn end(&self, partition: u32) -> u64;
+    /// Up to `max` durable records of `partition` from offset `from`, each in its stored encoding
+    /// ([`LogRecord::encode`]). Logs that cannot be read from here (Kafka: read the topic) refuse.
+    fn read_encoded(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let _ = (partition, from, max);
+        Err(StoreError::Unsupported("this log is not readable through the admin API"))
+    }
 }
 
 impl LogView for EmbeddedLog {
@@ -52,6 +58,16 @@ impl LogView for EmbeddedLog {
     }
     fn end(&self, partition: u32) -> u64 {
         EmbeddedLog::end(self, partition)
+    }
+    fn read_encoded(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tree = self.parts.get(partition as usize).ok_or(StoreError::NoSuchPartition(partition))?;
+        let end = self.end(partition);
+        let mut out = Vec::new();
+        for item in tree.range(from.to_be_bytes()..end.to_be_bytes()).take(max) {
+            let (k, v) = item?;
+            out.push((offset_from_key(&k)?, v.to_vec()));
+        }
+        Ok(out)
     }
 }
 
@@ -142,9 +158,53 @@ impl EmbeddedLog {
         Ok(out)
     }
 
+    /// Calls `each` with every durable record of `partition` in `[from, to)`, borrowed from the store
+    /// (no copy of the bodies). Returns the number of records visited.
+    pub fn scan(
+        &self,
+        partition: u32,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(u64, RecordRef<'_>),
+    ) -> Result<u64, StoreError> {
+        let tree = self.parts.get(partition as usize).ok_or(StoreError::NoSuchPartition(partition))?;
+        let to = to.min(self.end(partition));
+        let mut n = 0;
+        for item in tree.range(from.to_be_bytes()..to.to_be_bytes()) {
+            let (k, v) = item?;
+            each(offset_from_key(&k)?, RecordRef::decode(&v)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every durable record of `partition`, for tests and audits.
     pub fn read_all(&self, partition: u32) -> Result<Vec<(u64, LogRecord)>, StoreError> {
         self.read(partition, 0, usize::MAX)
+    }
+
+    /// Appends `records` (partition, record) in one go and makes them durable with one flush: for loading a
+    /// log offline (`paystate simulate --to-log`). No appender may run on this log at the same time.
+    pub fn append_bulk(&self, records: &[(u32, LogRecord)]) -> Result<(), StoreError> {
+        let mut next: Vec<u64> = (0..self.partitions()).map(|p| self.end(p)).collect();
+        let mut batches: Vec<sled::Batch> = (0..self.parts.len()).map(|_| sled::Batch::default()).collect();
+        for (partition, record) in records {
+            let p = *partition as usize;
+            let (Some(n), Some(batch)) = (next.get_mut(p), batches.get_mut(p)) else {
+                return Err(StoreError::NoSuchPartition(*partition));
+            };
+            batch.insert(&n.to_be_bytes(), record.encode()?);
+            *n += 1;
+        }
+        for (tree, batch) in self.parts.iter().zip(batches) {
+            tree.apply_batch(batch)?;
+        }
+        self.db.flush()?;
+        for (end, n) in self.durable_end.iter().zip(next) {
+            end.store(n, Ordering::Release);
+        }
+        self.appended.send_modify(|g| *g += 1);
+        Ok(())
     }
 
     /// Starts the group-commit appender. Only one may run per store.

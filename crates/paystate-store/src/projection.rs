@@ -7,7 +7,7 @@
 //! where the last durable batch ended: nothing applied twice, nothing skipped.
 
 use crate::error::StoreError;
-use paystate_core::Payment;
+use paystate_core::{Payment, PaymentState};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 use std::collections::BTreeMap;
@@ -232,27 +232,68 @@ impl Projection {
         Ok(out)
     }
 
-    /// The projection's digest: SHA-256 over every payment's canonical state (its `PaymentState` as JSON:
-    /// fields in declaration order, maps sorted), in key order, each length-prefixed with its key. The same
-    /// set of events gives the same digest whatever the batch sizes, the arrival order or the log it came
-    /// from. The ledger of emitted actions is not part of it (it records arrival order). Returns the hex
-    /// digest and the number of payments.
+    /// The projection's digest (see [`digest_of`]) over every stored payment. Returns the hex digest and
+    /// the number of payments.
     pub fn digest(&self) -> Result<(String, u64), StoreError> {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        let mut n = 0u64;
+        let mut hashes = Vec::new();
         for item in self.payments.iter() {
             let (k, v) = item?;
-            let p = decode_payment(&v)?;
-            let canonical = serde_json::to_vec(&p.state).map_err(|e| StoreError::Encode(e.to_string()))?;
-            h.update((k.len() as u64).to_be_bytes());
-            h.update(&k);
-            h.update((canonical.len() as u64).to_be_bytes());
-            h.update(&canonical);
-            n += 1;
+            hashes.push((k.to_vec(), state_hash(&decode_payment(&v)?.state)?));
         }
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok((hex, n))
+        Ok((digest_of(&hashes), hashes.len() as u64))
+    }
+
+    /// Bulk load for a rebuilt projection (replay): stores `payments` (in chunks), the dead letters, the
+    /// partition's position and adds to the totals. Not one transaction and not flushed: the caller flushes
+    /// once at the end ([`Projection::flush`]) and the output is only used once that returned. Safe to call
+    /// for different partitions from several threads. Returns each payment's key and state hash.
+    pub fn load(
+        &self,
+        partition: u32,
+        payments: &[Payment],
+        position: Option<u64>,
+        dead: &[DeadLetter],
+        applied: u64,
+        duplicates: u64,
+    ) -> Result<Vec<StateHash>, StoreError> {
+        let mut hashes = Vec::with_capacity(payments.len());
+        for chunk in payments.chunks(4096) {
+            let mut batch = sled::Batch::default();
+            for p in chunk {
+                let key = p.state.key.to_string().into_bytes();
+                let (value, hash) = encode_payment_hashed(p)?;
+                batch.insert(key.as_slice(), value);
+                hashes.push((key, hash));
+            }
+            self.payments.apply_batch(batch)?;
+        }
+        let mut batch = sled::Batch::default();
+        for d in dead {
+            batch.insert(&dead_key(d), serde_json::to_vec(d).map_err(|e| StoreError::Encode(e.to_string()))?);
+        }
+        self.dead.apply_batch(batch)?;
+        if let Some(next) = position {
+            self.offsets.insert(partition.to_be_bytes(), &next.to_be_bytes())?;
+        }
+        for (key, by) in
+            [(&b"count/applied"[..], applied), (b"count/duplicates", duplicates), (b"count/dead", dead.len() as u64)]
+        {
+            let mut bad = None;
+            self.meta.update_and_fetch(key, |old| {
+                let now = old.and_then(|v| u64_of("meta", v).map_err(|e| bad = Some(e)).ok()).unwrap_or(0);
+                Some((now + by).to_be_bytes().to_vec())
+            })?;
+            if let Some(e) = bad {
+                return Err(e);
+            }
+        }
+        Ok(hashes)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Number of payments stored.
@@ -317,12 +358,7 @@ impl Projection {
         let dead: Vec<([u8; 12], Vec<u8>)> = batch
             .dead
             .iter()
-            .map(|d| {
-                let mut key = [0u8; 12];
-                key[..4].copy_from_slice(&d.partition.to_be_bytes());
-                key[4..].copy_from_slice(&d.offset.to_be_bytes());
-                serde_json::to_vec(d).map(|v| (key, v)).map_err(|e| StoreError::Encode(e.to_string()))
-            })
+            .map(|d| serde_json::to_vec(d).map(|v| (dead_key(d), v)).map_err(|e| StoreError::Encode(e.to_string())))
             .collect::<Result<_, _>>()?;
         (&self.payments, &self.offsets, &self.actions, &self.updates, &self.dead, &self.meta).transaction(
             |(payments, offsets, actions, updates, dead_tree, meta)| {
@@ -354,6 +390,46 @@ impl Projection {
     }
 }
 
+/// A payment's key and its [`state_hash`].
+pub type StateHash = (Vec<u8>, [u8; 32]);
+
+/// The canonical hash of one payment's state, its part of the digest: SHA-256 of its `PaymentState` in
+/// postcard (fields in declaration order, maps sorted, no framing). The ledger of emitted actions is not
+/// part of it: it records arrival order, the state does not.
+pub fn state_hash(state: &PaymentState) -> Result<[u8; 32], StoreError> {
+    let mut buf = Vec::with_capacity(4096);
+    encode_state(state, &mut buf)
+}
+
+/// Appends `state` in postcard to `out` and returns its hash.
+fn encode_state(state: &PaymentState, out: &mut Vec<u8>) -> Result<[u8; 32], StoreError> {
+    use sha2::{Digest, Sha256};
+    let start = out.len();
+    postcard::to_io(state, &mut *out).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(Sha256::digest(&out[start..]).into())
+}
+
+/// A projection's digest from its payments' `(key, state_hash)` pairs, which must be in key order: SHA-256
+/// over each key (length-prefixed) and its state hash, as hex. The same set of events gives the same
+/// digest whatever the batch sizes, the arrival order, the partition parallelism or the log it came from.
+pub fn digest_of(hashes: &[StateHash]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, state) in hashes {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k);
+        h.update(state);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn dead_key(d: &DeadLetter) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&d.partition.to_be_bytes());
+    key[4..].copy_from_slice(&d.offset.to_be_bytes());
+    key
+}
+
 fn confirmed_key(partition: u32) -> [u8; 14] {
     let mut k = *b"confirmed/\0\0\0\0";
     k[10..].copy_from_slice(&partition.to_be_bytes());
@@ -366,9 +442,17 @@ fn confirmed_key(partition: u32) -> [u8; 14] {
 const PAYMENT_FORMAT: u8 = 1;
 
 fn encode_payment(p: &Payment) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![PAYMENT_FORMAT];
-    postcard::to_io(p, &mut out).map_err(|e| StoreError::Encode(e.to_string()))?;
-    Ok(out)
+    Ok(encode_payment_hashed(p)?.0)
+}
+
+/// The stored encoding of `p` and its state hash, encoding the state once: postcard writes a struct's fields
+/// one after the other, so a `Payment` is its `state` followed by its `emitted`.
+fn encode_payment_hashed(p: &Payment) -> Result<(Vec<u8>, [u8; 32]), StoreError> {
+    let mut out = Vec::with_capacity(4096);
+    out.push(PAYMENT_FORMAT);
+    let hash = encode_state(&p.state, &mut out)?;
+    postcard::to_io(&p.emitted, &mut out).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok((out, hash))
 }
 
 fn decode_payment(v: &[u8]) -> Result<Payment, StoreError> {

@@ -50,6 +50,50 @@ impl LogRecord {
 
     /// Decodes a record written by [`LogRecord::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let r = RecordRef::decode(bytes)?;
+        Ok(LogRecord {
+            received_at_ms: r.received_at_ms,
+            event_id: r.event_id.to_owned(),
+            event_type: r.event_type.to_owned(),
+            payment_key: r.payment_key.to_owned(),
+            signature: r.signature.to_owned(),
+            body: r.body.to_vec(),
+        })
+    }
+
+    /// A borrowed view of this record.
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            received_at_ms: self.received_at_ms,
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            payment_key: &self.payment_key,
+            signature: &self.signature,
+            body: &self.body,
+        }
+    }
+}
+
+/// A [`LogRecord`] borrowed from its encoding: reading a log without copying bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// When the ingress received it, unix milliseconds.
+    pub received_at_ms: i64,
+    /// Stripe event id.
+    pub event_id: &'a str,
+    /// Stripe event type.
+    pub event_type: &'a str,
+    /// Payment key (empty: no payment).
+    pub payment_key: &'a str,
+    /// The `Stripe-Signature` header.
+    pub signature: &'a str,
+    /// The body, byte for byte.
+    pub body: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// Decodes a record written by [`LogRecord::encode`] without copying.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, StoreError> {
         let corrupt = |why: &str| StoreError::Corrupt { tree: "log", why: why.to_owned() };
         let mut r = Reader { b: bytes, at: 0 };
         if r.take(1).ok_or_else(|| corrupt("empty"))? != [VERSION] {
@@ -57,9 +101,9 @@ impl LogRecord {
         }
         let mut ts = [0u8; 8];
         ts.copy_from_slice(r.take(8).ok_or_else(|| corrupt("truncated time"))?);
-        let text = |r: &mut Reader<'_>| -> Result<String, StoreError> {
+        let text = |r: &mut Reader<'a>| -> Result<&'a str, StoreError> {
             let raw = r.short().ok_or_else(|| corrupt("truncated field"))?;
-            String::from_utf8(raw.to_vec()).map_err(|_| corrupt("field is not UTF-8"))
+            std::str::from_utf8(raw).map_err(|_| corrupt("field is not UTF-8"))
         };
         let event_id = text(&mut r)?;
         let event_type = text(&mut r)?;
@@ -68,11 +112,11 @@ impl LogRecord {
         let mut len = [0u8; 4];
         len.copy_from_slice(r.take(4).ok_or_else(|| corrupt("truncated body length"))?);
         let n = usize::try_from(u32::from_be_bytes(len)).map_err(|_| corrupt("body length"))?;
-        let body = r.take(n).ok_or_else(|| corrupt("truncated body"))?.to_vec();
+        let body = r.take(n).ok_or_else(|| corrupt("truncated body"))?;
         if r.at != bytes.len() {
             return Err(corrupt("trailing bytes"));
         }
-        Ok(LogRecord { received_at_ms: i64::from_be_bytes(ts), event_id, event_type, payment_key, signature, body })
+        Ok(RecordRef { received_at_ms: i64::from_be_bytes(ts), event_id, event_type, payment_key, signature, body })
     }
 }
 

@@ -9,7 +9,7 @@ use paystate_store::Store;
 use paystate_stripe::{Webhook, WebhookSecret};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,21 +89,9 @@ pub struct KafkaArgs {
 
 impl KafkaArgs {
     fn config(&self) -> Result<KafkaConfig> {
-        let brokers = self.kafka_brokers.clone().context("--kafka-brokers (or PAYSTATE_KAFKA_BROKERS) is required")?;
-        let mut cfg = KafkaConfig::new(brokers);
-        if let Some(file) = &self.kafka_config_file {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let kv = KafkaConfig::parse_property(line)
-                    .map_err(|e| anyhow::anyhow!("{} line {}: {e}", file.display(), n + 1))?;
-                cfg.properties.push(kv);
-            }
-        }
-        cfg.properties.extend(self.kafka_config.iter().cloned());
+        let brokers =
+            self.kafka_brokers.as_deref().context("--kafka-brokers (or PAYSTATE_KAFKA_BROKERS) is required")?;
+        let mut cfg = kafka_config(brokers, &self.kafka_config, self.kafka_config_file.as_deref())?;
         cfg.raw_topic.clone_from(&self.raw_topic);
         cfg.payments_topic.clone_from(&self.payments_topic);
         cfg.actions_topic.clone_from(&self.actions_topic);
@@ -118,6 +106,26 @@ impl KafkaArgs {
             .with_context(|| format!("preparing topics on {}", cfg.brokers))?;
         Ok((cfg, partitions))
     }
+}
+
+/// A Kafka client configuration: `brokers`, the properties of `file` (one `key=value` per line, `#`
+/// comments), then `properties` (which win).
+pub fn kafka_config(brokers: &str, properties: &[(String, String)], file: Option<&Path>) -> Result<KafkaConfig> {
+    let mut cfg = KafkaConfig::new(brokers);
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let kv = KafkaConfig::parse_property(line)
+                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", file.display(), n + 1))?;
+            cfg.properties.push(kv);
+        }
+    }
+    cfg.properties.extend(properties.iter().cloned());
+    Ok(cfg)
 }
 
 /// Options of `serve`.

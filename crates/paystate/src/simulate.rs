@@ -51,6 +51,14 @@ pub struct SimulateArgs {
     /// Stop retrying an event after this long.
     #[arg(long, default_value_t = 600)]
     pub give_up_after_secs: u64,
+    /// Instead of sending over HTTP, append the deliveries (signed, in delivery order, duplicates
+    /// included) straight to the embedded log of this data directory, as the ingress would: for
+    /// benchmarks and replay tests that should not pay for HTTP. The directory must not be in use.
+    #[arg(long)]
+    pub to_log: Option<PathBuf>,
+    /// Log partitions when --to-log creates the data directory.
+    #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
+    pub partitions: u32,
 }
 
 struct Delivery {
@@ -115,6 +123,9 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
             f.write_all(b"\n")?;
         }
         f.flush()?;
+    }
+    if let Some(dir) = &args.to_log {
+        return to_log(dir, args.partitions, &secret, &deliveries);
     }
     let total = deliveries.len();
     let queue = Arc::new(deliveries);
@@ -214,4 +225,32 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Appends every delivery to the embedded log of `dir`, partitioned and recorded as the ingress does.
+fn to_log(dir: &std::path::Path, partitions: u32, secret: &WebhookSecret, deliveries: &[Delivery]) -> Result<()> {
+    let started = Instant::now();
+    let store = paystate_store::Store::open(dir, partitions)
+        .with_context(|| format!("opening {} (is a paystate process running on it?)", dir.display()))?;
+    let partitions = store.log.partitions();
+    let received_ms = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?;
+    let mut bytes = 0usize;
+    for chunk in deliveries.chunks(8192) {
+        let mut records = Vec::with_capacity(chunk.len());
+        for d in chunk {
+            let event = paystate_stripe::parse_event(&d.body).with_context(|| format!("event {}", d.event_id))?;
+            let signature = secret.header(unix_now(), &d.body);
+            bytes += d.body.len();
+            records.push(paystate_ingress::log_record(&event, d.body.clone(), signature, received_ms, partitions));
+        }
+        store.log.append_bulk(&records)?;
+    }
+    println!(
+        "wrote {} records ({:.1} MB of bodies) to {} in {:.1}s",
+        deliveries.len(),
+        bytes as f64 / 1e6,
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

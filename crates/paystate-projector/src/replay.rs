@@ -1,0 +1,230 @@
+//! Replay: rebuild a projection from the log, from its first record, into a fresh store.
+//!
+//! Every payment lives in exactly one partition, so partitions fold independently: workers take whole
+//! partitions, fold each in memory (no store access per event), then write its payments in large
+//! transactions. Memory is bounded by the partitions folded at once, not by the log. The fold is the live
+//! projector's ([`classify`] then `Payment::apply`), so the same log gives the same states; the digest
+//! shows it.
+//!
+//! With `until`, only events whose Stripe `created` is at or before it are folded: the projection as it
+//! was at that moment of Stripe time, whatever the arrival order. Records that cannot be used are dead
+//! letters whatever `until` is (their time is unknown).
+//!
+//! Replay writes payment states, positions, dead letters and totals; it publishes nothing and writes no
+//! projection streams (the actions were delivered when the log was projected live).
+
+use crate::{classify, LogSource, ProjectorError};
+use paystate_core::{Effect, Lifecycle, Payment};
+use paystate_store::{digest_of, DeadLetter, Projection, RecordRef, StateHash};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Records between two updates of the progress counter.
+const PROGRESS_EVERY: u64 = 1024;
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    /// Log records read.
+    pub read: u64,
+    /// Events applied.
+    pub applied: u64,
+    /// Duplicate deliveries (and twins) recognized.
+    pub duplicates: u64,
+    /// Records about no payment (kept in the log, not folded).
+    pub not_relevant: u64,
+    /// Records that could not be used.
+    pub dead_lettered: u64,
+    /// Events created after `until`, not folded.
+    pub after_until: u64,
+    /// Payments in the rebuilt projection.
+    pub payments: u64,
+    /// Payments by lifecycle.
+    pub lifecycles: BTreeMap<Lifecycle, u64>,
+    /// Each payment's key and state hash, for the digest (in key order once the replay is done).
+    #[serde(skip)]
+    pub hashes: Vec<StateHash>,
+}
+
+impl ReplaySummary {
+    /// Adds `o`'s counts to these.
+    pub fn merge(&mut self, o: &ReplaySummary) {
+        self.read += o.read;
+        self.applied += o.applied;
+        self.duplicates += o.duplicates;
+        self.not_relevant += o.not_relevant;
+        self.dead_lettered += o.dead_lettered;
+        self.after_until += o.after_until;
+        self.payments += o.payments;
+        for (l, n) in &o.lifecycles {
+            *self.lifecycles.entry(*l).or_default() += n;
+        }
+        self.hashes.extend(o.hashes.iter().cloned());
+    }
+
+    /// The rebuilt projection's digest (the same as `paystate digest` of the output).
+    pub fn digest(&mut self) -> String {
+        self.hashes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        digest_of(&self.hashes)
+    }
+}
+
+/// One partition being replayed: its records are added in offset order, then it is written out.
+#[derive(Debug)]
+pub struct PartitionFold {
+    partition: u32,
+    until: Option<i64>,
+    payments: HashMap<String, Payment>,
+    dead: Vec<DeadLetter>,
+    summary: ReplaySummary,
+    next: Option<u64>,
+}
+
+impl PartitionFold {
+    /// An empty fold of `partition`, folding only events created at or before `until` when given.
+    pub fn new(partition: u32, until: Option<i64>) -> Self {
+        PartitionFold {
+            partition,
+            until,
+            payments: HashMap::new(),
+            dead: Vec::new(),
+            summary: ReplaySummary::default(),
+            next: None,
+        }
+    }
+
+    /// Folds the record at `offset`.
+    pub fn add(&mut self, offset: u64, rec: RecordRef<'_>) {
+        self.summary.read += 1;
+        self.next = Some(offset + 1);
+        let dead = |reason: String| DeadLetter {
+            partition: self.partition,
+            offset,
+            event_id: rec.event_id.to_owned(),
+            event_type: rec.event_type.to_owned(),
+            reason,
+        };
+        let event = match classify(rec.body) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => {
+                self.summary.not_relevant += 1;
+                return;
+            }
+            Err(reason) => {
+                self.dead.push(dead(reason));
+                return;
+            }
+        };
+        if self.until.is_some_and(|t| event.created > t) {
+            self.summary.after_until += 1;
+            return;
+        }
+        let payment = self.payments.entry(event.key.to_string()).or_insert_with(|| Payment::new(event.key.clone()));
+        match payment.apply(event) {
+            Ok(applied) if matches!(applied.effect, Effect::Duplicate { .. }) => self.summary.duplicates += 1,
+            Ok(_) => self.summary.applied += 1,
+            Err(e) => self.dead.push(dead(format!("misrouted: {e}"))),
+        }
+    }
+
+    /// Writes the partition's payments, dead letters, totals and position (the offset after the last record
+    /// added) to `out` (not flushed: see [`Projection::load`]).
+    pub fn write(self, out: &Projection) -> Result<ReplaySummary, ProjectorError> {
+        let PartitionFold { partition, payments, dead, mut summary, next, .. } = self;
+        summary.dead_lettered = dead.len() as u64;
+        summary.payments = payments.len() as u64;
+        // In key order: sled then appends to the right-most leaf instead of searching the tree each time.
+        let mut payments: Vec<(String, Payment)> = payments.into_iter().collect();
+        payments.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let payments: Vec<Payment> = payments.into_iter().map(|(_, p)| p).collect();
+        for p in &payments {
+            *summary.lifecycles.entry(p.state.lifecycle).or_default() += 1;
+        }
+        summary.hashes = out.load(partition, &payments, next, &dead, summary.applied, summary.duplicates)?;
+        Ok(summary)
+    }
+}
+
+/// Replays `log` from offset 0 up to each partition's end as it was when the replay started (later appends
+/// are not read: the result is the log at one moment), with `workers` partitions folded at once, into `out`,
+/// and flushes `out`. `progress` counts records read, for a progress display.
+pub fn replay_log<L: LogSource>(
+    log: &L,
+    out: &Projection,
+    until: Option<i64>,
+    workers: usize,
+    progress: &AtomicU64,
+) -> Result<ReplaySummary, ProjectorError> {
+    let ends: Vec<(u32, u64)> = (0..log.partitions()).map(|p| (p, log.end(p))).collect();
+    let summary = replay_partitions(log, &ends, out, until, workers, progress)?;
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Replays the given `(partition, end)` pairs of `log` from offset 0 to `end` into `out`, `workers` at a
+/// time (not flushed). A caller may split a log's partitions into rounds, reopening the log between them.
+pub fn replay_partitions<L: LogSource>(
+    log: &L,
+    ends: &[(u32, u64)],
+    out: &Projection,
+    until: Option<i64>,
+    workers: usize,
+    progress: &AtomicU64,
+) -> Result<ReplaySummary, ProjectorError> {
+    let next_partition = AtomicUsize::new(0);
+    let total = Mutex::new(ReplaySummary::default());
+    let failure: Mutex<Option<ProjectorError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, ends.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next_partition.fetch_add(1, Ordering::Relaxed);
+                let Some(&(partition, end)) = ends.get(i) else { return };
+                let failed = || failure.lock().map(|f| f.is_some()).unwrap_or(true);
+                if failed() {
+                    return;
+                }
+                let result = replay_partition(log, partition, end, until, progress).and_then(|fold| fold.write(out));
+                match result {
+                    Ok(s) => {
+                        if let Ok(mut t) = total.lock() {
+                            t.merge(&s);
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    Ok(total.into_inner().unwrap_or_default())
+}
+
+fn replay_partition<L: LogSource>(
+    log: &L,
+    partition: u32,
+    end: u64,
+    until: Option<i64>,
+    progress: &AtomicU64,
+) -> Result<PartitionFold, ProjectorError> {
+    let mut fold = PartitionFold::new(partition, until);
+    let mut unreported = 0;
+    log.scan(partition, 0, end, &mut |offset, rec| {
+        fold.add(offset, rec);
+        unreported += 1;
+        if unreported == PROGRESS_EVERY {
+            progress.fetch_add(unreported, Ordering::Relaxed);
+            unreported = 0;
+        }
+    })?;
+    progress.fetch_add(unreported, Ordering::Relaxed);
+    Ok(fold)
+}

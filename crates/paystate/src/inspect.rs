@@ -6,8 +6,8 @@ use paystate_projector::Projector;
 use paystate_store::{Projection, Store};
 use paystate_stripe::scenario::Truth;
 use serde_json::{json, Value};
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::io::BufRead;
+use std::path::Path;
 
 /// Opens an existing data directory (refusing to create one by mistake).
 pub fn open(dir: &Path) -> Result<Store> {
@@ -33,33 +33,6 @@ pub fn open_projection(dir: &Path) -> Result<Projection> {
     }
     Store::open_projection(dir)
         .with_context(|| format!("opening {} (is a paystate process running on it?)", dir.display()))
-}
-
-/// `paystate export`: the projection as JSON lines, one payment per line.
-pub fn export(data_dir: &Path, out: Option<&PathBuf>) -> Result<()> {
-    let projection = open_projection(data_dir)?;
-    let mut w: Box<dyn Write> = match out {
-        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut w = std::io::BufWriter::new(&mut w);
-    let mut after: Option<String> = None;
-    let mut n = 0usize;
-    loop {
-        let page = projection.payments(after.as_deref(), 1000, |_| true)?;
-        for p in &page {
-            serde_json::to_writer(&mut w, &p.state.summary())?;
-            w.write_all(b"\n")?;
-        }
-        n += page.len();
-        match page.last() {
-            Some(p) if page.len() == 1000 => after = Some(p.state.key.to_string()),
-            _ => break,
-        }
-    }
-    w.flush()?;
-    eprintln!("exported {n} payments");
-    Ok(())
 }
 
 /// `paystate show`: one payment and its history, for a person (or as the JSON line `export` writes), now

@@ -7,6 +7,7 @@
 //!
 //! Argument parsing, clocks, files, signals and logging set-up live here; the logic is in the library crates.
 
+mod export;
 mod inspect;
 mod replay;
 mod serve;
@@ -59,14 +60,20 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
-    /// Write the current projection as JSON lines, one payment per line.
+    /// Write the projection's payments, or their transitions, as JSON lines, CSV or Parquet.
     Export {
         /// Data directory.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Output file (default: stdout).
+        /// Output file (default: stdout; Parquet needs a file).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// File format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: export::Format,
+        /// `payments`: one row per payment; `transitions`: one row per applied event.
+        #[arg(long, value_enum, default_value = "payments")]
+        what: export::What,
     },
     /// Rebuild a projection from the log (a data directory, a running serve's admin API, or Kafka) into a
     /// new data directory, optionally as of a Stripe event time; prints a summary and the digest.
@@ -162,7 +169,12 @@ fn main() -> Result<()> {
                 std::process::exit(1)
             }
         }
-        Command::Export { data_dir, out } => inspect::export(&data_dir, out.as_ref()),
+        Command::Export { data_dir, out, format, what } => {
+            let projection = inspect::open_projection(&data_dir)?;
+            let rows = export::export(&projection, what, format, out.as_deref())?;
+            eprintln!("exported {rows} rows");
+            Ok(())
+        }
         Command::Digest { data_dir } => inspect::digest(&data_dir),
         Command::Diff { a, b } => {
             if inspect::diff(&a, &b)? {

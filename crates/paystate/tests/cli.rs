@@ -1,17 +1,8 @@
 //! The `paystate` binary as a user runs it.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn paystate(args: &[&str]) -> (String, String, bool) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(env!("CARGO_BIN_EXE_paystate")).args(args).current_dir(root).output().expect("runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.success(),
-    )
-}
+use common::{build_store, golden_bodies, paystate};
 
 fn payment_lines(stdout: &str) -> Vec<&str> {
     stdout.lines().filter(|l| l.starts_with("{\"payment\"")).collect()
@@ -64,48 +55,6 @@ fn bad_input_is_a_clear_error() {
     let (_, err, ok) = paystate(&["sign", "--secret", "", "tests/golden/README.md"]);
     assert!(!ok);
     assert!(err.contains("webhook secret is empty"), "{err}");
-}
-
-/// Writes `bodies` into a new embedded log in `dir` and projects it with `batch_max` records per batch.
-fn build_store(dir: &std::path::Path, bodies: &[Vec<u8>], batch_max: usize) {
-    let store = paystate_store::Store::open(dir, 4).expect("store");
-    let appender = store.log.start_appender();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    for body in bodies {
-        let parsed = paystate_stripe::parse_event(body).expect("parse");
-        let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
-        let record = paystate_store::LogRecord {
-            received_at_ms: 0,
-            event_id: parsed.id().to_owned(),
-            event_type: parsed.event_type().to_owned(),
-            payment_key: key.clone(),
-            signature: String::new(),
-            body: body.clone(),
-        };
-        rt.block_on(appender.append(paystate_core::partition_of(key.as_bytes(), 4), &record)).expect("append");
-    }
-    appender.close();
-    paystate_projector::Projector::new(store.log.clone(), store.projection.clone(), batch_max)
-        .catch_up()
-        .expect("project");
-}
-
-fn golden_bodies() -> Vec<Vec<u8>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
-    let mut files: Vec<_> = std::fs::read_dir(&root)
-        .expect("golden dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    let mut bodies = Vec::new();
-    for f in files {
-        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).expect("read")).expect("json");
-        for ev in doc["events"].as_array().expect("events") {
-            bodies.push(serde_json::to_vec(ev).expect("body"));
-        }
-    }
-    bodies
 }
 
 #[test]

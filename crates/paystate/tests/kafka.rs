@@ -272,7 +272,8 @@ fn http_get(url: &str) -> (u16, String) {
 }
 
 /// `serve --log kafka`: ingress and projector in one process around the broker; the admin API and
-/// `verify --admin` work as in embedded mode; SIGTERM publishes the outbox and exits 0.
+/// `verify --admin` work as in embedded mode; a replay of the raw topic has the live digest; SIGTERM
+/// publishes the outbox and exits 0.
 #[test]
 fn serve_with_the_kafka_log() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -317,6 +318,19 @@ fn serve_with_the_kafka_log() {
     assert!(text.trim_end().ends_with("150 passed, 0 failed"), "{text}");
     let s = status(&serve.admin());
     assert_eq!(s["partitions"].as_array().map(Vec::len), Some(3), "{s}");
+    let (code, body) = http_get(&format!("{}/v1/status?digest=true", serve.admin()));
+    assert_eq!(code, 200, "{body}");
+    let live_digest =
+        serde_json::from_str::<Value>(&body).expect("status")["digest"].as_str().expect("digest").to_owned();
+    // The live projection's log is the raw topic: a replay of the topic gives the same digest.
+    let replayed = Command::new(BIN)
+        .args(["replay", "--kafka-brokers", &brokers, "--topic", "stripe.events", "--out"])
+        .arg(dir.path().join("replayed"))
+        .output()
+        .expect("replay");
+    let text = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success(), "{text}{}", String::from_utf8_lossy(&replayed.stderr));
+    assert_eq!(text.lines().last(), Some(format!("digest {live_digest} payments 150").as_str()), "{text}");
     assert!(serve.terminate().success(), "serve exits 0 on SIGTERM");
 
     // After the graceful stop the outbox is out: the topics hold every payment's final state.

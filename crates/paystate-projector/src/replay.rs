@@ -143,6 +143,8 @@ impl PartitionFold {
             *summary.lifecycles.entry(p.state.lifecycle).or_default() += 1;
         }
         summary.hashes = out.load(partition, &payments, next, &dead, summary.applied, summary.duplicates)?;
+        // sled keeps written pages in memory until they are flushed: one flush per partition bounds that.
+        out.flush()?;
         Ok(summary)
     }
 }

@@ -19,6 +19,9 @@ pub use record::{LogRecord, RecordRef};
 
 use std::path::Path;
 
+/// sled's default cache size (1 GiB), kept for the live store.
+const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
 /// Default number of log partitions.
 pub const DEFAULT_PARTITIONS: u32 = 8;
 
@@ -105,8 +108,14 @@ impl Store {
     /// Opens (or creates) only the projection of a data directory: the projector of the Kafka log keeps
     /// its states, positions and outbox here while the log lives in Kafka.
     pub fn open_projection(dir: &Path) -> Result<Projection, StoreError> {
+        Self::open_projection_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open_projection`] with sled's cache limited to `cache_bytes` (replay writes a projection
+    /// once and never reads it back, so a small cache costs nothing).
+    pub fn open_projection_with_cache(dir: &Path, cache_bytes: u64) -> Result<Projection, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Encode(format!("creating {}: {e}", dir.display())))?;
-        Projection::open(&config(&dir.join("projection")).open()?)
+        Projection::open(&config(&dir.join("projection")).cache_capacity(cache_bytes).open()?)
     }
 
     /// Opens only the embedded log of an existing data directory, to read it (replay). sled keeps a cache of

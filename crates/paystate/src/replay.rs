@@ -83,7 +83,8 @@ impl Source {
 pub fn run(args: &ReplayArgs) -> Result<()> {
     let source = Source::open(args)?;
     prepare_out(&args.out)?;
-    let out = Store::open_projection(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let out = Store::open_projection_with_cache(&args.out, 64 << 20)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let progress = AtomicU64::new(0);
     let started = Instant::now();

@@ -137,13 +137,11 @@ fn with_progress<T>(total: Option<u64>, progress: &AtomicU64, work: impl FnOnce(
     use indicatif::{ProgressBar, ProgressStyle};
     let bar = match total {
         Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {human_pos}/{human_len} events {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {human_pos}/{human_len} events, eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{elapsed_precise} {spinner} {human_pos} events {per_sec}")
+            ProgressStyle::with_template("{elapsed_precise} {spinner} {human_pos} events")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         ),
     };

@@ -22,16 +22,8 @@ pub fn build_store(dir: &std::path::Path, bodies: &[Vec<u8>], batch_max: usize) 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     for body in bodies {
         let parsed = paystate_stripe::parse_event(body).expect("parse");
-        let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
-        let record = paystate_store::LogRecord {
-            received_at_ms: 0,
-            event_id: parsed.id().to_owned(),
-            event_type: parsed.event_type().to_owned(),
-            payment_key: key.clone(),
-            signature: String::new(),
-            body: body.clone(),
-        };
-        rt.block_on(appender.append(paystate_core::partition_of(key.as_bytes(), 4), &record)).expect("append");
+        let (partition, record) = paystate_ingress::log_record(&parsed, body.clone(), String::new(), 0, 4);
+        rt.block_on(appender.append(partition, &record)).expect("append");
     }
     appender.close();
     paystate_projector::Projector::new(store.log.clone(), store.projection.clone(), batch_max)

@@ -134,8 +134,11 @@ impl KafkaConfig {
 
 /// Number of partitions of `topic`, from the cluster's metadata.
 pub fn topic_partitions(cfg: &KafkaConfig, topic: &str, timeout: Duration) -> Result<u32, KafkaLogError> {
-    let consumer: BaseConsumer = cfg.client(&[]).create()?;
-    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    partitions_of(&cfg.client(&[]).create()?, topic, timeout)
+}
+
+fn partitions_of(client: &BaseConsumer, topic: &str, timeout: Duration) -> Result<u32, KafkaLogError> {
+    let md = client.fetch_metadata(Some(topic), timeout)?;
     let t = md
         .topics()
         .iter()
@@ -172,10 +175,11 @@ pub async fn ensure_topics(cfg: &KafkaConfig, partitions: u32, replication: i32)
     }
     let cfg2 = cfg.clone();
     tokio::task::spawn_blocking(move || -> Result<u32, KafkaLogError> {
+        let client: BaseConsumer = cfg2.client(&[]).create()?;
         // Metadata may lag topic creation by a moment.
         let mut last = None;
         for _ in 0..50 {
-            match check_partitions(&cfg2) {
+            match check_partitions(&cfg2, &client) {
                 Ok(n) => return Ok(n),
                 Err(e) => last = Some(e),
             }
@@ -187,10 +191,10 @@ pub async fn ensure_topics(cfg: &KafkaConfig, partitions: u32, replication: i32)
     .map_err(|e| KafkaLogError::Timeout(format!("metadata task: {e}")))?
 }
 
-fn check_partitions(cfg: &KafkaConfig) -> Result<u32, KafkaLogError> {
-    let raw = topic_partitions(cfg, &cfg.raw_topic, Duration::from_secs(5))?;
+fn check_partitions(cfg: &KafkaConfig, client: &BaseConsumer) -> Result<u32, KafkaLogError> {
+    let raw = partitions_of(client, &cfg.raw_topic, Duration::from_secs(5))?;
     for t in [&cfg.payments_topic, &cfg.actions_topic] {
-        let n = topic_partitions(cfg, t, Duration::from_secs(5))?;
+        let n = partitions_of(client, t, Duration::from_secs(5))?;
         if n != raw {
             return Err(KafkaLogError::Topic {
                 topic: t.clone(),

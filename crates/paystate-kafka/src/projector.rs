@@ -54,6 +54,9 @@ pub struct ProjectorOptions {
     pub gather: Duration,
     /// Session timeout: how soon the group notices a dead member.
     pub session_timeout: Duration,
+    /// The raw topic's partition count when the caller knows it (from [`crate::ensure_topics`]); `None`:
+    /// asked from the cluster.
+    pub partitions: Option<u32>,
 }
 
 impl Default for ProjectorOptions {
@@ -63,6 +66,7 @@ impl Default for ProjectorOptions {
             batch_max: 512,
             gather: Duration::from_millis(5),
             session_timeout: Duration::from_secs(10),
+            partitions: None,
         }
     }
 }
@@ -523,8 +527,8 @@ pub struct KafkaProjector {
     committed: watch::Sender<u64>,
     last_publish: Mutex<Instant>,
     /// A client of its own for the rare watermark query (a gap check): on the consumer's connection it
-    /// would queue behind long fetches.
-    watermarks: BaseConsumer,
+    /// would queue behind long fetches. Created at the first gap.
+    watermarks: Mutex<Option<BaseConsumer>>,
 }
 
 impl std::fmt::Debug for KafkaProjector {
@@ -534,6 +538,16 @@ impl std::fmt::Debug for KafkaProjector {
 }
 
 impl KafkaProjector {
+    /// The first retained offset of a raw-topic partition, asked on the watermarks client.
+    fn low_watermark(&self, topic: &str, partition: i32) -> Result<i64, KafkaLogError> {
+        let mut client = lock(&self.watermarks);
+        if client.is_none() {
+            *client = Some(self.shared.cfg.client(&[("group.id", "paystate-watermarks")]).create()?);
+        }
+        let Some(client) = client.as_ref() else { return Err(KafkaLogError::Timeout("watermarks client".into())) };
+        Ok(client.fetch_watermarks(topic, partition, Duration::from_secs(5))?.0)
+    }
+
     /// A group member folding `cfg.raw_topic` into `projection`. `runtime` runs the producer's delivery
     /// futures; the projector itself is blocking (call [`KafkaProjector::run`] on its own thread).
     pub fn new(
@@ -542,7 +556,10 @@ impl KafkaProjector {
         options: ProjectorOptions,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, KafkaLogError> {
-        let partitions = crate::topic_partitions(cfg, &cfg.raw_topic, Duration::from_secs(10))?;
+        let partitions = match options.partitions {
+            Some(n) => n,
+            None => crate::topic_partitions(cfg, &cfg.raw_topic, Duration::from_secs(10))?,
+        };
         let producer: FutureProducer = cfg
             .client(&[
                 ("enable.idempotence", "true"),
@@ -586,7 +603,6 @@ impl KafkaProjector {
             })?;
         consumer.subscribe(&[&cfg.raw_topic])?;
         let (committed, _) = watch::channel(0);
-        let watermarks: BaseConsumer = cfg.client(&[("group.id", "paystate-watermarks")]).create()?;
         Ok(KafkaProjector {
             shared,
             consumer,
@@ -594,7 +610,7 @@ impl KafkaProjector {
             ends,
             committed,
             last_publish: Mutex::new(Instant::now()),
-            watermarks,
+            watermarks: Mutex::new(None),
         })
     }
 
@@ -660,10 +676,7 @@ impl KafkaProjector {
                             // effect, or a real gap. Only retention can make one: go back unless the log
                             // no longer starts at or before `n`.
                             let topic = &self.shared.cfg.raw_topic;
-                            let low = self
-                                .watermarks
-                                .fetch_watermarks(topic, m.partition(), Duration::from_secs(5))
-                                .map(|(low, _)| low)?;
+                            let low = self.low_watermark(topic, m.partition())?;
                             if u64::try_from(low).is_ok_and(|low| low > n) {
                                 tracing::error!(
                                     partition = p,

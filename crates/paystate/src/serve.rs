@@ -311,12 +311,13 @@ pub async fn run_ingress(args: IngressArgs) -> Result<()> {
 
 /// `paystate project`: a consumer-group member folding its partitions into its sled projection.
 pub async fn run_project(args: ProjectArgs) -> Result<()> {
-    let (cfg, _) = args.kafka.connect().await?;
+    let (cfg, partitions) = args.kafka.connect().await?;
     let projection = open_projection(&args.data_dir)?;
     let options = ProjectorOptions {
         group: args.group.clone(),
         batch_max: args.batch_max,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
+        partitions: Some(partitions),
         ..ProjectorOptions::default()
     };
     let admin_listener = bind(args.admin_listen).await?;
@@ -390,8 +391,12 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
     announce("serve", Some(public.local_addr()?), admin_listener.local_addr()?)?;
     let stop = stop_channel();
     let (ingress_done_tx, ingress_done_rx) = watch::channel(false);
-    let options =
-        ProjectorOptions { group: args.group.clone(), batch_max: args.batch_max, ..ProjectorOptions::default() };
+    let options = ProjectorOptions {
+        group: args.group.clone(),
+        batch_max: args.batch_max,
+        partitions: Some(partitions),
+        ..ProjectorOptions::default()
+    };
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;
     let admin = Admin { projection, log: projector.ends(), publishes: true, committed: projector.subscribe(), metrics };
     let admin_server =

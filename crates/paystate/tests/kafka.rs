@@ -52,6 +52,23 @@ impl Proc {
     }
 }
 
+/// The arguments of a process that takes webhooks into Kafka (`ingress`, `serve --log kafka`), on
+/// loopback ports the system picks.
+fn webhook_args<'a>(brokers: &'a str, partitions: &'a str) -> [&'a str; 10] {
+    [
+        "--kafka-brokers",
+        brokers,
+        "--kafka-partitions",
+        partitions,
+        "--webhook-secret",
+        SECRET,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -160,22 +177,8 @@ fn check(brokers: &str, dir: &Path, acked: bool) -> (bool, Value) {
 fn scale_out_on_tansu_with_a_sigkilled_projector_and_a_fresh_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, brokers) = start_tansu(dir.path());
-    let ingress = start(
-        &[
-            "ingress",
-            "--kafka-brokers",
-            &brokers,
-            "--kafka-partitions",
-            "4",
-            "--webhook-secret",
-            SECRET,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        Some(&dir.path().join("ingress.log")),
-    );
+    let ingress =
+        start(&[&["ingress"][..], &webhook_args(&brokers, "4")].concat(), Some(&dir.path().join("ingress.log")));
     let url = ingress.webhook_url();
     let a = projector(&brokers, &dir.path().join("a"), &dir.path().join("a.log"));
     let b = projector(&brokers, &dir.path().join("b"), &dir.path().join("b.log"));
@@ -279,26 +282,8 @@ fn serve_with_the_kafka_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, brokers) = start_tansu(dir.path());
     let data = dir.path().join("data");
-    let serve = start(
-        &[
-            "serve",
-            "--log",
-            "kafka",
-            "--kafka-brokers",
-            &brokers,
-            "--kafka-partitions",
-            "3",
-            "--data-dir",
-            data.to_str().expect("utf8"),
-            "--webhook-secret",
-            SECRET,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        Some(&dir.path().join("serve.log")),
-    );
+    let serve_args = ["serve", "--log", "kafka", "--data-dir", data.to_str().expect("utf8")];
+    let serve = start(&[&serve_args[..], &webhook_args(&brokers, "3")].concat(), Some(&dir.path().join("serve.log")));
     let url = serve.webhook_url();
     let sim = Command::new(BIN)
         .args(["simulate", "--url", &url, "--secret", SECRET, "--payments", "150", "--seed", "3"])

@@ -1,8 +1,9 @@
 //! Replay: rebuild a projection from the log, from its first record, into a fresh store.
 //!
 //! Every payment lives in exactly one partition, so partitions fold independently: workers take whole
-//! partitions, fold each in memory (no store access per event), then write its payments in large
-//! transactions. Memory is bounded by the partitions folded at once, not by the log. The fold is the live
+//! partitions, fold each in memory (no store access per event), then write its payments in sled batches.
+//! Memory holds the payments (with their histories) of the partitions being folded, not the log's records:
+//! fewer workers, less memory. The fold is the live
 //! projector's ([`classify`] then `Payment::apply`), so the same log gives the same states; the digest
 //! shows it.
 //!

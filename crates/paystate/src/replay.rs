@@ -103,6 +103,23 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     };
     let digest = summary.digest();
     let elapsed = started.elapsed();
+    // Written last: a directory without it is an interrupted replay (delete it and run again).
+    let source = match (&args.source, &args.kafka_brokers) {
+        (Some(s), _) => s.clone(),
+        (None, Some(b)) => format!("kafka://{b}/{}", args.topic),
+        (None, None) => String::new(),
+    };
+    let record = serde_json::json!({
+        "source": source,
+        "until": args.until,
+        "workers": workers,
+        "summary": summary,
+        "digest": digest,
+        "elapsed_secs": elapsed.as_secs_f64(),
+    });
+    let marker = args.out.join("REPLAY.json");
+    std::fs::write(&marker, serde_json::to_vec_pretty(&record)?)
+        .with_context(|| format!("writing {}", marker.display()))?;
     print_summary(&summary, elapsed);
     println!("digest {digest} payments {}", summary.payments);
     Ok(())

@@ -152,6 +152,15 @@ fn csv_and_parquet_exports_are_read_back_by_duckdb() {
     assert!(ok, "{out}{err}");
     let (out, err, ok) = paystate(&["replay", "--source", s(&log), "--out", s(&data)]);
     assert!(ok, "{out}{err}");
+    // The completion record, written last, has the printed digest and the counts.
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(data.join("REPLAY.json")).expect("REPLAY.json")).expect("json");
+    assert_eq!(
+        out.lines().last(),
+        Some(format!("digest {} payments 400", record["digest"].as_str().expect("digest")).as_str())
+    );
+    assert_eq!(record["summary"]["payments"], json!(400));
+    assert_eq!(record["source"], json!(s(&log)));
 
     // The truth, from the JSON lines export.
     let rows = exported(&data);

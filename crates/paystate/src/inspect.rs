@@ -220,34 +220,19 @@ pub fn digest(data_dir: &Path) -> Result<()> {
 
 /// `paystate diff A B`: the payments that differ between two projections, field by field. Returns whether
 /// they are equal.
-pub fn diff(a_dir: &Path, b_dir: &Path) -> Result<bool> {
-    let (a, b) = (open_projection(a_dir)?, open_projection(b_dir)?);
-    let all = |p: &Projection| -> Result<std::collections::BTreeMap<String, Value>> {
-        let mut out = std::collections::BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = p.payments(after.as_deref(), 1000, |_| true)?;
-            for pay in &page {
-                out.insert(pay.state.key.to_string(), json!(pay.state.summary()));
-            }
-            match page.last() {
-                Some(last) if page.len() == 1000 => after = Some(last.state.key.to_string()),
-                _ => return Ok(out),
-            }
-        }
-    };
-    let (pa, pb) = (all(&a)?, all(&b)?);
+pub fn diff(a_src: &str, b_src: &str) -> Result<bool> {
+    let (pa, pb) = (summaries(a_src)?, summaries(b_src)?);
     let keys: std::collections::BTreeSet<&String> = pa.keys().chain(pb.keys()).collect();
     let mut differ = 0usize;
     for key in keys {
         match (pa.get(key), pb.get(key)) {
             (Some(_), None) => {
                 differ += 1;
-                println!("{key}: only in {}", a_dir.display());
+                println!("{key}: only in {a_src}");
             }
             (None, Some(_)) => {
                 differ += 1;
-                println!("{key}: only in {}", b_dir.display());
+                println!("{key}: only in {b_src}");
             }
             (Some(x), Some(y)) if x != y => {
                 differ += 1;
@@ -268,4 +253,49 @@ pub fn diff(a_dir: &Path, b_dir: &Path) -> Result<bool> {
     }
     println!("{differ} payments differ ({} and {} payments)", pa.len(), pb.len());
     Ok(differ == 0)
+}
+
+/// Every payment's summary by key, from a data directory or from the admin API of a running process
+/// (`http://…`: paged through `GET /v1/payments`).
+fn summaries(source: &str) -> Result<std::collections::BTreeMap<String, Value>> {
+    let mut out = std::collections::BTreeMap::new();
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let base = source.trim_end_matches('/');
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let client = reqwest::Client::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut req = client.get(format!("{base}/v1/payments")).query(&[("limit", "1000")]);
+            if let Some(a) = &after {
+                req = req.query(&[("after", a)]);
+            }
+            let page: Value = runtime
+                .block_on(async { req.send().await?.error_for_status()?.json().await })
+                .with_context(|| format!("reading {base}/v1/payments"))?;
+            for p in page["payments"].as_array().context("no payments in the answer")? {
+                let id = p["id"].as_str().context("payment without id")?;
+                let key = match p["account"].as_str() {
+                    Some(a) => format!("{a}/{id}"),
+                    None => id.to_owned(),
+                };
+                out.insert(key, p.clone());
+            }
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => return Ok(out),
+            }
+        }
+    }
+    let projection = open_projection(Path::new(source))?;
+    let mut after: Option<String> = None;
+    loop {
+        let page = projection.payments(after.as_deref(), 1000, |_| true)?;
+        for pay in &page {
+            out.insert(pay.state.key.to_string(), json!(pay.state.summary()));
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some(last.state.key.to_string()),
+            _ => return Ok(out),
+        }
+    }
 }

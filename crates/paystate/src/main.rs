@@ -84,12 +84,14 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Compare two projections and list the payments that differ, field by field (exit 1 if any).
+    /// Compare two projections and list the payments that differ, field by field (exit 1 if any). Each is
+    /// a data directory or the admin URL of a running process (http://…), to check a live projection
+    /// against a rebuild.
     Diff {
-        /// First data directory.
-        a: PathBuf,
-        /// Second data directory.
-        b: PathBuf,
+        /// First projection.
+        a: String,
+        /// Second projection.
+        b: String,
     },
     /// Print one payment and its history.
     Show {

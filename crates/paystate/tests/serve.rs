@@ -133,6 +133,12 @@ fn end_to_end_two_thousand_payments() {
     let live_digest = live["digest"].as_str().expect("digest").to_owned();
     let replayed = replay(&["--source", &server.admin], &dir.path().join("replay-admin"));
     assert_eq!(replayed, format!("digest {live_digest} payments 2000"));
+    // diff reads the live side through the admin API too.
+    let diff =
+        Command::new(BIN).arg("diff").arg(&server.admin).arg(dir.path().join("replay-admin")).output().expect("diff");
+    let text = String::from_utf8_lossy(&diff.stdout);
+    assert!(diff.status.success(), "{text}{}", String::from_utf8_lossy(&diff.stderr));
+    assert_eq!(text.trim_end(), "0 payments differ (2000 and 2000 payments)");
 
     // SIGTERM: graceful shutdown, exit 0.
     let pid = server.child.id().to_string();

@@ -21,8 +21,9 @@ pub struct ReplayArgs {
     /// serve` that holds it (e.g. http://127.0.0.1:9090), which is how to replay while it runs.
     #[arg(long, required_unless_present = "kafka_brokers", conflicts_with = "kafka_brokers")]
     pub source: Option<String>,
-    /// Replay the Kafka raw topic instead (bootstrap servers).
-    #[arg(long, env = "PAYSTATE_KAFKA_BROKERS")]
+    /// Replay the Kafka raw topic instead (bootstrap servers). Not read from PAYSTATE_KAFKA_BROKERS: the
+    /// source of a replay is always said on its command line.
+    #[arg(long)]
     pub kafka_brokers: Option<String>,
     /// The raw topic (with --kafka-brokers).
     #[arg(long, default_value = "stripe.events")]

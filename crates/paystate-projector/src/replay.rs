@@ -190,7 +190,18 @@ pub fn replay_partitions<L: LogSource>(
                 if failed() {
                     return;
                 }
-                let result = replay_partition(log, partition, end, until, progress).and_then(|fold| fold.write(out));
+                let t0 = std::time::Instant::now();
+                let result = replay_partition(log, partition, end, until, progress).and_then(|fold| {
+                    let t1 = std::time::Instant::now();
+                    let r = fold.write(out);
+                    tracing::debug!(
+                        partition,
+                        fold_ms = (t1 - t0).as_millis() as u64,
+                        write_ms = t1.elapsed().as_millis() as u64,
+                        "partition replayed"
+                    );
+                    r
+                });
                 match result {
                     Ok(s) => {
                         if let Ok(mut t) = total.lock() {

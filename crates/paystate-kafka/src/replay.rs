@@ -2,7 +2,7 @@
 
 use crate::projector::{read_partitions, reader};
 use crate::{record_of, topic_partitions, KafkaConfig, KafkaLogError};
-use paystate_projector::replay::{PartitionFold, ReplaySummary};
+use paystate_projector::replay::{PartitionFold, ReplayOptions, ReplaySummary};
 use paystate_store::Projection;
 use rdkafka::message::Message;
 use std::collections::BTreeMap;
@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Folds every partition of `cfg.raw_topic` from its first retained offset to its end as of the start of
-/// the replay (later messages are not read) into `out`. All partitions are read at once by one client, so
-/// every partition's payments are held in memory until the end; the broker, not the fold, sets the pace.
+/// the replay (later messages are not read) into `out`. All partitions are read at once by one client and
+/// share `options.max_payments`; the broker, not the fold, sets the pace.
 /// `progress` counts messages read.
 ///
 /// Replay is only complete when the topic still holds every message: with a retention limit, the oldest
@@ -19,11 +19,17 @@ use std::time::Duration;
 pub fn replay_topic(
     cfg: &KafkaConfig,
     out: &Projection,
-    until: Option<i64>,
+    options: &ReplayOptions,
     progress: &AtomicU64,
 ) -> Result<ReplaySummary, KafkaLogError> {
     let partitions = topic_partitions(cfg, &cfg.raw_topic, Duration::from_secs(30))?;
-    let mut folds: BTreeMap<u32, PartitionFold> = (0..partitions).map(|p| (p, PartitionFold::new(p, until))).collect();
+    // Every partition is folded at once: they share the memory budget.
+    let per_partition = ReplayOptions {
+        max_payments: options.max_payments / usize::try_from(partitions).unwrap_or(1).max(1),
+        ..*options
+    };
+    let mut folds: BTreeMap<u32, PartitionFold<'_>> =
+        (0..partitions).map(|p| (p, PartitionFold::new(p, out, &per_partition))).collect();
     let from: Vec<(u32, u64)> = (0..partitions).map(|p| (p, 0)).collect();
     read_partitions(&reader(cfg)?, &cfg.raw_topic, &from, |p, m| {
         let offset = u64::try_from(m.offset()).map_err(|_| KafkaLogError::BadMessage {
@@ -40,7 +46,7 @@ pub fn replay_topic(
     })?;
     let mut summary = ReplaySummary::default();
     for fold in folds.into_values() {
-        summary.merge(&fold.write(out)?);
+        summary.merge(&fold.write()?);
     }
     out.flush()?;
     Ok(summary)

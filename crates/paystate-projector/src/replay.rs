@@ -16,7 +16,7 @@
 
 use crate::{classify, LogSource, ProjectorError};
 use paystate_core::{Effect, Lifecycle, Payment};
-use paystate_store::{digest_of, DeadLetter, Projection, RecordRef, StateHash};
+use paystate_store::{digest_of, DeadLetter, Projection, RecordRef, StateHash, StoreError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -72,32 +72,74 @@ impl ReplaySummary {
     }
 }
 
+/// How a replay runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// Fold only events created at or before this Stripe time.
+    pub until: Option<i64>,
+    /// Partitions folded at once.
+    pub workers: usize,
+    /// Most payments one partition fold keeps in memory. Beyond it, the least recently touched half is
+    /// written to the output and read back if a later event needs it: memory stays bounded whatever the
+    /// size of the log (a payment with its history is ~10 KB), at the price of reads when a payment's events
+    /// lie further apart in its partition than this many other payments.
+    pub max_payments: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions { until: None, workers: 2, max_payments: 50_000 }
+    }
+}
+
 /// One partition being replayed: its records are added in offset order, then it is written out.
 #[derive(Debug)]
-pub struct PartitionFold {
+pub struct PartitionFold<'a> {
     partition: u32,
+    out: &'a Projection,
     until: Option<i64>,
-    payments: HashMap<String, Payment>,
+    max_payments: usize,
+    /// In memory: last touch and payment.
+    payments: HashMap<String, (u64, Payment)>,
+    /// Written to `out` at least once, with the state hash and lifecycle of their latest write.
+    written: HashMap<String, ([u8; 32], Lifecycle)>,
+    touches: u64,
     dead: Vec<DeadLetter>,
     summary: ReplaySummary,
     next: Option<u64>,
+    failed: Option<ProjectorError>,
 }
 
-impl PartitionFold {
-    /// An empty fold of `partition`, folding only events created at or before `until` when given.
-    pub fn new(partition: u32, until: Option<i64>) -> Self {
+impl<'a> PartitionFold<'a> {
+    /// An empty fold of `partition` into `out`.
+    pub fn new(partition: u32, out: &'a Projection, options: &ReplayOptions) -> Self {
         PartitionFold {
             partition,
-            until,
+            out,
+            until: options.until,
+            max_payments: options.max_payments.max(2),
             payments: HashMap::new(),
+            written: HashMap::new(),
+            touches: 0,
             dead: Vec::new(),
             summary: ReplaySummary::default(),
             next: None,
+            failed: None,
         }
     }
 
-    /// Folds the record at `offset`.
+    /// Folds the record at `offset`. A store error (reading back or spilling a payment) stops the fold; it
+    /// is returned by [`PartitionFold::write`].
     pub fn add(&mut self, offset: u64, rec: RecordRef<'_>) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.try_add(offset, rec) {
+            self.failed = Some(e);
+        }
+    }
+
+    fn try_add(&mut self, offset: u64, rec: RecordRef<'_>) -> Result<(), ProjectorError> {
         self.summary.read += 1;
         self.next = Some(offset + 1);
         let dead = |reason: String| DeadLetter {
@@ -111,43 +153,85 @@ impl PartitionFold {
             Ok(Some(ev)) => ev,
             Ok(None) => {
                 self.summary.not_relevant += 1;
-                return;
+                return Ok(());
             }
             Err(reason) => {
                 self.dead.push(dead(reason));
-                return;
+                return Ok(());
             }
         };
         if self.until.is_some_and(|t| event.created > t) {
             self.summary.after_until += 1;
-            return;
+            return Ok(());
         }
-        let payment = self.payments.entry(event.key.to_string()).or_insert_with(|| Payment::new(event.key.clone()));
+        let key = event.key.to_string();
+        self.touches += 1;
+        if !self.payments.contains_key(&key) {
+            let payment = match self.written.contains_key(&key) {
+                true => self.out.payment(&key)?.unwrap_or_else(|| Payment::new(event.key.clone())),
+                false => Payment::new(event.key.clone()),
+            };
+            self.payments.insert(key.clone(), (0, payment));
+        }
+        let Some((touched, payment)) = self.payments.get_mut(&key) else { return Ok(()) };
+        *touched = self.touches;
         match payment.apply(event) {
             Ok(applied) if matches!(applied.effect, Effect::Duplicate { .. }) => self.summary.duplicates += 1,
             Ok(_) => self.summary.applied += 1,
             Err(e) => self.dead.push(dead(format!("misrouted: {e}"))),
         }
+        if self.payments.len() > self.max_payments {
+            self.spill()?;
+        }
+        Ok(())
     }
 
-    /// Writes the partition's payments, dead letters, totals and position (the offset after the last record
-    /// added) to `out` (not flushed: see [`Projection::load`]).
-    pub fn write(self, out: &Projection) -> Result<ReplaySummary, ProjectorError> {
-        let PartitionFold { partition, payments, dead, mut summary, next, .. } = self;
-        summary.dead_lettered = dead.len() as u64;
-        summary.payments = payments.len() as u64;
+    /// Writes the least recently touched half of the payments in memory to `out` and forgets them.
+    fn spill(&mut self) -> Result<(), ProjectorError> {
+        let mut by_touch: Vec<(u64, String)> = self.payments.iter().map(|(k, (t, _))| (*t, k.clone())).collect();
+        by_touch.sort_unstable();
+        let mut keys: Vec<String> = by_touch.into_iter().take(self.payments.len() / 2).map(|(_, k)| k).collect();
+        keys.sort_unstable();
+        let payments: Vec<Payment> = keys.iter().filter_map(|k| self.payments.remove(k)).map(|(_, p)| p).collect();
+        self.store(&payments, None, false)
+    }
+
+    /// Loads `payments` (in key order) into `out`, with the partition's position, dead letters and totals
+    /// when `last`, and remembers their hashes.
+    fn store(&mut self, payments: &[Payment], next: Option<u64>, last: bool) -> Result<(), ProjectorError> {
+        let (dead, applied, duplicates): (&[DeadLetter], u64, u64) = match last {
+            true => (&self.dead, self.summary.applied, self.summary.duplicates),
+            false => (&[], 0, 0),
+        };
+        let hashes = self.out.load(self.partition, payments, next, dead, applied, duplicates)?;
+        for ((key, hash), p) in hashes.into_iter().zip(payments) {
+            let key = String::from_utf8(key).map_err(|e| ProjectorError::Store(StoreError::Encode(e.to_string())))?;
+            self.written.insert(key, (hash, p.state.lifecycle));
+        }
+        Ok(())
+    }
+
+    /// Writes the partition's remaining payments, dead letters, totals and position (the offset after the
+    /// last record added) to `out` and flushes it; returns the partition's summary.
+    pub fn write(mut self) -> Result<ReplaySummary, ProjectorError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         // In key order: sled then appends to the right-most leaf instead of searching the tree each time.
         // (The keys are sorted, not the payments: a payment is a few hundred bytes to move.)
-        let mut payments = payments;
-        let mut keys: Vec<String> = payments.keys().cloned().collect();
+        let mut keys: Vec<String> = self.payments.keys().cloned().collect();
         keys.sort_unstable();
-        let payments: Vec<Payment> = keys.iter().filter_map(|k| payments.remove(k)).collect();
-        for p in &payments {
-            *summary.lifecycles.entry(p.state.lifecycle).or_default() += 1;
-        }
-        summary.hashes = out.load(partition, &payments, next, &dead, summary.applied, summary.duplicates)?;
+        let payments: Vec<Payment> = keys.iter().filter_map(|k| self.payments.remove(k)).map(|(_, p)| p).collect();
+        self.store(&payments, self.next, true)?;
         // sled keeps written pages in memory until they are flushed: one flush per partition bounds that.
-        out.flush()?;
+        self.out.flush()?;
+        let mut summary = self.summary;
+        summary.dead_lettered = self.dead.len() as u64;
+        summary.payments = self.written.len() as u64;
+        for (key, (hash, lifecycle)) in self.written {
+            *summary.lifecycles.entry(lifecycle).or_default() += 1;
+            summary.hashes.push((key.into_bytes(), hash));
+        }
         Ok(summary)
     }
 }
@@ -158,12 +242,11 @@ impl PartitionFold {
 pub fn replay_log<L: LogSource>(
     log: &L,
     out: &Projection,
-    until: Option<i64>,
-    workers: usize,
+    options: &ReplayOptions,
     progress: &AtomicU64,
 ) -> Result<ReplaySummary, ProjectorError> {
     let ends: Vec<(u32, u64)> = (0..log.partitions()).map(|p| (p, log.end(p))).collect();
-    let summary = replay_partitions(log, &ends, out, until, workers, progress)?;
+    let summary = replay_partitions(log, &ends, out, options, progress)?;
     out.flush()?;
     Ok(summary)
 }
@@ -174,15 +257,14 @@ pub fn replay_partitions<L: LogSource>(
     log: &L,
     ends: &[(u32, u64)],
     out: &Projection,
-    until: Option<i64>,
-    workers: usize,
+    options: &ReplayOptions,
     progress: &AtomicU64,
 ) -> Result<ReplaySummary, ProjectorError> {
     let next_partition = AtomicUsize::new(0);
     let total = Mutex::new(ReplaySummary::default());
     let failure: Mutex<Option<ProjectorError>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        for _ in 0..workers.clamp(1, ends.len().max(1)) {
+        for _ in 0..options.workers.clamp(1, ends.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next_partition.fetch_add(1, Ordering::Relaxed);
                 let Some(&(partition, end)) = ends.get(i) else { return };
@@ -191,9 +273,9 @@ pub fn replay_partitions<L: LogSource>(
                     return;
                 }
                 let t0 = std::time::Instant::now();
-                let result = replay_partition(log, partition, end, until, progress).and_then(|fold| {
+                let result = replay_partition(log, partition, end, out, options, progress).and_then(|fold| {
                     let t1 = std::time::Instant::now();
-                    let r = fold.write(out);
+                    let r = fold.write();
                     tracing::debug!(
                         partition,
                         fold_ms = (t1 - t0).as_millis() as u64,
@@ -224,14 +306,15 @@ pub fn replay_partitions<L: LogSource>(
     Ok(total.into_inner().unwrap_or_default())
 }
 
-fn replay_partition<L: LogSource>(
+fn replay_partition<'a, L: LogSource>(
     log: &L,
     partition: u32,
     end: u64,
-    until: Option<i64>,
+    out: &'a Projection,
+    options: &ReplayOptions,
     progress: &AtomicU64,
-) -> Result<PartitionFold, ProjectorError> {
-    let mut fold = PartitionFold::new(partition, until);
+) -> Result<PartitionFold<'a>, ProjectorError> {
+    let mut fold = PartitionFold::new(partition, out, options);
     let mut unreported = 0;
     log.scan(partition, 0, end, &mut |offset, rec| {
         fold.add(offset, rec);

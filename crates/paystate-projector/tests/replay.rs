@@ -1,9 +1,10 @@
-//! Replay is deterministic: for any arrival order, any duplication, any partition count of the log and any
-//! number of workers, the rebuilt projection has the digest of the payments folded in Stripe's order, and
+//! Replay is deterministic: for any arrival order, any duplication, any partition count of the log, any
+//! number of workers and any memory bound (payments spilled to the output and read back), the rebuilt
+//! projection has the digest of the payments folded in Stripe's order, and
 //! replay agrees with the live projector on the same log.
 
 use paystate_core::Payment;
-use paystate_projector::replay::replay_log;
+use paystate_projector::replay::{replay_log, ReplayOptions};
 use paystate_projector::{classify, Projector};
 use paystate_store::{digest_of, state_hash, LogRecord, Store};
 use paystate_stripe::scenario::{generate, Scenario};
@@ -62,8 +63,15 @@ fn write_log(dir: &std::path::Path, bodies: &[Vec<u8>], partitions: u32) -> Stor
 }
 
 /// One case: the events of 12 payments, shuffled, some twice, in a log of `partitions` partitions, replayed
-/// by `workers` workers.
-fn check(seed: u64, shuffle: u64, dup_every: usize, partitions: u32, workers: usize) -> Result<(), TestCaseError> {
+/// by `workers` workers keeping at most `max_payments` payments of a partition in memory.
+fn check(
+    seed: u64,
+    shuffle: u64,
+    dup_every: usize,
+    partitions: u32,
+    workers: usize,
+    max_payments: usize,
+) -> Result<(), TestCaseError> {
     let ordered = bodies(seed, 12);
     let want = expected_digest(&ordered);
     // Deliver in a shuffled order, with some events twice.
@@ -77,7 +85,8 @@ fn check(seed: u64, shuffle: u64, dup_every: usize, partitions: u32, workers: us
     let dir = tempfile::tempdir().expect("tempdir");
     let store = write_log(&dir.path().join("log"), &delivered, partitions);
     let out = Store::open_projection(&dir.path().join("out")).expect("out");
-    let mut summary = replay_log(&store.log, &out, None, workers, &AtomicU64::new(0)).expect("replay");
+    let options = ReplayOptions { until: None, workers, max_payments };
+    let mut summary = replay_log(&store.log, &out, &options, &AtomicU64::new(0)).expect("replay");
     prop_assert_eq!(summary.read, delivered.len() as u64);
     prop_assert_eq!(summary.payments, 12);
     let digest = summary.digest();
@@ -95,9 +104,17 @@ fn check(seed: u64, shuffle: u64, dup_every: usize, partitions: u32, workers: us
 #[test]
 fn replay_digest_depends_only_on_the_set_of_events() {
     let mut runner = TestRunner::new(Config { cases: 200, failure_persistence: None, ..Config::default() });
-    let strategy = (0u64..1_000_000, any::<u64>(), 2usize..9, prop::sample::select(vec![1u32, 3, 8]), 1usize..4);
-    let result = runner.run(&strategy, |(seed, shuffle, dup_every, partitions, workers)| {
-        check(seed, shuffle, dup_every, partitions, workers)
+    // max_payments from 2 (payments spilled and read back all the time) to more than there are.
+    let strategy = (
+        0u64..1_000_000,
+        any::<u64>(),
+        2usize..9,
+        prop::sample::select(vec![1u32, 3, 8]),
+        1usize..4,
+        prop::sample::select(vec![2usize, 3, 5, 100]),
+    );
+    let result = runner.run(&strategy, |(seed, shuffle, dup_every, partitions, workers, max_payments)| {
+        check(seed, shuffle, dup_every, partitions, workers, max_payments)
     });
     if let Err(e) = result {
         panic!("{e}");

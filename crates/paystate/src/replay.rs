@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use paystate_kafka::KafkaConfig;
-use paystate_projector::replay::{replay_log, ReplaySummary};
+use paystate_projector::replay::{replay_log, ReplayOptions, ReplaySummary};
 use paystate_projector::LogSource;
 use paystate_store::{EmbeddedLog, LogRecord, Store, StoreError};
 use std::path::{Path, PathBuf};
@@ -43,6 +43,11 @@ pub struct ReplayArgs {
     /// Partitions folded at once (default: the number of CPUs).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Most payments a partition fold keeps in memory (about 13 KB each with history); beyond it the least
+    /// recently touched half is written out and read back when needed. Bounds replay's memory whatever the
+    /// log's size. With --kafka-brokers, shared by all partitions.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_payments: usize,
 }
 
 /// Parses RFC 3339 (`2026-11-29T10:00:00Z`, any offset) or unix seconds.
@@ -87,18 +92,19 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let out = Store::open_projection_with_cache(&args.out, 64 << 20)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let options = ReplayOptions { until: args.until, workers, max_payments: args.max_payments };
     let progress = AtomicU64::new(0);
     let started = Instant::now();
     let mut summary = match &source {
         Source::Admin(log) => {
-            with_progress(Some(log.total()), &progress, || Ok(replay_log(log, &out, args.until, workers, &progress)?))?
+            with_progress(Some(log.total()), &progress, || Ok(replay_log(log, &out, &options, &progress)?))?
         }
         Source::Dir(log) => {
             let total = (0..log.partitions()).map(|p| log.end(p)).sum();
-            with_progress(Some(total), &progress, || Ok(replay_log(log, &out, args.until, workers, &progress)?))?
+            with_progress(Some(total), &progress, || Ok(replay_log(log, &out, &options, &progress)?))?
         }
         Source::Kafka(cfg) => with_progress(None, &progress, || {
-            paystate_kafka::replay_topic(cfg, &out, args.until, &progress)
+            paystate_kafka::replay_topic(cfg, &out, &options, &progress)
                 .with_context(|| format!("replaying {} on {}", cfg.raw_topic, cfg.brokers))
         })?,
     };
@@ -114,6 +120,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         "source": source,
         "until": args.until,
         "workers": workers,
+        "max_payments": args.max_payments,
         "summary": summary,
         "digest": digest,
         "elapsed_secs": elapsed.as_secs_f64(),

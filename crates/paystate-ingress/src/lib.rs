@@ -394,9 +394,9 @@ async fn read_log(State(a): State<Arc<Admin>>, Path(partition): Path<u32>, Query
     };
     let mut body = Vec::with_capacity(records.iter().map(|(_, r)| r.len() + 12).sum());
     for (offset, record) in &records {
-        body.extend_from_slice(&offset.to_be_bytes());
-        body.extend_from_slice(&u32::try_from(record.len()).unwrap_or(u32::MAX).to_be_bytes());
-        body.extend_from_slice(record);
+        if let Err(e) = paystate_store::put_frame(&mut body, *offset, record) {
+            return storage_error(e);
+        }
     }
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.paystate.log-records"));

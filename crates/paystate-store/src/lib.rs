@@ -15,7 +15,7 @@ pub mod record;
 pub use error::StoreError;
 pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogSink, LogView, Position};
 pub use projection::{digest_of, state_hash, Batch, DeadLetter, Projection, StateHash, Stream, Totals};
-pub use record::{LogRecord, RecordRef};
+pub use record::{decode_frames, put_frame, LogRecord, RecordRef};
 
 use std::path::Path;
 

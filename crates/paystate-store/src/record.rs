@@ -74,6 +74,34 @@ impl LogRecord {
     }
 }
 
+/// Appends one frame of the log-records wire format (the admin API's `GET /v1/log/{partition}`):
+/// `offset u64 | length u32 | record` (big-endian; `record` in its stored encoding, [`LogRecord::encode`]).
+pub fn put_frame(out: &mut Vec<u8>, offset: u64, record: &[u8]) -> Result<(), StoreError> {
+    let len = u32::try_from(record.len()).map_err(|_| StoreError::Encode("record over 4 GiB".into()))?;
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(record);
+    Ok(())
+}
+
+/// Decodes a body of frames written by [`put_frame`]. Total: a truncated or damaged body is an error, never
+/// a panic.
+pub fn decode_frames(mut b: &[u8]) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt { tree: "log frames", why: why.to_owned() };
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (head, rest) = b.split_at_checked(12).ok_or_else(|| corrupt("truncated frame header"))?;
+        let (offset, len) = head.split_at(8);
+        let offset = u64::from_be_bytes(offset.try_into().map_err(|_| corrupt("offset"))?);
+        let len = usize::try_from(u32::from_be_bytes(len.try_into().map_err(|_| corrupt("length"))?))
+            .map_err(|_| corrupt("length"))?;
+        let (record, rest) = rest.split_at_checked(len).ok_or_else(|| corrupt("truncated record"))?;
+        out.push((offset, LogRecord::decode(record)?));
+        b = rest;
+    }
+    Ok(out)
+}
+
 /// A [`LogRecord`] borrowed from its encoding: reading a log without copying bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {

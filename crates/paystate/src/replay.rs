@@ -244,22 +244,8 @@ impl AdminLog {
         if !status.is_success() {
             return Err(format!("{url}: {status}: {}", String::from_utf8_lossy(&body)));
         }
-        decode_frames(&body).map_err(|e| format!("{url}: {e}"))
+        paystate_store::decode_frames(&body).map_err(|e| format!("{url}: {e}"))
     }
-}
-
-/// Decodes `offset u64 | length u32 | record` frames.
-fn decode_frames(mut b: &[u8]) -> Result<Vec<(u64, LogRecord)>, String> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let (head, rest) = b.split_at_checked(12).ok_or("truncated frame header")?;
-        let offset = u64::from_be_bytes(head[..8].try_into().map_err(|_| "offset")?);
-        let len = u32::from_be_bytes(head[8..].try_into().map_err(|_| "length")?) as usize;
-        let (record, rest) = rest.split_at_checked(len).ok_or("truncated record")?;
-        out.push((offset, LogRecord::decode(record).map_err(|e| e.to_string())?));
-        b = rest;
-    }
-    Ok(out)
 }
 
 impl LogSource for AdminLog {

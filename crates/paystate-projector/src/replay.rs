@@ -16,8 +16,9 @@
 
 use crate::{classify, LogSource, ProjectorError};
 use paystate_core::{Effect, Lifecycle, Payment};
-use paystate_store::{digest_of, DeadLetter, Projection, RecordRef, StateHash, StoreError};
+use paystate_store::{digest_of, DeadLetter, Projection, RecordRef, StateHash};
 use serde::Serialize;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -164,16 +165,18 @@ impl<'a> PartitionFold<'a> {
             self.summary.after_until += 1;
             return Ok(());
         }
-        let key = event.key.to_string();
         self.touches += 1;
-        if !self.payments.contains_key(&key) {
-            let payment = match self.written.contains_key(&key) {
-                true => self.out.payment(&key)?.unwrap_or_else(|| Payment::new(event.key.clone())),
-                false => Payment::new(event.key.clone()),
-            };
-            self.payments.insert(key.clone(), (0, payment));
-        }
-        let Some((touched, payment)) = self.payments.get_mut(&key) else { return Ok(()) };
+        let (touched, payment) = match self.payments.entry(event.key.to_string()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                // Spilled earlier: read it back.
+                let stored = match self.written.contains_key(e.key()) {
+                    true => self.out.payment(e.key())?,
+                    false => None,
+                };
+                e.insert((0, stored.unwrap_or_else(|| Payment::new(event.key.clone()))))
+            }
+        };
         *touched = self.touches;
         match payment.apply(event) {
             Ok(applied) if matches!(applied.effect, Effect::Duplicate { .. }) => self.summary.duplicates += 1,
@@ -190,10 +193,17 @@ impl<'a> PartitionFold<'a> {
     fn spill(&mut self) -> Result<(), ProjectorError> {
         let mut by_touch: Vec<(u64, String)> = self.payments.iter().map(|(k, (t, _))| (*t, k.clone())).collect();
         by_touch.sort_unstable();
-        let mut keys: Vec<String> = by_touch.into_iter().take(self.payments.len() / 2).map(|(_, k)| k).collect();
-        keys.sort_unstable();
-        let payments: Vec<Payment> = keys.iter().filter_map(|k| self.payments.remove(k)).map(|(_, p)| p).collect();
+        let oldest = by_touch.into_iter().take(self.payments.len() / 2).map(|(_, k)| k).collect();
+        let payments = self.take_in_key_order(oldest);
         self.store(&payments, None, false)
+    }
+
+    /// Removes the payments of `keys` from memory, in key order: sled then appends to the right-most leaf
+    /// instead of searching the tree each time. (The keys are sorted, not the payments: a payment is a few
+    /// hundred bytes to move.)
+    fn take_in_key_order(&mut self, mut keys: Vec<String>) -> Vec<Payment> {
+        keys.sort_unstable();
+        keys.iter().filter_map(|k| self.payments.remove(k)).map(|(_, p)| p).collect()
     }
 
     /// Loads `payments` (in key order) into `out`, with the partition's position, dead letters and totals
@@ -204,9 +214,8 @@ impl<'a> PartitionFold<'a> {
             false => (&[], 0, 0),
         };
         let hashes = self.out.load(self.partition, payments, next, dead, applied, duplicates)?;
-        for ((key, hash), p) in hashes.into_iter().zip(payments) {
-            let key = String::from_utf8(key).map_err(|e| ProjectorError::Store(StoreError::Encode(e.to_string())))?;
-            self.written.insert(key, (hash, p.state.lifecycle));
+        for ((_, hash), p) in hashes.into_iter().zip(payments) {
+            self.written.insert(p.state.key.to_string(), (hash, p.state.lifecycle));
         }
         Ok(())
     }
@@ -217,11 +226,8 @@ impl<'a> PartitionFold<'a> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        // In key order: sled then appends to the right-most leaf instead of searching the tree each time.
-        // (The keys are sorted, not the payments: a payment is a few hundred bytes to move.)
-        let mut keys: Vec<String> = self.payments.keys().cloned().collect();
-        keys.sort_unstable();
-        let payments: Vec<Payment> = keys.iter().filter_map(|k| self.payments.remove(k)).map(|(_, p)| p).collect();
+        let all = self.payments.keys().cloned().collect();
+        let payments = self.take_in_key_order(all);
         self.store(&payments, self.next, true)?;
         // sled keeps written pages in memory until they are flushed: one flush per partition bounds that.
         self.out.flush()?;
@@ -237,8 +243,8 @@ impl<'a> PartitionFold<'a> {
 }
 
 /// Replays `log` from offset 0 up to each partition's end as it was when the replay started (later appends
-/// are not read: the result is the log at one moment), with `workers` partitions folded at once, into `out`,
-/// and flushes `out`. `progress` counts records read, for a progress display.
+/// are not read: the result is the log at one moment), with `options.workers` partitions folded at once,
+/// into `out`, and flushes `out`. `progress` counts records read, for a progress display.
 pub fn replay_log<L: LogSource>(
     log: &L,
     out: &Projection,
@@ -246,20 +252,6 @@ pub fn replay_log<L: LogSource>(
     progress: &AtomicU64,
 ) -> Result<ReplaySummary, ProjectorError> {
     let ends: Vec<(u32, u64)> = (0..log.partitions()).map(|p| (p, log.end(p))).collect();
-    let summary = replay_partitions(log, &ends, out, options, progress)?;
-    out.flush()?;
-    Ok(summary)
-}
-
-/// Replays the given `(partition, end)` pairs of `log` from offset 0 to `end` into `out`, `workers` at a
-/// time (not flushed). A caller may split a log's partitions into rounds, reopening the log between them.
-pub fn replay_partitions<L: LogSource>(
-    log: &L,
-    ends: &[(u32, u64)],
-    out: &Projection,
-    options: &ReplayOptions,
-    progress: &AtomicU64,
-) -> Result<ReplaySummary, ProjectorError> {
     let next_partition = AtomicUsize::new(0);
     let total = Mutex::new(ReplaySummary::default());
     let failure: Mutex<Option<ProjectorError>> = Mutex::new(None);
@@ -303,6 +295,7 @@ pub fn replay_partitions<L: LogSource>(
     if let Some(e) = failure.into_inner().ok().flatten() {
         return Err(e);
     }
+    out.flush()?;
     Ok(total.into_inner().unwrap_or_default())
 }
 

@@ -60,14 +60,7 @@ impl LogView for EmbeddedLog {
         EmbeddedLog::end(self, partition)
     }
     fn read_encoded(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let tree = self.parts.get(partition as usize).ok_or(StoreError::NoSuchPartition(partition))?;
-        let end = self.end(partition);
-        let mut out = Vec::new();
-        for item in tree.range(from.to_be_bytes()..end.to_be_bytes()).take(max) {
-            let (k, v) = item?;
-            out.push((offset_from_key(&k)?, v.to_vec()));
-        }
-        Ok(out)
+        self.durable(partition, from, u64::MAX)?.take(max).map(|r| r.map(|(o, v)| (o, v.to_vec()))).collect()
     }
 }
 
@@ -148,14 +141,25 @@ impl EmbeddedLog {
 
     /// Up to `max` durable records of `partition` from offset `from`.
     pub fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+        self.durable(partition, from, u64::MAX)?
+            .take(max)
+            .map(|r| r.and_then(|(o, v)| Ok((o, LogRecord::decode(&v)?))))
+            .collect()
+    }
+
+    /// The stored records of `partition` in `[from, to)`, up to its durable end, in offset order.
+    fn durable(
+        &self,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, sled::IVec), StoreError>>, StoreError> {
         let tree = self.parts.get(partition as usize).ok_or(StoreError::NoSuchPartition(partition))?;
-        let end = self.end(partition);
-        let mut out = Vec::new();
-        for item in tree.range(from.to_be_bytes()..end.to_be_bytes()).take(max) {
+        let to = to.min(self.end(partition)).max(from);
+        Ok(tree.range(from.to_be_bytes()..to.to_be_bytes()).map(|item| {
             let (k, v) = item?;
-            out.push((offset_from_key(&k)?, LogRecord::decode(&v)?));
-        }
-        Ok(out)
+            Ok((offset_from_key(&k)?, v))
+        }))
     }
 
     /// Calls `each` with every durable record of `partition` in `[from, to)`, borrowed from the store
@@ -167,12 +171,10 @@ impl EmbeddedLog {
         to: u64,
         mut each: impl FnMut(u64, RecordRef<'_>),
     ) -> Result<u64, StoreError> {
-        let tree = self.parts.get(partition as usize).ok_or(StoreError::NoSuchPartition(partition))?;
-        let to = to.min(self.end(partition));
         let mut n = 0;
-        for item in tree.range(from.to_be_bytes()..to.to_be_bytes()) {
-            let (k, v) = item?;
-            each(offset_from_key(&k)?, RecordRef::decode(&v)?);
+        for item in self.durable(partition, from, to)? {
+            let (offset, v) = item?;
+            each(offset, RecordRef::decode(&v)?);
             n += 1;
         }
         Ok(n)

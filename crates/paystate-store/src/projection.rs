@@ -235,12 +235,16 @@ impl Projection {
     /// The projection's digest (see [`digest_of`]) over every stored payment. Returns the hex digest and
     /// the number of payments.
     pub fn digest(&self) -> Result<(String, u64), StoreError> {
-        let mut hashes = Vec::new();
-        for item in self.payments.iter() {
-            let (k, v) = item?;
-            hashes.push((k.to_vec(), state_hash(&decode_payment(&v)?.state)?));
-        }
+        let hashes = self
+            .all_payments()
+            .map(|p| p.and_then(|p| Ok((p.state.key.to_string().into_bytes(), state_hash(&p.state)?))))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((digest_of(&hashes), hashes.len() as u64))
+    }
+
+    /// Every stored payment, in key order, read as the iteration goes (not all at once).
+    pub fn all_payments(&self) -> impl Iterator<Item = Result<Payment, StoreError>> + '_ {
+        self.payments.iter().values().map(|v| decode_payment(&v?))
     }
 
     /// Bulk load for a rebuilt projection (replay): stores `payments` (in chunks), the dead letters, the

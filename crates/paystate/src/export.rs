@@ -308,30 +308,23 @@ pub fn export(projection: &Projection, what: What, format: Format, out: Option<&
     };
     let mut rows: Vec<Vec<Cell>> = Vec::with_capacity(CHUNK);
     let mut total = 0u64;
-    let mut after: Option<String> = None;
-    loop {
-        let page = projection.payments(after.as_deref(), 1000, |_| true)?;
-        for p in &page {
-            // JSON lines of payments are the summary objects the admin API and streams use (maps nested).
-            if let (What::Payments, Sink::Jsonl(w)) = (what, &mut sink) {
-                serde_json::to_writer(&mut *w, &p.state.summary())?;
-                w.write_all(b"\n")?;
-                total += 1;
-                continue;
-            }
-            match what {
-                What::Payments => rows.push(payment_row(&p.state)?),
-                What::Transitions => transition_rows(&p.state, &mut rows)?,
-            }
-            if rows.len() >= CHUNK {
-                sink.write(columns, &rows)?;
-                total += rows.len() as u64;
-                rows.clear();
-            }
+    for p in projection.all_payments() {
+        let p = p?;
+        // JSON lines of payments are the summary objects the admin API and streams use (maps nested).
+        if let (What::Payments, Sink::Jsonl(w)) = (what, &mut sink) {
+            serde_json::to_writer(&mut *w, &p.state.summary())?;
+            w.write_all(b"\n")?;
+            total += 1;
+            continue;
         }
-        match page.last() {
-            Some(p) if page.len() == 1000 => after = Some(p.state.key.to_string()),
-            _ => break,
+        match what {
+            What::Payments => rows.push(payment_row(&p.state)?),
+            What::Transitions => transition_rows(&p.state, &mut rows)?,
+        }
+        if rows.len() >= CHUNK {
+            sink.write(columns, &rows)?;
+            total += rows.len() as u64;
+            rows.clear();
         }
     }
     // An empty Parquet file still gets its schema (one empty batch).

@@ -259,7 +259,7 @@ pub fn diff(a_src: &str, b_src: &str) -> Result<bool> {
 /// (`http://…`: paged through `GET /v1/payments`).
 fn summaries(source: &str) -> Result<std::collections::BTreeMap<String, Value>> {
     let mut out = std::collections::BTreeMap::new();
-    if source.starts_with("http://") || source.starts_with("https://") {
+    if is_url(source) {
         let base = source.trim_end_matches('/');
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = reqwest::Client::new();
@@ -286,16 +286,14 @@ fn summaries(source: &str) -> Result<std::collections::BTreeMap<String, Value>> 
             }
         }
     }
-    let projection = open_projection(Path::new(source))?;
-    let mut after: Option<String> = None;
-    loop {
-        let page = projection.payments(after.as_deref(), 1000, |_| true)?;
-        for pay in &page {
-            out.insert(pay.state.key.to_string(), json!(pay.state.summary()));
-        }
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = Some(last.state.key.to_string()),
-            _ => return Ok(out),
-        }
+    for p in open_projection(Path::new(source))?.all_payments() {
+        let p = p?;
+        out.insert(p.state.key.to_string(), json!(p.state.summary()));
     }
+    Ok(out)
+}
+
+/// Whether a source on the command line is the admin URL of a running process rather than a directory.
+pub fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
 }

@@ -46,7 +46,7 @@ pub struct ReplayArgs {
     /// Most payments a partition fold keeps in memory (about 13 KB each with history); beyond it the least
     /// recently touched half is written out and read back when needed. Bounds replay's memory whatever the
     /// log's size. With --kafka-brokers, shared by all partitions.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = ReplayOptions::default().max_payments)]
     pub max_payments: usize,
 }
 
@@ -70,9 +70,7 @@ enum Source {
 impl Source {
     fn open(args: &ReplayArgs) -> Result<Self> {
         Ok(match (&args.source, &args.kafka_brokers) {
-            (Some(src), _) if src.starts_with("http://") || src.starts_with("https://") => {
-                Source::Admin(AdminLog::connect(src)?)
-            }
+            (Some(src), _) if crate::inspect::is_url(src) => Source::Admin(AdminLog::connect(src)?),
             (Some(dir), _) => Source::Dir(open_log(Path::new(dir))?),
             (None, Some(brokers)) => {
                 let mut cfg =

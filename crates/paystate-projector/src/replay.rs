@@ -82,7 +82,7 @@ pub struct ReplayOptions {
     pub workers: usize,
     /// Most payments one partition fold keeps in memory. Beyond it, the least recently touched half is
     /// written to the output and read back if a later event needs it: memory stays bounded whatever the
-    /// size of the log (a payment with its history is ~10 KB), at the price of reads when a payment's events
+    /// size of the log (a payment with its history is ~12 KB), at the price of reads when a payment's events
     /// lie further apart in its partition than this many other payments.
     pub max_payments: usize,
 }

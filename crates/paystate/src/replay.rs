@@ -43,7 +43,7 @@ pub struct ReplayArgs {
     /// Partitions folded at once (default: the number of CPUs).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Most payments a partition fold keeps in memory (about 13 KB each with history); beyond it the least
+    /// Most payments a partition fold keeps in memory (about 12 KB each with history); beyond it the least
     /// recently touched half is written out and read back when needed. Bounds replay's memory whatever the
     /// log's size. With --kafka-brokers, shared by all partitions.
     #[arg(long, default_value_t = ReplayOptions::default().max_payments)]

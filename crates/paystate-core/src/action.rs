@@ -29,6 +29,9 @@ pub enum ActionKind {
     DisputeOpened,
     /// A dispute was closed; `outcome` says how. Subject: the dispute id.
     DisputeClosed,
+    /// Radar raised an early fraud warning: consider refunding before it becomes a dispute. Subject: the
+    /// warning id.
+    ReviewFraudWarning,
 }
 
 impl ActionKind {
@@ -43,6 +46,7 @@ impl ActionKind {
             ActionKind::RefundFailed => "refund_failed",
             ActionKind::DisputeOpened => "dispute_opened",
             ActionKind::DisputeClosed => "dispute_closed",
+            ActionKind::ReviewFraudWarning => "review_fraud_warning",
         }
     }
 }

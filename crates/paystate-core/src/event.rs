@@ -19,8 +19,47 @@ pub struct PaymentEvent {
     pub livemode: bool,
     /// The payment this event belongs to.
     pub key: PaymentKey,
+    /// Which Stripe API era rendered the object (from the event's `api_version`): it decides what a
+    /// Charge's `amount_refunded` includes and whether Stripe's own refunds can appear.
+    pub era: ApiEra,
     /// What the event says about its object.
     pub observation: Observation,
+}
+
+/// The API-version eras that change what a projector sees (see docs/API-VERSIONS.md). Ordered by time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiEra {
+    /// Before 2022-11-15: a Charge embeds its `refunds` list.
+    Legacy,
+    /// 2022-11-15 up to 2024-10-28.acacia: no embedded refunds and no `refund.*` events for refunds of a
+    /// charge; a refund shows as the Charge's `amount_refunded` (and `charge.refund.updated` on some
+    /// payment methods).
+    NoExpand,
+    /// 2024-10-28.acacia up to 2025-03-31.basil: `refund.*` for every refund.
+    Acacia,
+    /// 2025-03-31.basil and later: no Refund for the uncaptured rest of a partial capture or a released
+    /// authorization. Also assumed when an event names no version.
+    #[default]
+    Basil,
+}
+
+impl ApiEra {
+    /// Before basil, Stripe creates Refund objects that move no money (the uncaptured rest of a partial
+    /// capture, a released authorization) and counts them in the Charge's `amount_refunded`.
+    pub fn has_own_refunds(self) -> bool {
+        self < ApiEra::Basil
+    }
+
+    /// The era's name, as in docs and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiEra::Legacy => "legacy",
+            ApiEra::NoExpand => "no_expand",
+            ApiEra::Acacia => "acacia",
+            ApiEra::Basil => "basil",
+        }
+    }
 }
 
 /// A snapshot of the one object an event carries, reduced to what the projection folds.
@@ -36,6 +75,8 @@ pub enum Observation {
     Refund(RefundObservation),
     /// `charge.dispute.*`
     Dispute(DisputeObservation),
+    /// `radar.early_fraud_warning.*`
+    FraudWarning(FraudWarningObservation),
 }
 
 impl Observation {
@@ -46,6 +87,7 @@ impl Observation {
             Observation::Charge(o) => &o.id,
             Observation::Refund(o) => &o.id,
             Observation::Dispute(o) => &o.id,
+            Observation::FraudWarning(o) => &o.id,
         }
     }
 }
@@ -173,8 +215,15 @@ pub struct ChargeObservation {
     pub amount: i64,
     /// `amount_captured`.
     pub amount_captured: i64,
-    /// `captured`.
+    /// `captured` (true for a bank debit's pending charge too, while nothing is paid).
     pub captured: bool,
+    /// `paid`: the money arrived (false while a bank debit is pending, and after it failed).
+    pub paid: bool,
+    /// `amount_refunded`: cumulative, pending refunds included; before basil it includes Stripe's own
+    /// refunds of the uncaptured rest.
+    pub amount_refunded: i64,
+    /// `amount_refunded` before this event (`previous_attributes`), when the event reports a change of it.
+    pub previous_amount_refunded: Option<i64>,
     /// `refunded` (also true for a released, never captured authorization).
     pub refunded: bool,
     /// The event reports an uncaptured authorization that expired (`charge.expired`).
@@ -189,6 +238,11 @@ pub struct ChargeObservation {
     pub customer: Option<String>,
     /// `metadata`.
     pub metadata: BTreeMap<String, String>,
+    /// The payment method settles asynchronously (`payment_method_details.type` is a bank debit): its
+    /// refunds take days, so a refund known only from `amount_refunded` is taken as pending.
+    pub async_method: bool,
+    /// The snapshot carries its `refunds` list (legacy versions, or expanded).
+    pub refunds_listed: bool,
     /// Refunds embedded in the charge (`refunds.data`), when the event includes them.
     pub refunds: Vec<RefundObservation>,
 }
@@ -234,6 +288,10 @@ pub struct RefundObservation {
     pub amount: i64,
     /// `currency`.
     pub currency: String,
+    /// `charge`: the charge it returns money of.
+    pub charge: Option<String>,
+    /// The Refund's own `created` (0 when absent).
+    pub created: i64,
 }
 
 /// A Dispute's `status`.
@@ -296,4 +354,30 @@ pub struct DisputeObservation {
     pub currency: String,
     /// `reason`.
     pub reason: Option<String>,
+    /// What the event says about the disputed funds (`charge.dispute.funds_withdrawn` /
+    /// `funds_reinstated`).
+    pub funds: Option<DisputeFunds>,
+}
+
+/// A movement of a dispute's funds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeFunds {
+    /// `charge.dispute.funds_withdrawn`: the disputed amount left the balance.
+    Withdrawn,
+    /// `charge.dispute.funds_reinstated`: it came back (dispute won).
+    Reinstated,
+}
+
+/// An early fraud warning (`radar.early_fraud_warning`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FraudWarningObservation {
+    /// `issfr_…`
+    pub id: String,
+    /// `fraud_type`.
+    pub fraud_type: Option<String>,
+    /// `actionable`: the charge can still be refunded to avoid a dispute.
+    pub actionable: bool,
+    /// `charge`.
+    pub charge: Option<String>,
 }

@@ -17,11 +17,12 @@ pub mod state;
 
 pub use action::{Action, ActionId, ActionKind};
 pub use event::{
-    ChargeObservation, ChargeStatus, DisputeObservation, DisputeStatus, Failure, IntentObservation, IntentStatus,
-    Observation, PaymentEvent, RefundObservation, RefundStatus,
+    ApiEra, ChargeObservation, ChargeStatus, DisputeFunds, DisputeObservation, DisputeStatus, Failure,
+    FraudWarningObservation, IntentObservation, IntentStatus, Observation, PaymentEvent, RefundObservation,
+    RefundStatus,
 };
 pub use ids::{partition_of, AccountId, EventId, PaymentId, PaymentKey};
 pub use state::{
-    Applied, ApplyError, DisputeState, Effect, HistoryEntry, Lifecycle, Payment, PaymentState, PaymentSummary,
-    RefundState,
+    Applied, ApplyError, ChargeFacts, DisputeState, Effect, FraudWarningState, HistoryEntry, Lifecycle, Payment,
+    PaymentState, PaymentSummary, RefundFacts, RefundState,
 };

@@ -15,15 +15,16 @@
 //!
 //! # Duplicates
 //! An event whose id was applied is a duplicate. So is a *twin*: another event about the same object, of the
-//! same type, carrying the same snapshot (Stripe occasionally emits one change as two events). Of twins the
+//! same type, carrying the same snapshot, in the same second (Stripe occasionally emits one change as two
+//! events). Of twins the
 //! one that sorts first is kept, so the kept set, and thus the state, does not depend on arrival order.
 //! Events of the same object and type with *different* snapshots are distinct facts (two declines of one
 //! PaymentIntent, two partial refunds of one charge) and are all applied.
 
 use crate::action::{Action, ActionId, ActionKind};
 use crate::event::{
-    ChargeObservation, ChargeStatus, DisputeStatus, IntentStatus, Observation, PaymentEvent, RefundObservation,
-    RefundStatus,
+    ApiEra, ChargeObservation, ChargeStatus, DisputeFunds, DisputeStatus, IntentStatus, Observation, PaymentEvent,
+    RefundObservation, RefundStatus,
 };
 use crate::ids::{EventId, PaymentKey};
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,15 @@ pub struct RefundState {
     pub status: RefundStatus,
     /// Refund amount, minor units.
     pub amount: i64,
+    /// The charge it returns money of.
+    pub charge: Option<String>,
+    /// Money returned to the customer. False for Stripe's own refunds before basil (the uncaptured rest
+    /// of a partial capture, a released authorization): they move no money and are never counted.
+    pub customer: bool,
+    /// Known only from the Charge's `amount_refunded` (API versions that neither embed refunds nor send
+    /// `refund.*`): the id is `{charge}@{second}/{amount_refunded after it}`, until a Refund object for the
+    /// same charge, amount and second replaces it.
+    pub from_charge: bool,
 }
 
 /// A dispute's latest known state.
@@ -108,6 +118,54 @@ pub struct DisputeState {
     pub amount: i64,
     /// Stripe's `reason`.
     pub reason: Option<String>,
+    /// A `charge.dispute.funds_withdrawn` was seen.
+    pub funds_withdrawn: bool,
+    /// A `charge.dispute.funds_reinstated` was seen.
+    pub funds_reinstated: bool,
+}
+
+/// The latest early fraud warning of a payment (`radar.early_fraud_warning.*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FraudWarningState {
+    /// `issfr_…`
+    pub id: String,
+    /// `fraud_type`.
+    pub fraud_type: Option<String>,
+    /// `actionable`.
+    pub actionable: bool,
+}
+
+/// What the fold keeps of each charge (attempt) of a payment: its latest snapshot in causal order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeFacts {
+    /// `status`.
+    pub status: ChargeStatus,
+    /// `amount`.
+    pub amount: i64,
+    /// `amount_captured`.
+    pub amount_captured: i64,
+    /// `captured`.
+    pub captured: bool,
+    /// `paid`.
+    pub paid: bool,
+    /// Bank debit (asynchronous refunds).
+    pub async_method: bool,
+    /// The era that rendered the snapshot.
+    pub era: ApiEra,
+    /// Smallest `created` of an event showing the charge captured: Stripe's own refund of the uncaptured
+    /// rest is created then, a customer's refund only after.
+    pub captured_at: Option<i64>,
+}
+
+/// What the fold keeps of each Refund object beyond its public state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundFacts {
+    /// Second and lifecycle rank of the observation the state came from.
+    pub at: (i64, u8),
+    /// The Refund's own `created`.
+    pub created: i64,
+    /// The era that rendered it.
+    pub era: ApiEra,
 }
 
 /// One applied event and the lifecycle the payment had right after it, in causal order.
@@ -136,11 +194,15 @@ pub struct PaymentState {
     pub amount: i64,
     /// Currency, lower case.
     pub currency: Option<String>,
-    /// Amount received (captured).
+    /// Amount received: captured and paid (0 while a bank debit is pending and after it failed; the
+    /// captured amount after a partial capture).
     pub amount_received: i64,
-    /// Sum of the refunds whose latest status is `succeeded`, capped at `amount_received` (releasing an
-    /// uncaptured authorization creates a "refund" that returns no received money).
+    /// Money returned to the customer by refunds that succeeded, however Stripe reported them (Refund
+    /// objects, or the Charge's `amount_refunded` where no Refund object is visible), capped at
+    /// `amount_received`. Stripe's own refunds that move no money are never in it.
     pub amount_refunded: i64,
+    /// Customer refunds created but not yet succeeded or failed.
+    pub amount_refund_pending: i64,
     /// Refunds by id.
     pub refunds: BTreeMap<String, RefundState>,
     /// True once any dispute was opened (like Stripe's `charge.disputed`); never reset.
@@ -149,6 +211,12 @@ pub struct PaymentState {
     pub dispute_status: Option<DisputeStatus>,
     /// Disputes by id.
     pub disputes: BTreeMap<String, DisputeState>,
+    /// Sum of the amounts of chargebacks that are open or lost (inquiries move no money).
+    pub amount_disputed: i64,
+    /// Sum of the disputes whose funds were withdrawn (or that were lost) and not reinstated.
+    pub amount_lost_to_disputes: i64,
+    /// The early fraud warning latest in causal order.
+    pub early_fraud_warning: Option<FraudWarningState>,
     /// The latest charge (attempt) id.
     pub latest_charge: Option<String>,
     /// That charge's latest status, when a charge event told it.
@@ -178,14 +246,22 @@ pub struct FoldState {
     pub status_from_failure: bool,
     /// A PaymentIntent snapshot was folded (its amount and metadata win over a charge's).
     pub seen_intent: bool,
-    /// Latest status of every charge seen.
-    pub charges: BTreeMap<String, ChargeStatus>,
+    /// Largest `amount_received` of a PaymentIntent snapshot.
+    pub intent_received: i64,
+    /// Smallest `created` of a `succeeded` PaymentIntent snapshot.
+    pub intent_succeeded_at: Option<i64>,
+    /// Every charge seen, as its latest snapshot says.
+    pub charges: BTreeMap<String, ChargeFacts>,
     /// Failed attempts (charge id, else payment method) with their error code.
     pub failed_attempts: BTreeMap<String, Option<String>>,
     /// The attempt that put the payment into `requires_action`.
     pub action_subject: Option<String>,
-    /// For each refund, the second and lifecycle rank of the observation its state came from.
-    pub refund_order: BTreeMap<String, (i64, u8)>,
+    /// Refund objects seen, by id.
+    pub refund_facts: BTreeMap<String, RefundFacts>,
+    /// Early fraud warnings seen, by id.
+    pub fraud_warnings: BTreeSet<String>,
+    /// Refunds inferred from a Charge's `amount_refunded`, with the second of the event that showed them.
+    pub inferred_refunds: BTreeMap<String, i64>,
 }
 
 /// A payment as people and downstream services read it: the state without fold internals or history.
@@ -207,14 +283,22 @@ pub struct PaymentSummary<'a> {
     pub currency: Option<&'a str>,
     /// Amount received.
     pub amount_received: i64,
-    /// Amount refunded.
+    /// Amount refunded to the customer.
     pub amount_refunded: i64,
+    /// Customer refunds pending.
+    pub amount_refund_pending: i64,
     /// Refunds by id.
     pub refunds: &'a BTreeMap<String, RefundState>,
     /// Ever disputed.
     pub disputed: bool,
     /// Latest dispute status.
     pub dispute_status: Option<DisputeStatus>,
+    /// Open or lost chargebacks.
+    pub amount_disputed: i64,
+    /// Withdrawn and not reinstated.
+    pub amount_lost_to_disputes: i64,
+    /// Latest early fraud warning.
+    pub early_fraud_warning: Option<&'a FraudWarningState>,
     /// Latest charge.
     pub latest_charge: Option<&'a str>,
     /// Its status.
@@ -308,7 +392,7 @@ fn implied_status(obs: &Observation) -> Option<(IntentStatus, bool)> {
     match obs {
         Observation::PaymentIntent(p) => Some((p.status, p.failure.is_some())),
         Observation::Charge(c) => Some(charge_implied_status(c)),
-        Observation::Refund(_) | Observation::Dispute(_) => None,
+        Observation::Refund(_) | Observation::Dispute(_) | Observation::FraudWarning(_) => None,
     }
 }
 
@@ -328,12 +412,15 @@ fn rank(obs: &Observation) -> u8 {
     if let Some((status, failed)) = implied_status(obs) {
         return match (status, failed) {
             (IntentStatus::RequiresPaymentMethod, false) => 0,
-            (IntentStatus::RequiresConfirmation, _) => 1,
-            (IntentStatus::RequiresAction, _) => 2,
-            (IntentStatus::Processing, _) => 3,
-            (IntentStatus::RequiresCapture, _) => 4,
-            // A failure ends an attempt that was in requires_action or processing.
-            (IntentStatus::RequiresPaymentMethod, true) => 5,
+            // Within one second a decline comes before what follows it: the merchant's server can confirm
+            // again with another card at once (success, 3-D Secure or an authorisation in the same
+            // second), while an attempt that waits for a customer or a bank takes longer than a second to
+            // fail.
+            (IntentStatus::RequiresPaymentMethod, true) => 1,
+            (IntentStatus::RequiresConfirmation, _) => 2,
+            (IntentStatus::RequiresAction, _) => 3,
+            (IntentStatus::Processing, _) => 4,
+            (IntentStatus::RequiresCapture, _) => 5,
             (IntentStatus::Succeeded | IntentStatus::Canceled, _) => 6,
         };
     }
@@ -346,6 +433,7 @@ fn rank(obs: &Observation) -> u8 {
                 _ => 2,
             }
         }
+        Observation::FraudWarning(_) => 13,
         Observation::PaymentIntent(_) | Observation::Charge(_) => 0,
     }
 }
@@ -358,9 +446,11 @@ fn refund_rank(s: RefundStatus) -> u8 {
     }
 }
 
-/// Two events are twins: same object, same type, same snapshot, different event ids.
+/// Two events are twins: same object, same type, same snapshot, same second, different event ids. The
+/// second matters: a Charge can show the same fields again days later (refunded, the refund failed, refunded
+/// again), and that is a new fact. Being an equivalence relation, twinship keeps the fold convergent.
 fn is_twin(a: &PaymentEvent, b: &PaymentEvent) -> bool {
-    a.event_type == b.event_type && a.observation == b.observation
+    a.created == b.created && a.event_type == b.event_type && a.observation == b.observation
 }
 
 impl PaymentState {
@@ -375,10 +465,14 @@ impl PaymentState {
             currency: None,
             amount_received: 0,
             amount_refunded: 0,
+            amount_refund_pending: 0,
             refunds: BTreeMap::new(),
             disputed: false,
             dispute_status: None,
             disputes: BTreeMap::new(),
+            amount_disputed: 0,
+            amount_lost_to_disputes: 0,
+            early_fraud_warning: None,
             latest_charge: None,
             latest_charge_status: None,
             failure_count: 0,
@@ -404,9 +498,13 @@ impl PaymentState {
             currency: self.currency.as_deref(),
             amount_received: self.amount_received,
             amount_refunded: self.amount_refunded,
+            amount_refund_pending: self.amount_refund_pending,
             refunds: &self.refunds,
             disputed: self.disputed,
             dispute_status: self.dispute_status,
+            amount_disputed: self.amount_disputed,
+            amount_lost_to_disputes: self.amount_lost_to_disputes,
+            early_fraud_warning: self.early_fraud_warning.as_ref(),
             latest_charge: self.latest_charge.as_deref(),
             latest_charge_status: self.latest_charge_status,
             failure_count: self.failure_count,
@@ -457,7 +555,11 @@ impl PaymentState {
                 self.currency = Some(p.currency.clone());
                 self.metadata.clone_from(&p.metadata);
                 self.fold.seen_intent = true;
-                self.amount_received = self.amount_received.max(p.amount_received);
+                self.fold.intent_received = self.fold.intent_received.max(p.amount_received);
+                if p.status == IntentStatus::Succeeded {
+                    let at = self.fold.intent_succeeded_at.map_or(ev.created, |t| t.min(ev.created));
+                    self.fold.intent_succeeded_at = Some(at);
+                }
                 if p.customer.is_some() {
                     self.customer.clone_from(&p.customer);
                 }
@@ -476,62 +578,239 @@ impl PaymentState {
                     self.fold.action_subject = Some(subject.clone());
                 }
             }
-            Observation::Charge(c) => {
-                if !self.fold.seen_intent {
-                    self.amount = c.amount;
-                    self.currency = Some(c.currency.clone());
-                    self.metadata.clone_from(&c.metadata);
-                }
-                self.amount_received = self.amount_received.max(c.amount_captured);
-                if c.customer.is_some() {
-                    self.customer.clone_from(&c.customer);
-                }
-                self.fold.charges.insert(c.id.clone(), c.status);
-                self.latest_charge = Some(c.id.clone());
-                if c.status == ChargeStatus::Failed {
-                    self.fold.failed_attempts.insert(c.id.clone(), c.failure_code.clone());
-                    self.last_failure_code.clone_from(&c.failure_code);
-                }
-                for r in &c.refunds {
-                    self.fold_refund(r, ev.created);
-                }
-                let (status, failed) = charge_implied_status(c);
-                self.set_status(status, failed);
-            }
-            Observation::Refund(r) => self.fold_refund(r, ev.created),
+            Observation::Charge(c) => self.fold_charge(ev, c),
+            Observation::Refund(r) => self.fold_refund(r, ev.created, ev.era),
             Observation::Dispute(d) => {
                 self.disputed = true;
                 self.dispute_status = Some(d.status);
-                self.disputes.insert(
-                    d.id.clone(),
-                    DisputeState { status: d.status, amount: d.amount, reason: d.reason.clone() },
-                );
+                let entry = self.disputes.entry(d.id.clone()).or_insert_with(|| DisputeState {
+                    status: d.status,
+                    amount: d.amount,
+                    reason: None,
+                    funds_withdrawn: false,
+                    funds_reinstated: false,
+                });
+                entry.status = d.status;
+                entry.amount = d.amount;
+                entry.reason.clone_from(&d.reason);
+                match d.funds {
+                    Some(DisputeFunds::Withdrawn) => entry.funds_withdrawn = true,
+                    Some(DisputeFunds::Reinstated) => entry.funds_reinstated = true,
+                    None => {}
+                }
+            }
+            Observation::FraudWarning(w) => {
+                self.fold.fraud_warnings.insert(w.id.clone());
+                self.early_fraud_warning = Some(FraudWarningState {
+                    id: w.id.clone(),
+                    fraud_type: w.fraud_type.clone(),
+                    actionable: w.actionable,
+                });
             }
         }
-        self.failure_count = u32::try_from(self.fold.failed_attempts.len()).unwrap_or(u32::MAX);
-        self.latest_charge_status = self.latest_charge.as_ref().and_then(|c| self.fold.charges.get(c).copied());
-        let refunded = self
-            .refunds
-            .values()
-            .filter(|r| r.status == RefundStatus::Succeeded)
-            .fold(0i64, |sum, r| sum.saturating_add(r.amount));
-        // Money can only be refunded once received: the "refund" of a released authorization returns
-        // nothing, and a refund seen before the payment's success counts once the success is known.
-        self.amount_refunded = refunded.min(self.amount_received);
-        self.lifecycle = self.derive_lifecycle();
+        self.derive();
+    }
+
+    /// A Charge snapshot. Only the events that report a charge's status change (`charge.succeeded`,
+    /// `.failed`, `.pending`, `.captured`, `.expired`, `.refunded`) move the payment: a `charge.updated`
+    /// can be about a superseded attempt (a declined card whose description changed later) and says
+    /// nothing about the payment's current attempt.
+    fn fold_charge(&mut self, ev: &PaymentEvent, c: &ChargeObservation) {
+        if !self.fold.seen_intent {
+            self.amount = c.amount;
+            self.currency = Some(c.currency.clone());
+            self.metadata.clone_from(&c.metadata);
+        }
+        if c.customer.is_some() {
+            self.customer.clone_from(&c.customer);
+        }
+        let captured_at = self.fold.charges.get(&c.id).and_then(|f| f.captured_at);
+        let captured_at =
+            if c.captured { Some(captured_at.map_or(ev.created, |t| t.min(ev.created))) } else { captured_at };
+        self.fold.charges.insert(
+            c.id.clone(),
+            ChargeFacts {
+                status: c.status,
+                amount: c.amount,
+                amount_captured: c.amount_captured,
+                captured: c.captured,
+                paid: c.paid,
+                async_method: c.async_method,
+                era: ev.era,
+                captured_at,
+            },
+        );
+        for r in &c.refunds {
+            let mut r = r.clone();
+            r.charge.get_or_insert_with(|| c.id.clone());
+            if r.created == 0 {
+                r.created = ev.created;
+            }
+            self.fold_refund(&r, ev.created, ev.era);
+        }
+        if ev.era == ApiEra::NoExpand && !c.refunds_listed {
+            self.refunds_from_charge(ev, c);
+        }
+        if ev.event_type == "charge.updated" {
+            return;
+        }
+        self.latest_charge = Some(c.id.clone());
+        if c.status == ChargeStatus::Failed {
+            self.fold.failed_attempts.insert(c.id.clone(), c.failure_code.clone());
+            self.last_failure_code.clone_from(&c.failure_code);
+        }
+        let (status, failed) = charge_implied_status(c);
+        self.set_status(status, failed);
+    }
+
+    /// On versions that neither embed a charge's refunds nor send `refund.*` for them, a refund is seen
+    /// only in the Charge's `amount_refunded`: each `charge.refunded` reports one refund, of the amount
+    /// `amount_refunded` grew by (`previous_attributes`), which becomes a refund of its own, taken as
+    /// succeeded (cards refund at once) or as pending (bank debits), unless a Refund object of the same
+    /// charge, amount and second is known. Without `previous_attributes`, the part of `amount_refunded`
+    /// that no visible customer refund explains is taken instead.
+    fn refunds_from_charge(&mut self, ev: &PaymentEvent, c: &ChargeObservation) {
+        if !c.captured || ev.event_type != "charge.refunded" {
+            return; // an uncaptured charge's refund is a released authorization: Stripe's own, no money
+        }
+        let amount = match c.previous_amount_refunded {
+            Some(before) => c.amount_refunded.saturating_sub(before),
+            None => {
+                let own = if ev.era.has_own_refunds() { (c.amount - c.amount_captured).max(0) } else { 0 };
+                let visible = self
+                    .refunds
+                    .iter()
+                    .filter(|(_, r)| r.charge.as_deref() == Some(c.id.as_str()))
+                    .filter(|(_, r)| !matches!(r.status, RefundStatus::Failed | RefundStatus::Canceled))
+                    .filter(|(id, r)| !self.is_own(id, r))
+                    .fold(0i64, |sum, (_, r)| sum.saturating_add(r.amount));
+                c.amount_refunded.saturating_sub(own).saturating_sub(visible)
+            }
+        };
+        if amount <= 0 {
+            return;
+        }
+        let known = self.refunds.iter().any(|(id, r)| {
+            !r.from_charge
+                && r.charge.as_deref() == Some(c.id.as_str())
+                && r.amount == amount
+                && self.fold.refund_facts.get(id).is_some_and(|f| f.created == ev.created)
+        });
+        if known {
+            return;
+        }
+        let status = if c.async_method { RefundStatus::Pending } else { RefundStatus::Succeeded };
+        // Named by what Stripe reported, not by the event that carried it, so that a twin of that event
+        // names the same refund.
+        let id = format!("{}@{}/{}", c.id, ev.created, c.amount_refunded);
+        self.fold.inferred_refunds.insert(id.clone(), ev.created);
+        self.refunds
+            .insert(id, RefundState { status, amount, charge: Some(c.id.clone()), customer: true, from_charge: true });
     }
 
     /// A refund is reported by its own events and embedded in `charge.refunded`; within one second the
-    /// status furthest in the refund's lifecycle wins, whichever kind of event carried it.
-    fn fold_refund(&mut self, r: &RefundObservation, created: i64) {
+    /// status furthest in the refund's lifecycle wins, whichever kind of event carried it. A Refund object
+    /// replaces the refund inferred from its charge's `amount_refunded` in the same second.
+    fn fold_refund(&mut self, r: &RefundObservation, at: i64, era: ApiEra) {
         let rank = refund_rank(r.status);
-        if let Some(&(t, k)) = self.fold.refund_order.get(&r.id) {
-            if t == created && k > rank {
+        if let Some(f) = self.fold.refund_facts.get(&r.id) {
+            if f.at.0 == at && f.at.1 > rank {
                 return;
             }
         }
-        self.fold.refund_order.insert(r.id.clone(), (created, rank));
-        self.refunds.insert(r.id.clone(), RefundState { status: r.status, amount: r.amount });
+        let created = if r.created == 0 { at } else { r.created };
+        self.fold.refund_facts.insert(r.id.clone(), RefundFacts { at: (at, rank), created, era });
+        let charge = r.charge.clone().or_else(|| self.latest_charge.clone());
+        let inferred = self
+            .refunds
+            .iter()
+            .find(|(id, s)| {
+                s.from_charge
+                    && s.charge == charge
+                    && s.amount == r.amount
+                    && self.fold.inferred_refunds.get(*id) == Some(&created)
+            })
+            .map(|(id, _)| id.clone());
+        if let Some(id) = inferred {
+            self.refunds.remove(&id);
+        }
+        self.refunds.insert(
+            r.id.clone(),
+            RefundState { status: r.status, amount: r.amount, charge, customer: true, from_charge: false },
+        );
+    }
+
+    /// Stripe's own refund, moving no money: before basil, the refund of a charge never captured (a
+    /// released authorization) or the refund of the uncaptured rest, created when the charge was captured.
+    fn is_own(&self, id: &str, r: &RefundState) -> bool {
+        if r.from_charge {
+            return false;
+        }
+        let Some(facts) = self.fold.refund_facts.get(id) else { return false };
+        if !facts.era.has_own_refunds() {
+            return false;
+        }
+        match r.charge.as_ref().and_then(|c| self.fold.charges.get(c)) {
+            Some(ch) if !ch.captured => true,
+            Some(ch) => {
+                let rest = ch.amount - ch.amount_captured;
+                rest > 0 && r.amount == rest && ch.captured_at.is_some_and(|t| facts.created <= t)
+            }
+            None => match self.status {
+                Some(IntentStatus::Canceled) => true,
+                Some(IntentStatus::Succeeded) => {
+                    let rest = self.amount - self.fold.intent_received;
+                    rest > 0 && r.amount == rest && self.fold.intent_succeeded_at.is_some_and(|t| facts.created <= t)
+                }
+                _ => false,
+            },
+        }
+    }
+
+    /// Recomputes the derived fields from the accumulators.
+    fn derive(&mut self) {
+        self.failure_count = u32::try_from(self.fold.failed_attempts.len()).unwrap_or(u32::MAX);
+        self.latest_charge_status =
+            self.latest_charge.as_ref().and_then(|c| self.fold.charges.get(c)).map(|f| f.status);
+        let paid = self
+            .fold
+            .charges
+            .values()
+            .filter(|f| f.paid && f.captured && f.status == ChargeStatus::Succeeded)
+            .map(|f| f.amount_captured)
+            .max()
+            .unwrap_or(0);
+        self.amount_received = self.fold.intent_received.max(paid);
+        let own: Vec<String> =
+            self.refunds.iter().filter(|(id, r)| self.is_own(id, r)).map(|(id, _)| id.clone()).collect();
+        let (mut refunded, mut pending) = (0i64, 0i64);
+        for (id, r) in &mut self.refunds {
+            r.customer = !own.contains(id);
+            if !r.customer {
+                continue;
+            }
+            match r.status {
+                RefundStatus::Succeeded => refunded = refunded.saturating_add(r.amount),
+                RefundStatus::Pending | RefundStatus::RequiresAction => pending = pending.saturating_add(r.amount),
+                RefundStatus::Failed | RefundStatus::Canceled => {}
+            }
+        }
+        // Money can only be refunded once received: a refund seen before the payment's success counts
+        // once the success is known.
+        self.amount_refunded = refunded.min(self.amount_received);
+        self.amount_refund_pending = pending.min(self.amount_received - self.amount_refunded).max(0);
+        let (mut disputed, mut lost) = (0i64, 0i64);
+        for d in self.disputes.values() {
+            if matches!(d.status, DisputeStatus::NeedsResponse | DisputeStatus::UnderReview | DisputeStatus::Lost) {
+                disputed = disputed.saturating_add(d.amount);
+            }
+            if (d.funds_withdrawn || d.status == DisputeStatus::Lost) && !d.funds_reinstated {
+                lost = lost.saturating_add(d.amount);
+            }
+        }
+        self.amount_disputed = disputed;
+        self.amount_lost_to_disputes = lost;
+        self.lifecycle = self.derive_lifecycle();
     }
 
     fn set_status(&mut self, status: IntentStatus, failed: bool) {
@@ -553,7 +832,9 @@ impl PaymentState {
             Some(IntentStatus::Processing) => Lifecycle::Processing,
             Some(IntentStatus::RequiresCapture) => Lifecycle::RequiresCapture,
             Some(IntentStatus::Canceled) => Lifecycle::Canceled,
-            Some(IntentStatus::Succeeded) if self.amount_refunded <= 0 => Lifecycle::Succeeded,
+            Some(IntentStatus::Succeeded) if self.amount_refunded <= 0 || self.amount_received <= 0 => {
+                Lifecycle::Succeeded
+            }
             Some(IntentStatus::Succeeded) if self.amount_refunded >= self.amount_received => Lifecycle::Refunded,
             Some(IntentStatus::Succeeded) => Lifecycle::PartiallyRefunded,
         }
@@ -640,7 +921,8 @@ impl Payment {
         }
         // A refund returns received money: refunds of a payment that never succeeded (released
         // authorizations) are not announced, and a refund seen before the success waits for it.
-        let refunds = s.refunds.iter().filter(|_| status == Some(IntentStatus::Succeeded));
+        // Stripe's own refunds move no money and are never announced.
+        let refunds = s.refunds.iter().filter(|(_, r)| r.customer && status == Some(IntentStatus::Succeeded));
         for (id, r) in refunds {
             match r.status {
                 RefundStatus::Succeeded => due.push(Due::new(ActionKind::RefundSucceeded, id, r.amount)),
@@ -655,6 +937,9 @@ impl Payment {
                 closed.outcome = Some(d.status);
                 due.push(closed);
             }
+        }
+        for id in &s.fold.fraud_warnings {
+            due.push(Due::new(ActionKind::ReviewFraudWarning, id, s.amount));
         }
         let mut out = Vec::new();
         for Due { kind, subject, amount, failure_code, outcome } in due {

@@ -3,8 +3,9 @@
 //! sends, the state must depend only on the set of events.
 
 use paystate_core::{
-    ActionId, ChargeObservation, ChargeStatus, DisputeObservation, DisputeStatus, Effect, EventId, Failure,
-    IntentObservation, IntentStatus, Observation, Payment, PaymentEvent, PaymentKey, RefundObservation, RefundStatus,
+    ActionId, ApiEra, ChargeObservation, ChargeStatus, DisputeFunds, DisputeObservation, DisputeStatus, Effect,
+    EventId, Failure, FraudWarningObservation, IntentObservation, IntentStatus, Observation, Payment, PaymentEvent,
+    PaymentKey, RefundObservation, RefundStatus,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,37 +64,76 @@ fn observation() -> impl Strategy<Value = (String, Observation)> {
                 )
             }
         ),
-        (charge_id, 0u8..3, any::<bool>(), any::<bool>(), proptest::collection::vec((0u8..3, 0u8..5, 1i64..700), 0..3))
-            .prop_map(|(id, st, captured, refunded, refunds)| {
-                let status = [ChargeStatus::Pending, ChargeStatus::Succeeded, ChargeStatus::Failed][usize::from(st)];
-                let ty = match status {
-                    ChargeStatus::Pending => "charge.pending",
-                    ChargeStatus::Failed => "charge.failed",
-                    ChargeStatus::Succeeded if refunded => "charge.refunded",
-                    ChargeStatus::Succeeded => "charge.succeeded",
-                };
-                (
-                    ty.to_owned(),
-                    Observation::Charge(ChargeObservation {
-                        id: id.to_owned(),
-                        status,
-                        amount: 1000,
-                        amount_captured: if captured && status == ChargeStatus::Succeeded { 1000 } else { 0 },
-                        captured,
-                        refunded,
-                        expired: false,
-                        currency: "eur".into(),
-                        payment_intent: Some(KEY.into()),
-                        failure_code: (status == ChargeStatus::Failed).then(|| "do_not_honor".to_owned()),
-                        customer: None,
-                        metadata: BTreeMap::new(),
-                        refunds: refunds.into_iter().map(|(r, s, amount)| refund(r, s, amount)).collect(),
-                    }),
-                )
-            }),
+        (
+            (
+                charge_id,
+                0u8..3,
+                any::<bool>(),
+                any::<bool>(),
+                proptest::collection::vec((0u8..3, 0u8..5, 1i64..700), 0..3)
+            ),
+            (0i64..1200, 0i64..1001, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
+        )
+            .prop_map(
+                |(
+                    (id, st, captured, refunded, refunds),
+                    (amount_refunded, amount_captured, partial, async_method, listed, updated),
+                )| {
+                    let status =
+                        [ChargeStatus::Pending, ChargeStatus::Succeeded, ChargeStatus::Failed][usize::from(st)];
+                    let ty = match status {
+                        _ if updated => "charge.updated",
+                        ChargeStatus::Pending => "charge.pending",
+                        ChargeStatus::Failed => "charge.failed",
+                        ChargeStatus::Succeeded if refunded => "charge.refunded",
+                        ChargeStatus::Succeeded => "charge.succeeded",
+                    };
+                    let captured_amount = if partial { amount_captured } else { 1000 };
+                    (
+                        ty.to_owned(),
+                        Observation::Charge(ChargeObservation {
+                            id: id.to_owned(),
+                            status,
+                            amount: 1000,
+                            amount_captured: if captured && status != ChargeStatus::Failed {
+                                captured_amount
+                            } else {
+                                0
+                            },
+                            captured,
+                            paid: status == ChargeStatus::Succeeded,
+                            amount_refunded,
+                            previous_amount_refunded: (amount_refunded % 3 == 0).then_some(amount_refunded / 2),
+                            refunded,
+                            expired: false,
+                            currency: "eur".into(),
+                            payment_intent: Some(KEY.into()),
+                            failure_code: (status == ChargeStatus::Failed).then(|| "do_not_honor".to_owned()),
+                            customer: None,
+                            metadata: BTreeMap::new(),
+                            async_method,
+                            refunds_listed: listed,
+                            refunds: if listed {
+                                refunds.into_iter().map(|(r, s, amount)| refund(r, s, amount)).collect()
+                            } else {
+                                Vec::new()
+                            },
+                        }),
+                    )
+                }
+            ),
         (0u8..3, 0u8..5, 1i64..700)
             .prop_map(|(r, s, amount)| ("refund.updated".to_owned(), Observation::Refund(refund(r, s, amount)))),
-        (0u8..2, 0u8..8).prop_map(|(d, s)| {
+        (0u8..2, any::<bool>()).prop_map(|(w, actionable)| (
+            "radar.early_fraud_warning.updated".to_owned(),
+            Observation::FraudWarning(FraudWarningObservation {
+                id: format!("issfr_{w}"),
+                fraud_type: Some("made_with_stolen_card".into()),
+                actionable,
+                charge: Some("ch_a".into()),
+            })
+        )),
+        (0u8..2, 0u8..8, 0u8..3).prop_map(|(d, s, funds)| {
             let status = [
                 DisputeStatus::WarningNeedsResponse,
                 DisputeStatus::WarningUnderReview,
@@ -112,6 +152,7 @@ fn observation() -> impl Strategy<Value = (String, Observation)> {
                     amount: 1000,
                     currency: "eur".into(),
                     reason: Some("fraudulent".into()),
+                    funds: [None, Some(DisputeFunds::Withdrawn), Some(DisputeFunds::Reinstated)][usize::from(funds)],
                 }),
             )
         }),
@@ -126,15 +167,24 @@ fn refund(r: u8, s: u8, amount: i64) -> RefundObservation {
         RefundStatus::Failed,
         RefundStatus::Canceled,
     ][usize::from(s)];
-    RefundObservation { id: format!("re_{r}"), status, amount, currency: "eur".into() }
+    let charge = ["ch_a", "ch_b", "ch_c"][usize::from(r)];
+    RefundObservation {
+        id: format!("re_{r}"),
+        status,
+        amount,
+        currency: "eur".into(),
+        charge: Some(charge.into()),
+        created: 1_700_000_000 + i64::from(s % 3),
+    }
 }
 
 /// Distinct events (distinct ids), crowded into three seconds.
 fn event_set() -> impl Strategy<Value = Vec<PaymentEvent>> {
-    proptest::collection::vec((0i64..3, observation()), 1..14).prop_map(|v| {
+    proptest::collection::vec((0i64..3, 0u8..4, observation()), 1..14).prop_map(|v| {
         v.into_iter()
             .enumerate()
-            .map(|(i, (dt, (ty, observation)))| PaymentEvent {
+            .map(|(i, (dt, era, (ty, observation)))| PaymentEvent {
+                era: [ApiEra::Legacy, ApiEra::NoExpand, ApiEra::Acacia, ApiEra::Basil][usize::from(era)],
                 id: EventId::new(format!("evt_{i:03}")),
                 event_type: ty,
                 created: 1_700_000_000 + dt,
@@ -155,6 +205,8 @@ fn run(events: &[PaymentEvent]) -> (Payment, Vec<ActionId>) {
         ids.extend(out.actions.into_iter().map(|a| a.id));
         let s = &p.state;
         assert!(s.amount_refunded <= s.amount_received, "refunded above received");
+        assert!(s.amount_refunded + s.amount_refund_pending <= s.amount_received, "refunded + pending above received");
+        assert!(s.amount_refund_pending >= 0 && s.amount_refunded >= 0);
         assert!(s
             .history
             .windows(2)
@@ -215,6 +267,7 @@ fn terminal_status_absorbs_whatever_the_second() {
         created: t,
         livemode: false,
         key: PaymentKey::platform(KEY),
+        era: ApiEra::Basil,
         observation: Observation::PaymentIntent(IntentObservation {
             id: KEY.into(),
             status,
@@ -246,6 +299,7 @@ fn wrong_payment_is_an_error_not_a_merge() {
         created: 1,
         livemode: false,
         key: PaymentKey::platform(KEY),
+        era: ApiEra::Basil,
         observation: Observation::Refund(refund(0, 2, 100)),
     };
     assert!(p.apply(ev).is_err());

@@ -14,7 +14,7 @@ pub mod record;
 
 pub use error::StoreError;
 pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogSink, LogView, Position};
-pub use projection::{digest_of, state_hash, Batch, DeadLetter, Projection, StateHash, Stream, Totals};
+pub use projection::{digest_of, state_hash, Batch, DeadLetter, Projection, Rebuild, StateHash, Stream, Totals};
 pub use record::{decode_frames, put_frame, LogRecord, RecordRef};
 
 use std::path::Path;
@@ -102,13 +102,15 @@ impl Store {
             }
         }
         let projection_db = config(&dir.join("projection")).open()?;
-        Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection: Projection::open(&projection_db)? })
+        let projection = upgraded(Projection::open(&projection_db)?)?;
+        Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection })
     }
 
     /// Opens (or creates) only the projection of a data directory: the projector of the Kafka log keeps
-    /// its states, positions and outbox here while the log lives in Kafka.
+    /// its states, positions and outbox here while the log lives in Kafka. A projection written by the
+    /// previous release is rebuilt from the log (positions back to 0, see [`Projection::rebuild_from_log`]).
     pub fn open_projection(dir: &Path) -> Result<Projection, StoreError> {
-        Self::open_projection_with_cache(dir, DEFAULT_CACHE_BYTES)
+        upgraded(Self::open_projection_with_cache(dir, DEFAULT_CACHE_BYTES)?)
     }
 
     /// [`Store::open_projection`] with sled's cache limited to `cache_bytes` (replay writes a projection
@@ -143,6 +145,23 @@ impl Store {
         let partitions = stored_partitions(&log_db.open_tree("meta")?)?
             .ok_or_else(|| StoreError::Corrupt { tree: "meta", why: "no partition count".into() })?;
         let projection_db = config(&dir.join("projection")).open()?;
-        Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection: Projection::open(&projection_db)? })
+        let projection = upgraded(Projection::open(&projection_db)?)?;
+        Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection })
     }
+}
+
+/// A projection whose payments are of the current format: one written by the previous release is rebuilt
+/// from its log first.
+fn upgraded(projection: Projection) -> Result<Projection, StoreError> {
+    if projection.needs_rebuild()? {
+        let r = projection.rebuild_from_log()?;
+        tracing::warn!(
+            payments = r.payments,
+            ledgers = r.ledgers,
+            partitions = r.partitions,
+            "projection written by an earlier release: its payments are rebuilt from the log with the current \
+             rules (actions already emitted are not emitted again)"
+        );
+    }
+    Ok(projection)
 }

@@ -136,6 +136,60 @@ impl Projection {
         })
     }
 
+    /// Whether the stored payments are of an earlier release's format (see [`Projection::rebuild_from_log`]).
+    pub fn needs_rebuild(&self) -> Result<bool, StoreError> {
+        Ok(match self.payments.iter().values().next() {
+            Some(v) => v?.first() == Some(&PAYMENT_FORMAT_V1),
+            None => false,
+        })
+    }
+
+    /// Upgrades a projection written by the previous release: its payment states are dropped and every
+    /// partition's position goes back to 0, so that the projector folds the whole log again with the
+    /// current rules; the ledger of actions already emitted is kept, read back from the `actions` stream
+    /// (whose entries are self-describing JSON), so no action is emitted twice. The streams keep their
+    /// entries and cursors; dead letters and the totals are recounted by the refold. One transaction:
+    /// after a crash the upgrade is either done or still to do.
+    pub fn rebuild_from_log(&self) -> Result<Rebuild, StoreError> {
+        let mut ledgers: BTreeMap<String, Payment> = BTreeMap::new();
+        for item in self.actions.iter().values() {
+            let action: paystate_core::Action = serde_json::from_slice(&item?)
+                .map_err(|e| StoreError::Corrupt { tree: "stream/actions", why: e.to_string() })?;
+            ledgers
+                .entry(action.key.to_string())
+                .or_insert_with(|| Payment::new(action.key.clone()))
+                .emitted
+                .insert(action.id);
+        }
+        let encoded: Vec<(String, Vec<u8>)> =
+            ledgers.iter().map(|(k, p)| encode_payment(p).map(|v| (k.clone(), v))).collect::<Result<_, _>>()?;
+        let old: Vec<sled::IVec> = self.payments.iter().keys().collect::<Result<_, _>>()?;
+        let partitions: Vec<sled::IVec> = self.offsets.iter().keys().collect::<Result<_, _>>()?;
+        let dead: Vec<sled::IVec> = self.dead.iter().keys().collect::<Result<_, _>>()?;
+        (&self.payments, &self.offsets, &self.dead, &self.meta).transaction(
+            |(payments, offsets, dead_tree, meta)| {
+                for k in &old {
+                    payments.remove(k)?;
+                }
+                for (k, v) in &encoded {
+                    payments.insert(k.as_bytes(), v.as_slice())?;
+                }
+                for k in &partitions {
+                    offsets.insert(k, &0u64.to_be_bytes())?;
+                }
+                for k in &dead {
+                    dead_tree.remove(k)?;
+                }
+                for k in [&b"count/applied"[..], b"count/duplicates", b"count/dead"] {
+                    meta.remove(k)?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
+        self.db.flush()?;
+        Ok(Rebuild { payments: old.len() as u64, ledgers: encoded.len() as u64, partitions: partitions.len() as u64 })
+    }
+
     /// The next offset to apply in `partition` (0 when nothing was applied).
     pub fn position(&self, partition: u32) -> Result<u64, StoreError> {
         Ok(match self.offsets.get(partition.to_be_bytes())? {
@@ -443,7 +497,14 @@ fn confirmed_key(partition: u32) -> [u8; 14] {
 /// Payments are stored with postcard (compact, non-self-describing serde): a projector batch decodes and
 /// re-encodes every payment it touches, history included, so the encoding is on the hot path. A version
 /// byte leads, so the format can change without guessing.
-const PAYMENT_FORMAT: u8 = 1;
+///
+/// Format 2 (this release) added the API era of each event and the money fields of issue 10 (refunds
+/// known only from their Charge, pending refunds, Stripe's own refunds, disputes' funds, fraud warnings).
+/// Format 1 was the previous release's: its states were folded with the old money rules, so they are not
+/// converted but rebuilt from the log ([`Projection::rebuild_from_log`]).
+const PAYMENT_FORMAT: u8 = 2;
+/// The previous release's payment format.
+const PAYMENT_FORMAT_V1: u8 = 1;
 
 fn encode_payment(p: &Payment) -> Result<Vec<u8>, StoreError> {
     Ok(encode_payment_hashed(p)?.0)
@@ -463,6 +524,22 @@ fn decode_payment(v: &[u8]) -> Result<Payment, StoreError> {
     let corrupt = |why: String| StoreError::Corrupt { tree: "payments", why };
     match v.split_first() {
         Some((&PAYMENT_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
+        Some((&PAYMENT_FORMAT_V1, _)) => Err(corrupt(
+            "payment stored by an earlier release (format 1): open the data directory with `paystate serve` or \
+             `paystate project` once to rebuild it from its log, or replay the log again"
+                .into(),
+        )),
         _ => Err(corrupt("unknown payment encoding".into())),
     }
+}
+
+/// What [`Projection::rebuild_from_log`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuild {
+    /// Payments of the earlier format that were dropped.
+    pub payments: u64,
+    /// Payments whose ledger of emitted actions was kept (read back from the actions stream).
+    pub ledgers: u64,
+    /// Partitions whose position went back to 0.
+    pub partitions: u64,
 }

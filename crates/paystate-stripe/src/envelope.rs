@@ -78,6 +78,15 @@ pub struct Envelope<'a> {
     pub object: ObjectFields<'a>,
     /// Whether `data.previous_attributes` is present (the event reports an update).
     pub has_previous_attributes: bool,
+    /// `data.previous_attributes.amount_refunded`: a Charge's refunded amount before this event.
+    pub previous_amount_refunded: Option<i64>,
+}
+
+impl Envelope<'_> {
+    /// `api_version` as text (empty when absent).
+    pub fn api_version(&self) -> &str {
+        self.api_version.as_deref().unwrap_or("")
+    }
 }
 
 /// The fields of `data.object` the projection reads. All optional: which are present depends on the kind.
@@ -125,6 +134,16 @@ pub struct ObjectFields<'a> {
     pub reason: Option<Cow<'a, str>>,
     /// `refunds` (Charge, when included).
     pub refunds: Option<RefundList<'a>>,
+    /// `paid` (Charge).
+    pub paid: Option<bool>,
+    /// `created` of the object.
+    pub created: Option<i64>,
+    /// `payment_method_details.type` (Charge).
+    pub payment_method_type: Option<Cow<'a, str>>,
+    /// `fraud_type` (early fraud warning).
+    pub fraud_type: Option<Cow<'a, str>>,
+    /// `actionable` (early fraud warning).
+    pub actionable: Option<bool>,
 }
 
 /// `last_payment_error`, reduced.
@@ -156,6 +175,10 @@ pub struct EmbeddedRefund<'a> {
     pub amount: Option<i64>,
     /// `currency`.
     pub currency: Option<Cow<'a, str>>,
+    /// `charge`.
+    pub charge: Option<Expandable<'a>>,
+    /// `created`.
+    pub created: Option<i64>,
 }
 
 /// An expandable reference: Stripe sends an id string, or the whole object when expanded. Either way we
@@ -209,6 +232,7 @@ struct RawEvent<'a> {
     data_object: Option<ObjectFields<'a>>,
     has_data: bool,
     previous_attributes: bool,
+    previous_amount_refunded: Option<i64>,
     related_object: Option<RelatedObject<'a>>,
 }
 
@@ -292,7 +316,15 @@ fn read_event<'a>(sc: &mut Scanner<'a>, raw: &mut RawEvent<'a>) -> Scan<()> {
                     "previous_attributes" => {
                         if first_time(sc, &mut seen, 1)? && !sc.null()? {
                             raw.previous_attributes = true;
-                            sc.skip()?;
+                            let mut once = 0u32;
+                            sc.object(|sc, key| {
+                                if key == "amount_refunded" && first_time(sc, &mut once, 0)? {
+                                    raw.previous_amount_refunded = sc.opt_i64()?;
+                                    Ok(())
+                                } else {
+                                    sc.skip()
+                                }
+                            })?;
                         }
                         Ok(())
                     }
@@ -376,6 +408,11 @@ fn read_fields<'a>(sc: &mut Scanner<'a>) -> Scan<ObjectFields<'a>> {
             "last_payment_error" => 18,
             "reason" => 19,
             "refunds" => 20,
+            "paid" => 21,
+            "created" => 22,
+            "payment_method_details" => 23,
+            "fraud_type" => 24,
+            "actionable" => 25,
             _ => return sc.skip(),
         };
         if !first_time(sc, &mut seen, bit)? {
@@ -443,6 +480,24 @@ fn read_fields<'a>(sc: &mut Scanner<'a>) -> Scan<ObjectFields<'a>> {
                 }
             }
             19 => f.reason = sc.opt_string()?,
+            21 => f.paid = sc.opt_bool()?,
+            22 => f.created = sc.opt_i64()?,
+            23 => {
+                if !sc.null()? {
+                    let mut seen = 0u32;
+                    sc.object(|sc, key| {
+                        if key != "type" {
+                            return sc.skip();
+                        }
+                        if first_time(sc, &mut seen, 0)? {
+                            f.payment_method_type = sc.opt_string()?;
+                        }
+                        Ok(())
+                    })?;
+                }
+            }
+            24 => f.fraud_type = sc.opt_string()?,
+            25 => f.actionable = sc.opt_bool()?,
             _ => {
                 if !sc.null()? {
                     let mut list = RefundList::default();
@@ -461,6 +516,8 @@ fn read_fields<'a>(sc: &mut Scanner<'a>) -> Scan<ObjectFields<'a>> {
                                         "status" => 1,
                                         "amount" => 2,
                                         "currency" => 3,
+                                        "charge" => 4,
+                                        "created" => 5,
                                         _ => return sc.skip(),
                                     };
                                     if first_time(sc, &mut seen, bit)? {
@@ -468,7 +525,9 @@ fn read_fields<'a>(sc: &mut Scanner<'a>) -> Scan<ObjectFields<'a>> {
                                             0 => r.id = sc.opt_string()?,
                                             1 => r.status = sc.opt_string()?,
                                             2 => r.amount = sc.opt_i64()?,
-                                            _ => r.currency = sc.opt_string()?,
+                                            3 => r.currency = sc.opt_string()?,
+                                            4 => r.charge = expandable(sc)?,
+                                            _ => r.created = sc.opt_i64()?,
                                         }
                                     }
                                     Ok(())
@@ -521,6 +580,7 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent<'_>, WebhookError> {
                 idempotency_key: raw.idempotency_key,
                 object,
                 has_previous_attributes: raw.previous_attributes,
+                previous_amount_refunded: raw.previous_amount_refunded,
             }))
         }
         Some("v2.core.event") => {

@@ -4,7 +4,11 @@
 //! - `payment_intent.*` whose object is a PaymentIntent;
 //! - `charge.*` whose object is a Charge (succeeded, failed, pending, captured, expired, refunded, updated);
 //! - `refund.*` and `charge.refund.updated` whose object is a Refund;
-//! - `charge.dispute.*` whose object is a Dispute.
+//! - `charge.dispute.*` whose object is a Dispute;
+//! - `radar.early_fraud_warning.*` whose object is an early fraud warning.
+//!
+//! The event's `api_version` is an input: its [`ApiEra`] tells the core what a Charge's `amount_refunded`
+//! includes and whether Stripe's own refunds can appear (see docs/API-VERSIONS.md).
 //!
 //! Everything else (other types, thin events, statuses this version does not know) is
 //! [`Mapped::NotRelevant`]: accepted and kept in the log, never refused, so Stripe does not retry it forever.
@@ -15,8 +19,9 @@
 
 use crate::envelope::{Envelope, Expandable, ObjectFields, ParsedEvent};
 use paystate_core::{
-    ChargeObservation, ChargeStatus, DisputeObservation, DisputeStatus, EventId, Failure, IntentObservation,
-    IntentStatus, Observation, PaymentEvent, PaymentId, PaymentKey, RefundObservation, RefundStatus,
+    ApiEra, ChargeObservation, ChargeStatus, DisputeFunds, DisputeObservation, DisputeStatus, EventId, Failure,
+    FraudWarningObservation, IntentObservation, IntentStatus, Observation, PaymentEvent, PaymentId, PaymentKey,
+    RefundObservation, RefundStatus,
 };
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -52,11 +57,47 @@ enum Kind {
     Charge,
     Refund,
     Dispute,
+    FraudWarning,
 }
+
+/// The era of an `api_version` (`2024-06-20`, `2025-03-31.basil`, …): its date decides. An absent or
+/// unreadable version is taken as current.
+pub fn era_of(api_version: &str) -> ApiEra {
+    let date = api_version.get(..10).unwrap_or("");
+    let well_formed =
+        date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    if date.len() != 10 || !well_formed {
+        return ApiEra::Basil;
+    }
+    // ISO dates compare as text.
+    if date < "2022-11-15" {
+        ApiEra::Legacy
+    } else if date < "2024-10-28" {
+        ApiEra::NoExpand
+    } else if date < "2025-03-31" {
+        ApiEra::Acacia
+    } else {
+        ApiEra::Basil
+    }
+}
+
+/// Payment method types whose charges and refunds settle days later (bank debits and transfers).
+const ASYNC_METHODS: [&str; 8] = [
+    "us_bank_account",
+    "sepa_debit",
+    "bacs_debit",
+    "au_becs_debit",
+    "acss_debit",
+    "ach_debit",
+    "nz_bank_account",
+    "sofort",
+];
 
 fn kind_of(event_type: &str, object: Option<&str>) -> Option<Kind> {
     let kind = if event_type.starts_with("payment_intent.") {
         Kind::Intent
+    } else if event_type.starts_with("radar.early_fraud_warning.") {
+        Kind::FraudWarning
     } else if event_type.starts_with("charge.dispute.") {
         Kind::Dispute
     } else if event_type == "charge.refund.updated" || event_type.starts_with("refund.") {
@@ -71,6 +112,7 @@ fn kind_of(event_type: &str, object: Option<&str>) -> Option<Kind> {
         Kind::Charge => "charge",
         Kind::Refund => "refund",
         Kind::Dispute => "dispute",
+        Kind::FraudWarning => "radar.early_fraud_warning",
     };
     (object == Some(expected)).then_some(kind)
 }
@@ -99,7 +141,7 @@ fn key_of(env: &Envelope<'_>) -> Option<PaymentKey> {
     let payment = match kind {
         Kind::Intent => id,
         Kind::Charge => exp(&o.payment_intent).unwrap_or(id),
-        Kind::Refund | Kind::Dispute => exp(&o.payment_intent).or(exp(&o.charge))?,
+        Kind::Refund | Kind::Dispute | Kind::FraudWarning => exp(&o.payment_intent).or(exp(&o.charge))?,
     };
     Some(PaymentKey {
         account: env.account.as_deref().map(paystate_core::AccountId::new),
@@ -139,6 +181,26 @@ fn map_snapshot(env: &Envelope<'_>) -> Result<Mapped, MapError> {
         return Err(fail("object has no id or no payment it belongs to"));
     };
     let id = o.id.as_deref().ok_or_else(|| fail("object has no id"))?.to_owned();
+    let era = era_of(env.api_version());
+    let event = |observation| {
+        Mapped::Payment(PaymentEvent {
+            id: EventId::new(env.id.as_ref()),
+            event_type: env.event_type.to_string(),
+            created: env.created,
+            livemode: env.livemode,
+            key,
+            era,
+            observation,
+        })
+    };
+    if kind == Kind::FraudWarning {
+        return Ok(event(Observation::FraudWarning(FraudWarningObservation {
+            id,
+            fraud_type: text(&o.fraud_type),
+            actionable: o.actionable.unwrap_or(false),
+            charge: owned(&o.charge),
+        })));
+    }
     let status = o.status.as_deref().ok_or_else(|| fail("object has no status"))?;
     let amount = o.amount.ok_or_else(|| fail("object has no amount"))?;
     let currency = o.currency.as_deref().ok_or_else(|| fail("object has no currency"))?.to_owned();
@@ -180,6 +242,8 @@ fn map_snapshot(env: &Envelope<'_>) -> Result<Mapped, MapError> {
                                 status: RefundStatus::parse(r.status.as_deref()?)?,
                                 amount: r.amount?,
                                 currency: r.currency.as_deref().unwrap_or(&currency).to_owned(),
+                                charge: owned(&r.charge),
+                                created: r.created.unwrap_or(0),
                             })
                         })
                         .collect()
@@ -191,6 +255,10 @@ fn map_snapshot(env: &Envelope<'_>) -> Result<Mapped, MapError> {
                 amount,
                 amount_captured: o.amount_captured.unwrap_or(0),
                 captured: o.captured.unwrap_or(false),
+                // Before `paid` existed every succeeded charge was paid.
+                paid: o.paid.unwrap_or(status == ChargeStatus::Succeeded),
+                amount_refunded: o.amount_refunded.unwrap_or(0),
+                previous_amount_refunded: env.previous_amount_refunded,
                 refunded: o.refunded.unwrap_or(false),
                 expired: env.event_type == "charge.expired",
                 currency,
@@ -198,6 +266,8 @@ fn map_snapshot(env: &Envelope<'_>) -> Result<Mapped, MapError> {
                 failure_code: text(&o.failure_code),
                 customer: owned(&o.customer),
                 metadata: metadata(o),
+                async_method: o.payment_method_type.as_deref().is_some_and(|t| ASYNC_METHODS.contains(&t)),
+                refunds_listed: o.refunds.is_some(),
                 refunds,
             })
         }
@@ -205,21 +275,27 @@ fn map_snapshot(env: &Envelope<'_>) -> Result<Mapped, MapError> {
             let Some(status) = RefundStatus::parse(status) else {
                 return Ok(Mapped::NotRelevant("unknown Refund status"));
             };
-            Observation::Refund(RefundObservation { id, status, amount, currency })
+            Observation::Refund(RefundObservation {
+                id,
+                status,
+                amount,
+                currency,
+                charge: owned(&o.charge),
+                created: o.created.unwrap_or(0),
+            })
         }
         Kind::Dispute => {
             let Some(status) = DisputeStatus::parse(status) else {
                 return Ok(Mapped::NotRelevant("unknown Dispute status"));
             };
-            Observation::Dispute(DisputeObservation { id, status, amount, currency, reason: text(&o.reason) })
+            let funds = match env.event_type.as_ref() {
+                "charge.dispute.funds_withdrawn" => Some(DisputeFunds::Withdrawn),
+                "charge.dispute.funds_reinstated" => Some(DisputeFunds::Reinstated),
+                _ => None,
+            };
+            Observation::Dispute(DisputeObservation { id, status, amount, currency, reason: text(&o.reason), funds })
         }
+        Kind::FraudWarning => return Err(fail("unreachable: fraud warnings are mapped above")),
     };
-    Ok(Mapped::Payment(PaymentEvent {
-        id: EventId::new(env.id.as_ref()),
-        event_type: env.event_type.to_string(),
-        created: env.created,
-        livemode: env.livemode,
-        key,
-        observation,
-    }))
+    Ok(event(observation))
 }

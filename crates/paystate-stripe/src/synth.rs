@@ -1,13 +1,85 @@
 //! Realistic Stripe events, generated deterministically from a seed.
 //!
-//! The objects have the field set and value shapes of Stripe's own fixtures for API version 2024-06-20
-//! (PaymentIntent, Charge, Refund, Dispute) and are pretty-printed as Stripe sends them. Used by tests,
+//! The objects have the field set and value shapes of Stripe's own fixtures (PaymentIntent, Charge, Refund,
+//! Dispute, early fraud warning) and are pretty-printed as Stripe sends them, rendered as Stripe renders
+//! them at each event's API version (see [`Versions`] and docs/API-VERSIONS.md): a Charge embeds its
+//! refunds only before 2022-11-15, and which events exist for a refund depends on the era. Used by tests,
 //! benchmarks and `paystate simulate`. Nothing here reads a clock or a file.
 
+use crate::mapping::era_of;
+use paystate_core::ApiEra;
 use serde_json::{json, Map, Value};
 
-/// The API version the generated events claim.
-pub const API_VERSION: &str = "2024-06-20";
+/// The API version generated events claim by default: a current one.
+pub const API_VERSION: &str = "2025-10-29.clover";
+
+/// The API version of each generated event: one version, or an upgrade from one version to another at a
+/// given Stripe time (an endpoint upgraded while traffic flows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    /// The version before the upgrade (or the only one).
+    pub before: String,
+    /// The upgrade: from this Stripe time on, events are rendered at this version.
+    pub upgrade: Option<(i64, String)>,
+}
+
+impl Versions {
+    /// Every event at `version`.
+    pub fn single(version: &str) -> Self {
+        Versions { before: version.to_owned(), upgrade: None }
+    }
+
+    /// The version an event created at `t` is rendered in.
+    pub fn at(&self, t: i64) -> &str {
+        match &self.upgrade {
+            Some((switch, after)) if t >= *switch => after,
+            _ => &self.before,
+        }
+    }
+
+    /// The era of an event created at `t`.
+    pub fn era_at(&self, t: i64) -> ApiEra {
+        era_of(self.at(t))
+    }
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions::single(API_VERSION)
+    }
+}
+
+/// A refund as the generator tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRefund {
+    /// `re_…`
+    pub id: String,
+    /// `amount`.
+    pub amount: i64,
+    /// `status` now.
+    pub status: String,
+    /// `created`.
+    pub created: i64,
+    /// Stripe's own refund of an uncaptured rest or a released authorization (no money moves).
+    pub own: bool,
+}
+
+/// A Charge as the generator tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeView {
+    /// `ch_…` / `py_…`
+    pub id: String,
+    /// `status`.
+    pub status: String,
+    /// `captured`.
+    pub captured: bool,
+    /// `amount_captured`.
+    pub amount_captured: i64,
+    /// Its refunds, in creation order.
+    pub refunds: Vec<SimRefund>,
+    /// `failure_code`.
+    pub failure: Option<String>,
+}
 
 /// A small deterministic PRNG (SplitMix64): reproducible test data without a dependency.
 #[derive(Debug, Clone)]
@@ -97,6 +169,10 @@ pub struct PaymentSim {
     pub without_intent: bool,
     /// `created` of the PaymentIntent.
     pub created: i64,
+    /// The API version of each event.
+    pub versions: Versions,
+    /// The amount captured, when a manual capture takes less than was authorised.
+    pub capture_amount: Option<i64>,
     payment_method: String,
     name: &'static str,
     email: String,
@@ -155,6 +231,8 @@ impl PaymentSim {
             method: Method::Card,
             without_intent: false,
             created,
+            versions: Versions::default(),
+            capture_amount: None,
             payment_method: rng.id("pm"),
             name,
             email: format!("{first}.{}@example.com", rng.below(1000)),
@@ -182,7 +260,7 @@ impl PaymentSim {
         if let Some(acct) = &self.account {
             ev.insert("account".into(), json!(acct));
         }
-        ev.insert("api_version".into(), json!(API_VERSION));
+        ev.insert("api_version".into(), json!(self.versions.at(created)));
         ev.insert("created".into(), json!(created));
         ev.insert("data".into(), Value::Object(data));
         ev.insert("livemode".into(), json!(self.livemode));
@@ -233,7 +311,7 @@ impl PaymentSim {
         error: Option<(&str, &str, &str)>,
     ) -> Value {
         let (types, options) = self.method_types();
-        let received = if status == "succeeded" { self.amount } else { 0 };
+        let received = if status == "succeeded" { self.capture_amount.unwrap_or(self.amount) } else { 0 };
         let capturable = if status == "requires_capture" { self.amount } else { 0 };
         let last_payment_error = error.map(|(charge, code, decline)| {
             json!({
@@ -282,7 +360,7 @@ impl PaymentSim {
         self.envelope(rng, event_type, t, obj, None)
     }
 
-    /// A Charge snapshot. `refunds` are `(id, amount, status)`.
+    /// A Charge snapshot. `refunds` are `(id, amount, status)`, all customer refunds created at `t`.
     #[allow(clippy::too_many_arguments)]
     pub fn charge(
         &self,
@@ -294,7 +372,39 @@ impl PaymentSim {
         failure: Option<&str>,
         t: i64,
     ) -> Value {
-        let refunded_amount: i64 = refunds.iter().filter(|r| r.2 == "succeeded").map(|r| r.1).sum();
+        let view = ChargeView {
+            id: id.to_owned(),
+            status: status.to_owned(),
+            captured,
+            amount_captured: if captured { self.amount } else { 0 },
+            refunds: refunds
+                .iter()
+                .map(|(rid, amount, st)| SimRefund {
+                    id: rid.clone(),
+                    amount: *amount,
+                    status: st.clone(),
+                    created: t,
+                    own: false,
+                })
+                .collect(),
+            failure: failure.map(str::to_owned),
+        };
+        self.charge_of(rng, &view, t)
+    }
+
+    /// A Charge snapshot at `t`, rendered at the API version of `t`: `amount_refunded` counts every refund
+    /// not failed (pending ones and Stripe's own included), `paid` only once the money arrived, and the
+    /// `refunds` list only before 2022-11-15.
+    pub fn charge_of(&self, rng: &mut Rng, c: &ChargeView, t: i64) -> Value {
+        let id = c.id.as_str();
+        let status = c.status.as_str();
+        let failure = c.failure.as_deref();
+        let refunded_amount: i64 = c
+            .refunds
+            .iter()
+            .filter(|r| matches!(r.status.as_str(), "succeeded" | "pending" | "requires_action"))
+            .map(|r| r.amount)
+            .sum();
         let details = match self.method {
             Method::Card => json!({"card": {
                 "amount_authorized": self.amount, "brand": "visa",
@@ -313,20 +423,18 @@ impl PaymentSim {
                 "fingerprint": rng.id_len("fp", 16).trim_start_matches("fp_"), "last4": "6789",
                 "mandate": rng.id("mandate"), "payment_reference": null, "routing_number": "110000000"}, "type": "us_bank_account"}),
         };
-        let refund_objs: Vec<Value> =
-            refunds.iter().map(|(rid, amount, st)| self.refund(rng, rid, id, *amount, st, t)).collect();
         let outcome = if status == "failed" {
             json!({"advice_code": null, "network_advice_code": null, "network_decline_code": null, "network_status": "declined_by_network", "reason": failure.unwrap_or("generic_decline"), "risk_level": "normal", "risk_score": rng.below(100), "seller_message": "The bank did not return any further details with this decline.", "type": "issuer_declined"})
         } else {
             json!({"advice_code": null, "network_advice_code": null, "network_decline_code": null, "network_status": "approved_by_network", "reason": null, "risk_level": "normal", "risk_score": rng.below(100), "seller_message": "Payment complete.", "type": "authorized"})
         };
-        json!({
+        let mut charge = json!({
             "id": id, "object": "charge", "amount": self.amount,
-            "amount_captured": if captured { self.amount } else { 0 }, "amount_refunded": refunded_amount,
+            "amount_captured": c.amount_captured, "amount_refunded": refunded_amount,
             "application": null, "application_fee": null, "application_fee_amount": null,
-            "balance_transaction": if captured { json!(rng.id("txn")) } else { Value::Null },
+            "balance_transaction": if c.captured { json!(rng.id("txn")) } else { Value::Null },
             "billing_details": self.billing(), "calculated_statement_descriptor": "ACME* SHOP",
-            "captured": captured, "created": t, "currency": self.currency, "customer": self.customer,
+            "captured": c.captured, "created": self.created, "currency": self.currency, "customer": self.customer,
             "description": "Order payment", "disputed": false, "failure_balance_transaction": null,
             "failure_code": failure, "failure_message": failure.map(|_| "Your card was declined."),
             "fraud_details": {}, "livemode": self.livemode, "metadata": {"order_id": self.order_id},
@@ -335,11 +443,15 @@ impl PaymentSim {
             "payment_method_details": details, "receipt_email": null, "receipt_number": null,
             "receipt_url": format!("https://pay.stripe.com/receipts/payment/{}", rng.id_len("r", 96).trim_start_matches("r_")),
             "refunded": refunded_amount >= self.amount,
-            "refunds": {"data": refund_objs, "has_more": false, "object": "list", "url": format!("/v1/charges/{id}/refunds")},
             "review": null, "shipping": null, "source": null, "source_transfer": null,
             "statement_descriptor": null, "statement_descriptor_suffix": null, "status": status,
             "transfer_data": null, "transfer_group": null
-        })
+        });
+        if self.versions.era_at(t) == ApiEra::Legacy {
+            let refund_objs: Vec<Value> = c.refunds.iter().map(|r| self.refund_of(rng, r, id)).collect();
+            charge["refunds"] = json!({"data": refund_objs, "has_more": false, "object": "list", "total_count": c.refunds.len(), "url": format!("/v1/charges/{id}/refunds")});
+        }
+        charge
     }
 
     /// A `charge.*` event.
@@ -360,16 +472,78 @@ impl PaymentSim {
         self.envelope(rng, event_type, t, obj, previous)
     }
 
-    /// A Refund snapshot.
-    pub fn refund(&self, rng: &mut Rng, id: &str, charge: &str, amount: i64, status: &str, t: i64) -> Value {
+    /// A `charge.*` event about `c` as it is at `t`; `previous` becomes `data.previous_attributes`.
+    pub fn charge_view_event(
+        &self,
+        rng: &mut Rng,
+        event_type: &str,
+        t: i64,
+        c: &ChargeView,
+        previous: Option<Value>,
+    ) -> SynthEvent {
+        let obj = self.charge_of(rng, c, t);
+        self.envelope(rng, event_type, t, obj, previous)
+    }
+
+    /// A Refund of charge `charge` as it is now.
+    pub fn refund_of(&self, rng: &mut Rng, r: &SimRefund, charge: &str) -> Value {
+        let method = match self.method {
+            Method::Card => {
+                json!({"card": {"reference": null, "reference_status": "pending", "reference_type": "acquirer_reference_number", "type": "refund"}, "type": "card"})
+            }
+            Method::BankDebit => {
+                json!({"type": "us_bank_transfer", "us_bank_transfer": {"reference": null, "reference_status": "pending"}})
+            }
+        };
         json!({
-            "id": id, "object": "refund", "amount": amount, "balance_transaction": rng.id("txn"),
-            "charge": charge, "created": t, "currency": self.currency, "customer": null, "customer_account": null,
-            "destination_details": {"card": {"reference": null, "reference_status": "pending", "reference_type": "acquirer_reference_number", "type": "refund"}, "type": "card"},
-            "failure_reason": if status == "failed" { json!("expired_or_canceled_card") } else { Value::Null },
-            "metadata": {}, "payment_intent": self.pi_ref(), "payment_method": null, "reason": "requested_by_customer",
-            "receipt_number": null, "source_transfer_reversal": null, "status": status, "transfer_reversal": null
+            "id": r.id, "object": "refund", "amount": r.amount, "balance_transaction": rng.id("txn"),
+            "charge": charge, "created": r.created, "currency": self.currency, "customer": null, "customer_account": null,
+            "destination_details": method,
+            "failure_reason": if r.status == "failed" { json!("expired_or_canceled_card") } else { Value::Null },
+            "metadata": {}, "payment_intent": self.pi_ref(), "payment_method": null,
+            "reason": if r.own { Value::Null } else { json!("requested_by_customer") },
+            "receipt_number": null, "source_transfer_reversal": null, "status": r.status, "transfer_reversal": null
         })
+    }
+
+    /// A `refund.*` / `charge.refund.updated` event about `r` as it is now.
+    pub fn refund_view_event(
+        &self,
+        rng: &mut Rng,
+        event_type: &str,
+        t: i64,
+        r: &SimRefund,
+        charge: &str,
+        previous_status: Option<&str>,
+    ) -> SynthEvent {
+        let obj = self.refund_of(rng, r, charge);
+        let previous = previous_status.map(|s| json!({"status": s}));
+        self.envelope(rng, event_type, t, obj, previous)
+    }
+
+    /// A `radar.early_fraud_warning.*` event about charge `charge`.
+    pub fn fraud_warning_event(
+        &self,
+        rng: &mut Rng,
+        event_type: &str,
+        t: i64,
+        id: &str,
+        charge: &str,
+        actionable: bool,
+    ) -> SynthEvent {
+        let obj = json!({
+            "id": id, "object": "radar.early_fraud_warning", "actionable": actionable, "charge": charge,
+            "created": t, "fraud_type": "made_with_stolen_card", "livemode": self.livemode,
+            "payment_intent": self.pi_ref()
+        });
+        let previous = event_type.ends_with(".updated").then(|| json!({"actionable": true}));
+        self.envelope(rng, event_type, t, obj, previous)
+    }
+
+    /// A Refund snapshot of a customer refund created at `t`.
+    pub fn refund(&self, rng: &mut Rng, id: &str, charge: &str, amount: i64, status: &str, t: i64) -> Value {
+        let r = SimRefund { id: id.to_owned(), amount, status: status.to_owned(), created: t, own: false };
+        self.refund_of(rng, &r, charge)
     }
 
     /// A `refund.*` / `charge.refund.updated` event.

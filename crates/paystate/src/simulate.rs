@@ -6,8 +6,8 @@
 //! acknowledged events (`--acked`).
 
 use anyhow::{bail, Context, Result};
-use paystate_stripe::scenario::{generate, Scenario, Truth};
-use paystate_stripe::synth::{Rng, SynthEvent};
+use paystate_stripe::scenario::{generate_with, Scenario, Truth};
+use paystate_stripe::synth::{Rng, SynthEvent, Versions};
 use paystate_stripe::WebhookSecret;
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,6 +59,16 @@ pub struct SimulateArgs {
     /// Log partitions when --to-log creates the data directory.
     #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
     pub partitions: u32,
+    /// The Stripe API version the events are rendered in, as Stripe renders them for an endpoint of that
+    /// version (e.g. 2020-08-27: refunds embedded in the Charge; 2024-06-20: refunds only as the Charge's
+    /// `amount_refunded`; 2024-12-18.acacia: `refund.*` for every refund; 2025-03-31.basil and later: no
+    /// Refund for an uncaptured rest).
+    #[arg(long, default_value = paystate_stripe::synth::API_VERSION)]
+    pub api_version: String,
+    /// Upgrade the endpoint to this version half-way: events Stripe creates after the middle of the
+    /// simulated day are rendered in it (payments under way then are reported in both versions).
+    #[arg(long)]
+    pub upgrade_to: Option<String>,
 }
 
 struct Delivery {
@@ -69,12 +79,17 @@ struct Delivery {
 /// Generates the payments and the delivery order (pure: seeded).
 fn plan(args: &SimulateArgs, t0: i64) -> (Vec<Delivery>, Vec<Truth>) {
     let mut rng = Rng::new(args.seed);
+    // Payments start within the day before t0.
+    let versions = Versions {
+        before: args.api_version.clone(),
+        upgrade: args.upgrade_to.as_ref().map(|v| (t0 - 43_200, v.clone())),
+    };
     let mut truths = Vec::with_capacity(args.payments);
     let mut per_payment: Vec<Vec<SynthEvent>> = Vec::with_capacity(args.payments);
     for _ in 0..args.payments {
         let scenario = *rng.pick(&Scenario::ALL);
         let start = t0 - i64::try_from(rng.below(86_400)).unwrap_or(0);
-        let (events, truth) = generate(scenario, &mut rng, start);
+        let (events, truth) = generate_with(scenario, &mut rng, start, &versions);
         per_payment.push(events);
         truths.push(truth);
     }

@@ -26,12 +26,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-/// Stripe's test mode or live mode.
+/// Stripe's test mode or live mode: the mode this endpoint expects. A correctly signed event of the other
+/// mode is accepted and kept all the same (a Connect platform's endpoint receives both, and a 4xx would make
+/// Stripe retry it for days); it is counted as `other_mode`, and projected apart: every payment state
+/// carries `livemode` and the list API filters by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// `livemode: false` only.
+    /// `livemode: false` expected.
     Test,
-    /// `livemode: true` only.
+    /// `livemode: true` expected.
     Live,
 }
 
@@ -43,7 +46,7 @@ pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1 << 20;
 pub struct Ingress {
     /// Signature verification and parsing.
     pub webhook: Webhook,
-    /// Refuse events of the other mode, when set.
+    /// The mode this endpoint expects, when set: events of the other mode are accepted and counted.
     pub mode: Option<Mode>,
     /// Largest accepted body.
     pub body_limit_bytes: usize,
@@ -129,9 +132,8 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
     let event = verified.event();
     if let Some(mode) = ing.mode {
         if event.livemode() != (mode == Mode::Live) {
-            ing.metrics.webhook("wrong_mode");
-            tracing::info!(outcome = "wrong_mode", event_id = event.id(), "webhook refused");
-            return error(StatusCode::BAD_REQUEST, "wrong_mode", "event livemode does not match --mode");
+            ing.metrics.webhook("other_mode");
+            tracing::debug!(event_id = event.id(), livemode = event.livemode(), "event of the other mode, kept");
         }
     }
     let signature = String::from_utf8_lossy(signature.unwrap_or_default()).into_owned();
@@ -255,6 +257,7 @@ async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(
 #[derive(Deserialize)]
 struct ListQuery {
     lifecycle: Option<String>,
+    livemode: Option<bool>,
     limit: Option<usize>,
     after: Option<String>,
 }
@@ -266,7 +269,10 @@ async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) 
         None => None,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    match a.projection.payments(q.after.as_deref(), limit, |p| want.is_none_or(|l| p.state.lifecycle == l)) {
+    let keep = |p: &paystate_core::Payment| {
+        want.is_none_or(|l| p.state.lifecycle == l) && q.livemode.is_none_or(|m| p.state.livemode == m)
+    };
+    match a.projection.payments(q.after.as_deref(), limit, keep) {
         Ok(list) => {
             let next = (list.len() == limit).then(|| list.last().map(|p| p.state.key.to_string())).flatten();
             let payments: Vec<_> = list.iter().map(|p| json!(p.state.summary())).collect();

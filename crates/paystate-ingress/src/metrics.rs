@@ -8,7 +8,7 @@ const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 
 
 /// Webhook outcomes, as label values.
 pub const OUTCOMES: [&str; 6] =
-    ["accepted", "rejected", "too_large", "unsupported_media_type", "wrong_mode", "unavailable"];
+    ["accepted", "rejected", "too_large", "unsupported_media_type", "other_mode", "unavailable"];
 
 /// Counters shared by the handlers.
 #[derive(Debug, Default)]

@@ -133,14 +133,6 @@ async fn every_refusal_has_its_status_and_reason_and_appends_nothing() {
             "not_an_event",
         ),
         ("not utf-8", json, Some(secret.header(now(), b"{\"\xff\"}")), b"{\"\xff\"}".to_vec(), 400, "body_not_utf8"),
-        (
-            "live event in test mode",
-            json,
-            Some(secret.header(now(), &event_body(3, true))),
-            event_body(3, true),
-            400,
-            "wrong_mode",
-        ),
         ("text/plain", Some("text/plain"), Some(good.clone()), body.clone(), 415, "unsupported_media_type"),
         ("no content type", None, Some(good.clone()), body.clone(), 415, "unsupported_media_type"),
         ("too large", json, Some(good.clone()), vec![b' '; 5000], 413, "body_too_large"),
@@ -188,6 +180,30 @@ async fn every_refusal_has_its_status_and_reason_and_appends_nothing() {
     for p in 0..4 {
         assert_eq!(h.store.projection.position(p).expect("pos"), h.store.log.end(p), "partition {p} fully consumed");
     }
+}
+
+/// A correctly signed event of the other mode is never refused (Stripe would retry it for days): it is
+/// kept, counted, and projected apart (`livemode` on the state, `?livemode=` on the list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_the_other_mode_is_kept_and_projected_apart() {
+    let h = start(Some(Mode::Test), 1 << 20).await;
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let json = Some("application/json");
+    let (live, test) = (event_body(3, true), event_body(5, false));
+    let (got, reply) = h.post("/webhooks/stripe", json, Some(secret.header(now(), &live)), live).await;
+    assert_eq!((got, reply["received"].as_bool()), (200, Some(true)));
+    let (got, _) = h.post("/webhooks/stripe", json, Some(secret.header(now(), &test)), test).await;
+    assert_eq!(got, 200);
+    assert_eq!(h.log_total(), 2, "both kept");
+    assert_eq!(h.projector.catch_up().expect("project").applied, 2);
+    let lives = h.admin_json("/v1/payments?livemode=true").await;
+    let tests = h.admin_json("/v1/payments?livemode=false").await;
+    let (lives, tests) = (lives["payments"].as_array().expect("list"), tests["payments"].as_array().expect("list"));
+    assert_eq!((lives.len(), tests.len()), (1, 1));
+    assert_eq!((lives[0]["livemode"].as_bool(), tests[0]["livemode"].as_bool()), (Some(true), Some(false)));
+    assert_ne!(lives[0]["id"], tests[0]["id"]);
+    let metrics = h.admin_text("/metrics").await;
+    assert!(metrics.lines().any(|l| l.contains("other_mode") && l.trim_end().ends_with(" 1")), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@
 //! cannot be parsed or mapped goes to the dead-letter tree with its reason and never stalls its partition.
 //! Actions are appended to the `actions` stream once each (the core's ledger refuses a second emission).
 
-use paystate_core::{Effect, Payment, PaymentEvent};
+use paystate_core::{Action, Effect, Payment, PaymentEvent, PaymentKey};
 use paystate_store::{Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, RecordRef, StoreError};
 use paystate_stripe::{map_event, parse_event, Mapped};
 use serde_json::json;
@@ -173,6 +173,51 @@ pub fn classify(body: &[u8]) -> Result<Option<PaymentEvent>, String> {
     }
 }
 
+/// What folding one log record did (see [`fold_record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Folded {
+    /// About no payment: kept in the log, not folded.
+    NotRelevant,
+    /// Unusable (unparseable, unmappable, misrouted): a dead letter with this reason.
+    Dead(String),
+    /// Created after the `until` of a time-travelling replay: not folded.
+    AfterUntil,
+    /// The event, or a twin of it, was applied before: nothing changed.
+    Duplicate,
+    /// Applied to the payment `key`; these actions became due.
+    Applied {
+        /// The payment's key (`acct_…/pi_…` or `pi_…`).
+        key: String,
+        /// Actions due for the first time.
+        actions: Vec<Action>,
+    },
+}
+
+/// The fold of one log record, the one place its semantics live: classify the body (parse, map), skip it
+/// after `until`, look its payment up with `payment` and apply it. The live projectors (embedded and
+/// Kafka), replay and `paystate fold` all call this, so that a change to what an event means is one change.
+pub fn fold_record<'p, E>(
+    body: &[u8],
+    until: Option<i64>,
+    payment: impl FnOnce(&PaymentKey) -> Result<&'p mut Payment, E>,
+) -> Result<Folded, E> {
+    let event = match classify(body) {
+        Ok(Some(event)) => event,
+        Ok(None) => return Ok(Folded::NotRelevant),
+        Err(reason) => return Ok(Folded::Dead(reason)),
+    };
+    if until.is_some_and(|t| event.created > t) {
+        return Ok(Folded::AfterUntil);
+    }
+    let key = event.key.to_string();
+    let p = payment(&event.key)?;
+    Ok(match p.apply(event) {
+        Ok(applied) if matches!(applied.effect, Effect::Duplicate { .. }) => Folded::Duplicate,
+        Ok(applied) => Folded::Applied { key, actions: applied.actions },
+        Err(e) => Folded::Dead(format!("misrouted: {e}")),
+    })
+}
+
 /// One projector batch being built: records of any partitions are folded into it, then it commits as one
 /// transaction. Shared by the embedded projector and the Kafka projector.
 #[derive(Debug)]
@@ -203,42 +248,34 @@ impl<'a> Folder<'a> {
         batch.positions.insert(partition, last + 1);
         self.records += records.len() as u64;
         for (offset, rec) in records {
-            let mut dead = |reason: String| {
-                batch.dead.push(DeadLetter {
+            let projection = self.projection;
+            let payments = &mut batch.payments;
+            let folded = fold_record(&rec.body, None, |key| -> Result<&mut Payment, ProjectorError> {
+                Ok(match payments.entry(key.to_string()) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let stored = projection.payment(e.key())?.unwrap_or_else(|| Payment::new(key.clone()));
+                        e.insert(stored)
+                    }
+                })
+            })?;
+            match folded {
+                Folded::NotRelevant | Folded::AfterUntil => {}
+                Folded::Duplicate => batch.duplicates += 1,
+                Folded::Dead(reason) => batch.dead.push(DeadLetter {
                     partition,
                     offset: *offset,
                     event_id: rec.event_id.clone(),
                     event_type: rec.event_type.clone(),
                     reason,
-                });
-            };
-            let event = match classify(&rec.body) {
-                Ok(Some(ev)) => ev,
-                Ok(None) => continue,
-                Err(reason) => {
-                    dead(reason);
-                    continue;
-                }
-            };
-            let key = event.key.to_string();
-            if !batch.payments.contains_key(&key) {
-                let stored = self.projection.payment(&key)?.unwrap_or_else(|| Payment::new(event.key.clone()));
-                batch.payments.insert(key.clone(), stored);
-            }
-            let Some(payment) = batch.payments.get_mut(&key) else { continue };
-            match payment.apply(event) {
-                Ok(applied) => {
-                    if matches!(applied.effect, Effect::Duplicate { .. }) {
-                        batch.duplicates += 1;
-                    } else {
-                        batch.applied += 1;
-                        self.touched.push((key.clone(), partition, *offset));
-                    }
-                    for action in &applied.actions {
+                }),
+                Folded::Applied { key, actions } => {
+                    batch.applied += 1;
+                    self.touched.push((key, partition, *offset));
+                    for action in &actions {
                         batch.actions.push(serde_json::to_vec(action)?);
                     }
                 }
-                Err(e) => dead(format!("misrouted: {e}")),
             }
         }
         Ok(())

@@ -14,8 +14,8 @@
 //! Replay writes payment states, positions, dead letters and totals; it publishes nothing and writes no
 //! projection streams (the actions were delivered when the log was projected live).
 
-use crate::{classify, LogSource, ProjectorError};
-use paystate_core::{Effect, Lifecycle, Payment};
+use crate::{fold_record, Folded, LogSource, ProjectorError};
+use paystate_core::{Lifecycle, Payment};
 use paystate_store::{digest_of, DeadLetter, Projection, RecordRef, StateHash};
 use serde::Serialize;
 use std::collections::hash_map::Entry;
@@ -150,38 +150,29 @@ impl<'a> PartitionFold<'a> {
             event_type: rec.event_type.to_owned(),
             reason,
         };
-        let event = match classify(rec.body) {
-            Ok(Some(ev)) => ev,
-            Ok(None) => {
-                self.summary.not_relevant += 1;
-                return Ok(());
-            }
-            Err(reason) => {
-                self.dead.push(dead(reason));
-                return Ok(());
-            }
-        };
-        if self.until.is_some_and(|t| event.created > t) {
-            self.summary.after_until += 1;
-            return Ok(());
-        }
         self.touches += 1;
-        let (touched, payment) = match self.payments.entry(event.key.to_string()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                // Spilled earlier: read it back.
-                let stored = match self.written.contains_key(e.key()) {
-                    true => self.out.payment(e.key())?,
-                    false => None,
-                };
-                e.insert((0, stored.unwrap_or_else(|| Payment::new(event.key.clone()))))
-            }
-        };
-        *touched = self.touches;
-        match payment.apply(event) {
-            Ok(applied) if matches!(applied.effect, Effect::Duplicate { .. }) => self.summary.duplicates += 1,
-            Ok(_) => self.summary.applied += 1,
-            Err(e) => self.dead.push(dead(format!("misrouted: {e}"))),
+        let (payments, written, out, touches) = (&mut self.payments, &self.written, self.out, self.touches);
+        let folded = fold_record(rec.body, self.until, |key| -> Result<&mut Payment, ProjectorError> {
+            let (touched, payment) = match payments.entry(key.to_string()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    // Spilled earlier: read it back.
+                    let stored = match written.contains_key(e.key()) {
+                        true => out.payment(e.key())?,
+                        false => None,
+                    };
+                    e.insert((0, stored.unwrap_or_else(|| Payment::new(key.clone()))))
+                }
+            };
+            *touched = touches;
+            Ok(payment)
+        })?;
+        match folded {
+            Folded::NotRelevant => self.summary.not_relevant += 1,
+            Folded::AfterUntil => self.summary.after_until += 1,
+            Folded::Duplicate => self.summary.duplicates += 1,
+            Folded::Applied { .. } => self.summary.applied += 1,
+            Folded::Dead(reason) => self.dead.push(dead(reason)),
         }
         if self.payments.len() > self.max_payments {
             self.spill()?;

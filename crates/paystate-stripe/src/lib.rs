@@ -11,6 +11,7 @@
 
 #![recursion_limit = "512"]
 
+pub mod currency;
 pub mod envelope;
 pub mod error;
 mod json;

@@ -212,7 +212,8 @@ const NAMES: [&str; 8] = [
 ];
 const CITIES: [(&str, &str, &str); 4] =
     [("Berlin", "DE", "10115"), ("London", "GB", "EC1A 1BB"), ("Paris", "FR", "75001"), ("Toronto", "CA", "M5H 2N2")];
-const CURRENCIES: [&str; 4] = ["usd", "eur", "gbp", "cad"];
+// Zero-decimal (JPY) and three-decimal (KWD) currencies too: amounts are in each currency's minor unit.
+const CURRENCIES: [&str; 6] = ["usd", "eur", "gbp", "cad", "jpy", "kwd"];
 
 impl PaymentSim {
     /// A new payment with random but realistic attributes, created at `created`.

@@ -16,7 +16,7 @@ mod simulate;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use paystate_core::{Payment, PaymentKey, PaymentState};
-use paystate_stripe::{map_event, parse_event, Mapped, WebhookSecret};
+use paystate_stripe::{parse_event, WebhookSecret};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -248,23 +248,27 @@ fn fold(files: &[PathBuf], shuffle: Option<u64>, history: bool) -> Result<()> {
     let mut out = stdout.lock();
     let mut ignored = 0usize;
     for body in &bodies {
-        let parsed = parse_event(body).context("event body")?;
-        let event = match map_event(&parsed) {
-            Ok(Mapped::Payment(e)) => e,
-            Ok(Mapped::NotRelevant(why)) => {
-                ignored += 1;
-                eprintln!("kept, not folded: {} {} ({why})", parsed.id(), parsed.event_type());
-                continue;
+        // The same fold as the projectors and replay.
+        let folded = paystate_projector::fold_record(body, None, |key| {
+            Ok::<_, std::convert::Infallible>(payments.entry(key.clone()).or_insert_with(|| Payment::new(key.clone())))
+        });
+        match folded {
+            Ok(paystate_projector::Folded::Applied { actions, .. }) => {
+                for action in actions {
+                    writeln!(out, "{}", json!({ "action": action }))?;
+                }
             }
-            Err(e) => {
+            Ok(paystate_projector::Folded::NotRelevant) => {
                 ignored += 1;
-                eprintln!("dead letter: {e}");
-                continue;
+                let id = parse_event(body).map(|p| format!("{} {}", p.id(), p.event_type())).unwrap_or_default();
+                eprintln!("kept, not folded: {id}");
             }
-        };
-        let payment = payments.entry(event.key.clone()).or_insert_with(|| Payment::new(event.key.clone()));
-        for action in payment.apply(event)?.actions {
-            writeln!(out, "{}", json!({ "action": action }))?;
+            Ok(paystate_projector::Folded::Dead(reason)) => {
+                ignored += 1;
+                eprintln!("dead letter: {reason}");
+            }
+            Ok(paystate_projector::Folded::Duplicate | paystate_projector::Folded::AfterUntil) => {}
+            Err(never) => match never {},
         }
     }
     for p in payments.values() {

@@ -33,7 +33,9 @@ pub struct WebhookArgs {
     /// Signature timestamp tolerance in seconds, both directions; 0 disables.
     #[arg(long, default_value_t = paystate_stripe::DEFAULT_TOLERANCE_SECS)]
     pub tolerance_secs: u64,
-    /// Refuse events of the other mode.
+    /// The mode this endpoint expects. Correctly signed events of the other mode are still accepted and
+    /// kept (a 4xx would make Stripe retry them for days): they are counted (`other_mode` in /metrics)
+    /// and projected apart (each payment carries `livemode`; `/v1/payments?livemode=` filters).
     #[arg(long, value_parser = ["test", "live"])]
     pub mode: Option<String>,
     /// Largest webhook body accepted, in bytes.

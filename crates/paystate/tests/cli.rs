@@ -12,9 +12,9 @@ fn payment_lines(stdout: &str) -> Vec<&str> {
 fn fold_prints_the_same_states_whatever_the_order() {
     let files = [
         "fold",
-        "tests/golden/partial_refunds.json",
-        "tests/golden/dispute_lost.json",
-        "tests/golden/decline_final.json",
+        "tests/golden/2024-06-20/partial_refunds.json",
+        "tests/golden/2024-06-20/dispute_lost.json",
+        "tests/golden/2024-06-20/decline_final.json",
     ];
     let (plain, err, ok) = paystate(&files);
     assert!(ok, "{err}");

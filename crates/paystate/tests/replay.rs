@@ -9,7 +9,6 @@ mod common;
 
 use common::{build_store, golden_bodies, paystate};
 use paystate_core::{Payment, PaymentEvent};
-use paystate_stripe::{map_event, parse_event, Mapped};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -41,13 +40,8 @@ fn key_of(summary: &Value) -> String {
 #[test]
 fn until_each_event_time_equals_the_fold_of_the_events_created_by_then() {
     let bodies = golden_bodies();
-    let events: Vec<PaymentEvent> = bodies
-        .iter()
-        .filter_map(|b| match map_event(&parse_event(b).expect("parse")) {
-            Ok(Mapped::Payment(e)) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let events: Vec<PaymentEvent> =
+        bodies.iter().filter_map(|b| paystate_projector::classify(b).ok().flatten()).collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let live = dir.path().join("live");
     build_store(&live, &bodies, 64);

@@ -24,5 +24,5 @@ pub use event::{
 pub use ids::{partition_of, AccountId, EventId, PaymentId, PaymentKey};
 pub use state::{
     Applied, ApplyError, ChargeFacts, DisputeState, Effect, FraudWarningState, HistoryEntry, Lifecycle, Payment,
-    PaymentState, PaymentSummary, RefundFacts, RefundState,
+    PaymentState, PaymentSummary, RefundFacts, RefundState, DEFAULT_FAILURE_GRACE_SECS,
 };

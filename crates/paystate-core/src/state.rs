@@ -31,6 +31,10 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// How long after a decline (in Stripe seconds) a failure is announced when no other attempt got anywhere
+/// meanwhile: a customer whose first card is declined often succeeds with another within minutes.
+pub const DEFAULT_FAILURE_GRACE_SECS: i64 = 600;
+
 /// Where a payment stands, in the terms a business uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -254,6 +258,11 @@ pub struct FoldState {
     pub charges: BTreeMap<String, ChargeFacts>,
     /// Failed attempts (charge id, else payment method) with their error code.
     pub failed_attempts: BTreeMap<String, Option<String>>,
+    /// For each failed attempt, the second of its failure and the event that reported it.
+    pub failed_at: BTreeMap<String, (i64, EventId)>,
+    /// Seconds at which an attempt succeeded, needed the customer, was processing or was authorised: a
+    /// failure followed by one of these within the grace period is not announced.
+    pub recovered_at: BTreeSet<i64>,
     /// The attempt that put the payment into `requires_action`.
     pub action_subject: Option<String>,
     /// Refund objects seen, by id.
@@ -570,8 +579,10 @@ impl PaymentState {
                     let attempt =
                         f.charge.as_ref().or(p.latest_charge.as_ref()).or(p.payment_method.as_ref()).unwrap_or(&p.id);
                     self.fold.failed_attempts.insert(attempt.clone(), f.code.clone());
+                    self.fold.failed_at.entry(attempt.clone()).or_insert_with(|| (ev.created, ev.id.clone()));
                     self.last_failure_code.clone_from(&f.code);
                 }
+                self.note_recovery(p.status, ev.created);
                 self.set_status(p.status, p.failure.is_some());
                 if self.status == Some(IntentStatus::RequiresAction) && p.status == IntentStatus::RequiresAction {
                     let subject = p.payment_method.as_ref().or(p.latest_charge.as_ref()).unwrap_or(&p.id);
@@ -657,10 +668,36 @@ impl PaymentState {
         self.latest_charge = Some(c.id.clone());
         if c.status == ChargeStatus::Failed {
             self.fold.failed_attempts.insert(c.id.clone(), c.failure_code.clone());
+            self.fold.failed_at.entry(c.id.clone()).or_insert_with(|| (ev.created, ev.id.clone()));
             self.last_failure_code.clone_from(&c.failure_code);
         }
         let (status, failed) = charge_implied_status(c);
+        self.note_recovery(status, ev.created);
         self.set_status(status, failed);
+    }
+
+    fn note_recovery(&mut self, status: IntentStatus, at: i64) {
+        if matches!(
+            status,
+            IntentStatus::RequiresAction
+                | IntentStatus::Processing
+                | IntentStatus::RequiresCapture
+                | IntentStatus::Succeeded
+        ) {
+            self.fold.recovered_at.insert(at);
+        }
+    }
+
+    /// Failed attempts still worth announcing at `now`: the grace period after the failure has passed
+    /// and no attempt succeeded, needed the customer, was processing or was authorised within it, and the
+    /// payment has not succeeded. With the failure's second and event.
+    fn failures_due(&self, now: i64, grace: i64) -> impl Iterator<Item = (&String, &(i64, EventId))> + '_ {
+        let succeeded = self.status == Some(IntentStatus::Succeeded);
+        self.fold.failed_at.iter().filter(move |(_, (at, _))| {
+            !succeeded
+                && at.saturating_add(grace) <= now
+                && self.fold.recovered_at.range(*at..=at.saturating_add(grace)).next().is_none()
+        })
     }
 
     /// On versions that neither embed a charge's refunds nor send `refund.*` for them, a refund is seen
@@ -897,6 +934,45 @@ impl Payment {
         Ok(Applied { effect, actions })
     }
 
+    /// Tells the payment that Stripe's time has reached `now` (the event time of its log partition, so
+    /// that the live projector and a replay of the same log decide alike): returns the failure
+    /// notifications whose grace period ended without another attempt getting anywhere. See
+    /// [`Payment::next_deadline`].
+    pub fn advance(&mut self, now: i64, grace: i64) -> Vec<Action> {
+        let due: Vec<(Due, EventId, i64)> = self
+            .state
+            .failures_due(now, grace)
+            .map(|(attempt, (at, event))| {
+                let mut d = Due::new(ActionKind::NotifyPaymentFailed, attempt, self.state.amount);
+                d.failure_code = self.state.fold.failed_attempts.get(attempt).cloned().flatten();
+                (d, event.clone(), *at)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (d, event, at) in due {
+            out.extend(self.emit(vec![d], &event, at));
+        }
+        out
+    }
+
+    /// The earliest Stripe time at which [`Payment::advance`] would announce a failure, if any: a
+    /// projector keeps payments indexed by it.
+    pub fn next_deadline(&self, grace: i64) -> Option<i64> {
+        let s = &self.state;
+        if s.status == Some(IntentStatus::Succeeded) {
+            return None;
+        }
+        s.fold
+            .failed_at
+            .iter()
+            .filter(|(attempt, _)| {
+                !self.emitted.contains(&ActionId::derive(&s.key, ActionKind::NotifyPaymentFailed, attempt))
+            })
+            .filter(|(_, (at, _))| s.fold.recovered_at.range(*at..=at.saturating_add(grace)).next().is_none())
+            .map(|(_, (at, _))| at.saturating_add(grace))
+            .min()
+    }
+
     /// Actions the current state makes due that were never emitted, recorded as emitted.
     fn take_due_actions(&mut self, caused_by: &EventId, event_created: i64) -> Vec<Action> {
         let s = &self.state;
@@ -904,12 +980,6 @@ impl Payment {
         let status = s.status;
         if status == Some(IntentStatus::Succeeded) {
             due.push(Due::new(ActionKind::FulfillOrder, s.key.payment.as_str(), s.amount_received));
-        } else {
-            for (attempt, code) in &s.fold.failed_attempts {
-                let mut d = Due::new(ActionKind::NotifyPaymentFailed, attempt, s.amount);
-                d.failure_code.clone_from(code);
-                due.push(d);
-            }
         }
         if s.lifecycle == Lifecycle::RequiresAction {
             if let Some(subject) = &s.fold.action_subject {
@@ -941,6 +1011,12 @@ impl Payment {
         for id in &s.fold.fraud_warnings {
             due.push(Due::new(ActionKind::ReviewFraudWarning, id, s.amount));
         }
+        self.emit(due, caused_by, event_created)
+    }
+
+    /// The actions of `due` not in the ledger, recorded in it.
+    fn emit(&mut self, due: Vec<Due>, caused_by: &EventId, event_created: i64) -> Vec<Action> {
+        let s = &self.state;
         let mut out = Vec::new();
         for Due { kind, subject, amount, failure_code, outcome } in due {
             let id = ActionId::derive(&s.key, kind, &subject);

@@ -57,6 +57,8 @@ pub struct ProjectorOptions {
     /// The raw topic's partition count when the caller knows it (from [`crate::ensure_topics`]); `None`:
     /// asked from the cluster.
     pub partitions: Option<u32>,
+    /// Stripe seconds after a decline before it is announced, unless another attempt got somewhere.
+    pub failure_grace_secs: i64,
 }
 
 impl Default for ProjectorOptions {
@@ -67,6 +69,7 @@ impl Default for ProjectorOptions {
             gather: Duration::from_millis(5),
             session_timeout: Duration::from_secs(10),
             partitions: None,
+            failure_grace_secs: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
         }
     }
 }
@@ -718,7 +721,8 @@ impl KafkaProjector {
         by_partition.retain(|p, recs| owned.contains(p) && !recs.is_empty());
         let mut progress = Progress::default();
         if !by_partition.is_empty() {
-            let mut folder = Folder::new(&self.shared.projection, true);
+            let mut folder =
+                Folder::new(&self.shared.projection, true).with_failure_grace(self.options.failure_grace_secs);
             for (p, recs) in &by_partition {
                 folder.add(*p, recs)?;
             }

@@ -110,6 +110,7 @@ pub struct Projector<L> {
     log: L,
     projection: Projection,
     batch_max: usize,
+    grace: i64,
     committed: watch::Sender<u64>,
 }
 
@@ -117,7 +118,19 @@ impl<L: LogSource> Projector<L> {
     /// A projector committing at most `batch_max` records per transaction.
     pub fn new(log: L, projection: Projection, batch_max: usize) -> Self {
         let (committed, _) = watch::channel(0);
-        Projector { log, projection, batch_max: batch_max.max(1), committed }
+        Projector {
+            log,
+            projection,
+            batch_max: batch_max.max(1),
+            grace: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
+            committed,
+        }
+    }
+
+    /// See [`Folder::with_failure_grace`].
+    pub fn with_failure_grace(mut self, secs: i64) -> Self {
+        self.grace = secs.max(0);
+        self
     }
 
     /// Changes after every commit (long-polling stream readers wait on it).
@@ -128,7 +141,7 @@ impl<L: LogSource> Projector<L> {
     /// One batch from every partition that has records, committed as ONE transaction (states, every
     /// consumed partition's next offset, stream entries, dead letters) with one flush. Blocking (sled).
     pub fn step(&self) -> Result<Progress, ProjectorError> {
-        let mut folder = Folder::new(&self.projection, false);
+        let mut folder = Folder::new(&self.projection, false).with_failure_grace(self.grace);
         for p in 0..self.log.partitions() {
             let from = self.projection.position(p)?;
             if from >= self.log.end(p) {
@@ -183,11 +196,16 @@ pub enum Folded {
     /// Created after the `until` of a time-travelling replay: not folded.
     AfterUntil,
     /// The event, or a twin of it, was applied before: nothing changed.
-    Duplicate,
+    Duplicate {
+        /// The event's Stripe `created`.
+        created: i64,
+    },
     /// Applied to the payment `key`; these actions became due.
     Applied {
         /// The payment's key (`acct_…/pi_…` or `pi_…`).
         key: String,
+        /// The event's Stripe `created`.
+        created: i64,
         /// Actions due for the first time.
         actions: Vec<Action>,
     },
@@ -209,11 +227,11 @@ pub fn fold_record<'p, E>(
     if until.is_some_and(|t| event.created > t) {
         return Ok(Folded::AfterUntil);
     }
-    let key = event.key.to_string();
+    let (key, created) = (event.key.to_string(), event.created);
     let p = payment(&event.key)?;
     Ok(match p.apply(event) {
-        Ok(applied) if matches!(applied.effect, Effect::Duplicate { .. }) => Folded::Duplicate,
-        Ok(applied) => Folded::Applied { key, actions: applied.actions },
+        Ok(applied) if matches!(applied.effect, Effect::Duplicate { .. }) => Folded::Duplicate { created },
+        Ok(applied) => Folded::Applied { key, created, actions: applied.actions },
         Err(e) => Folded::Dead(format!("misrouted: {e}")),
     })
 }
@@ -227,13 +245,28 @@ pub struct Folder<'a> {
     touched: Vec<(String, u32, u64)>,
     records: u64,
     snapshots: bool,
+    grace: i64,
 }
 
 impl<'a> Folder<'a> {
     /// An empty batch over `projection`. With `snapshots`, every payment update carries the payment's full
     /// fold state (`snapshot`), from which a projector of the Kafka log restores a partition.
     pub fn new(projection: &'a Projection, snapshots: bool) -> Self {
-        Folder { projection, batch: Batch::default(), touched: Vec::new(), records: 0, snapshots }
+        Folder {
+            projection,
+            batch: Batch::default(),
+            touched: Vec::new(),
+            records: 0,
+            snapshots,
+            grace: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
+        }
+    }
+
+    /// Failures are announced this many Stripe seconds after the decline, when no other attempt got
+    /// anywhere meanwhile (default [`paystate_core::DEFAULT_FAILURE_GRACE_SECS`]).
+    pub fn with_failure_grace(mut self, secs: i64) -> Self {
+        self.grace = secs.max(0);
+        self
     }
 
     /// Records consumed so far.
@@ -244,46 +277,98 @@ impl<'a> Folder<'a> {
     /// Applies `records` (consecutive, of `partition`, starting at its stored position) to the batch.
     pub fn add(&mut self, partition: u32, records: &[(u64, LogRecord)]) -> Result<(), ProjectorError> {
         let Some(&(last, _)) = records.last() else { return Ok(()) };
-        let batch = &mut self.batch;
-        batch.positions.insert(partition, last + 1);
+        self.batch.positions.insert(partition, last + 1);
         self.records += records.len() as u64;
         for (offset, rec) in records {
             let projection = self.projection;
-            let payments = &mut batch.payments;
+            let grace = self.grace;
+            let payments = &mut self.batch.payments;
+            let mut before = None;
             let folded = fold_record(&rec.body, None, |key| -> Result<&mut Payment, ProjectorError> {
-                Ok(match payments.entry(key.to_string()) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let stored = projection.payment(e.key())?.unwrap_or_else(|| Payment::new(key.clone()));
-                        e.insert(stored)
-                    }
-                })
+                let p = load(payments, projection, key)?;
+                before = Some(p.next_deadline(grace));
+                Ok(p)
             })?;
-            match folded {
-                Folded::NotRelevant | Folded::AfterUntil => {}
-                Folded::Duplicate => batch.duplicates += 1,
-                Folded::Dead(reason) => batch.dead.push(DeadLetter {
-                    partition,
-                    offset: *offset,
-                    event_id: rec.event_id.clone(),
-                    event_type: rec.event_type.clone(),
-                    reason,
-                }),
-                Folded::Applied { key, actions } => {
-                    batch.applied += 1;
-                    self.touched.push((key, partition, *offset));
-                    for action in &actions {
-                        batch.actions.push(serde_json::to_vec(action)?);
-                    }
+            let created = match folded {
+                Folded::NotRelevant | Folded::AfterUntil => None,
+                Folded::Duplicate { created } => {
+                    self.batch.duplicates += 1;
+                    Some(created)
                 }
+                Folded::Dead(reason) => {
+                    self.batch.dead.push(DeadLetter {
+                        partition,
+                        offset: *offset,
+                        event_id: rec.event_id.clone(),
+                        event_type: rec.event_type.clone(),
+                        reason,
+                    });
+                    None
+                }
+                Folded::Applied { key, created, actions } => {
+                    self.batch.applied += 1;
+                    for action in &actions {
+                        self.batch.actions.push(serde_json::to_vec(action)?);
+                    }
+                    if let Some(p) = self.batch.payments.get(&key) {
+                        reindex(&mut self.batch.deadlines, partition, &key, before.flatten(), p.next_deadline(grace));
+                    }
+                    self.touched.push((key, partition, *offset));
+                    Some(created)
+                }
+            };
+            if let Some(created) = created {
+                self.advance(partition, *offset, created)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Moves `partition`'s event time to `created` (if later) and announces the failures whose grace
+    /// period ended by then.
+    fn advance(&mut self, partition: u32, offset: u64, created: i64) -> Result<(), ProjectorError> {
+        let was = match self.batch.watermarks.get(&partition) {
+            Some(w) => Some(*w),
+            None => self.projection.watermark(partition)?,
+        };
+        if was.is_some_and(|w| w >= created) {
+            return Ok(());
+        }
+        let now = created;
+        self.batch.watermarks.insert(partition, now);
+        // Due: stored deadlines not removed in this batch, and deadlines added in it.
+        let mut due: Vec<(i64, String)> = self
+            .projection
+            .deadlines_until(partition, now)?
+            .into_iter()
+            .filter(|(at, key)| self.batch.deadlines.get(&(partition, *at, key.clone())) != Some(&false))
+            .collect();
+        due.extend(
+            self.batch
+                .deadlines
+                .range((partition, i64::MIN, String::new())..(partition, now.saturating_add(1), String::new()))
+                .filter(|(_, present)| **present)
+                .map(|((_, at, key), _)| (*at, key.clone())),
+        );
+        due.sort();
+        due.dedup();
+        for (at, key) in due {
+            let Ok(pkey) = key_of(&key) else { continue };
+            let p = load(&mut self.batch.payments, self.projection, &pkey)?;
+            let actions = p.advance(now, self.grace);
+            let next = p.next_deadline(self.grace);
+            for action in &actions {
+                self.batch.actions.push(serde_json::to_vec(action)?);
+            }
+            reindex(&mut self.batch.deadlines, partition, &key, Some(at), next);
+            self.touched.push((key, partition, offset));
         }
         Ok(())
     }
 
     /// Commits the batch (one transaction, one flush). Nothing is written when no record was added.
     pub fn commit(self) -> Result<Progress, ProjectorError> {
-        let Folder { projection, mut batch, touched, records, snapshots } = self;
+        let Folder { projection, mut batch, touched, records, snapshots, .. } = self;
         if records == 0 {
             return Ok(Progress::default());
         }
@@ -316,6 +401,51 @@ impl<'a> Folder<'a> {
             tracing::warn!(partition = d.partition, offset = d.offset, event_id = %d.event_id, reason = %d.reason, "dead letter");
         }
         Ok(progress)
+    }
+}
+
+/// The payment `key` of the batch, read from the store the first time the batch needs it.
+fn load<'p>(
+    payments: &'p mut std::collections::BTreeMap<String, Payment>,
+    projection: &Projection,
+    key: &PaymentKey,
+) -> Result<&'p mut Payment, ProjectorError> {
+    Ok(match payments.entry(key.to_string()) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let stored = projection.payment(e.key())?.unwrap_or_else(|| Payment::new(key.clone()));
+            e.insert(stored)
+        }
+    })
+}
+
+/// The key of a stored payment (`acct_…/pi_…` or `pi_…`).
+fn key_of(text: &str) -> Result<PaymentKey, ()> {
+    match text.split_once('/') {
+        Some((account, payment)) if !account.is_empty() && !payment.is_empty() => {
+            Ok(PaymentKey::connected(account, payment))
+        }
+        Some(_) => Err(()),
+        None => Ok(PaymentKey::platform(text)),
+    }
+}
+
+/// Records in the index changes that `key`'s deadline moved from `old` to `new`.
+fn reindex(
+    index: &mut std::collections::BTreeMap<(u32, i64, String), bool>,
+    partition: u32,
+    key: &str,
+    old: Option<i64>,
+    new: Option<i64>,
+) {
+    if old == new {
+        return;
+    }
+    if let Some(at) = old {
+        index.insert((partition, at, key.to_owned()), false);
+    }
+    if let Some(at) = new {
+        index.insert((partition, at, key.to_owned()), true);
     }
 }
 

@@ -170,7 +170,7 @@ impl<'a> PartitionFold<'a> {
         match folded {
             Folded::NotRelevant => self.summary.not_relevant += 1,
             Folded::AfterUntil => self.summary.after_until += 1,
-            Folded::Duplicate => self.summary.duplicates += 1,
+            Folded::Duplicate { .. } => self.summary.duplicates += 1,
             Folded::Applied { .. } => self.summary.applied += 1,
             Folded::Dead(reason) => self.dead.push(dead(reason)),
         }

@@ -78,6 +78,26 @@ pub struct Batch {
     pub applied: u64,
     /// Events that were duplicates.
     pub duplicates: u64,
+    /// For each partition the batch consumed, the Stripe event time it reached (the largest `created`).
+    pub watermarks: BTreeMap<u32, i64>,
+    /// Changes to the deadline index: (partition, deadline, payment key, present).
+    pub deadlines: BTreeMap<(u32, i64, String), bool>,
+}
+
+/// The deadline index's key: partition, deadline (sign-flipped so that byte order is numeric order),
+/// payment key.
+fn deadline_key(partition: u32, at: i64, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + key.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&((at as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn watermark_key(partition: u32) -> Vec<u8> {
+    let mut k = b"watermark/".to_vec();
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
 }
 
 /// Running totals kept in the store.
@@ -103,6 +123,7 @@ pub struct Projection {
     updates: sled::Tree,
     dead: sled::Tree,
     meta: sled::Tree,
+    deadlines: sled::Tree,
 }
 
 fn u64_of(tree: &'static str, v: &[u8]) -> Result<u64, StoreError> {
@@ -133,7 +154,30 @@ impl Projection {
             updates: db.open_tree("stream/payments")?,
             dead: db.open_tree("dead")?,
             meta: db.open_tree("meta")?,
+            deadlines: db.open_tree("deadlines")?,
         })
+    }
+
+    /// The Stripe event time partition `partition` reached: the largest `created` of the events applied
+    /// from it (timers of the fold run on it, so that live projection and replay decide alike).
+    pub fn watermark(&self, partition: u32) -> Result<Option<i64>, StoreError> {
+        self.meta.get(watermark_key(partition))?.map(|v| u64_of("meta", &v).map(|u| u as i64)).transpose()
+    }
+
+    /// Keys of the payments of `partition` with a deadline at or before `now`, with their deadlines, in
+    /// deadline order.
+    pub fn deadlines_until(&self, partition: u32, now: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let start = deadline_key(partition, i64::MIN, "");
+        let end = deadline_key(partition, now.saturating_add(1), "");
+        let mut out = Vec::new();
+        for item in self.deadlines.range(start..end) {
+            let (k, _) = item?;
+            let bad = || StoreError::Corrupt { tree: "deadlines", why: "short key".into() };
+            let at: [u8; 8] = k.get(4..12).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+            let at = (u64::from_be_bytes(at) ^ (1 << 63)) as i64;
+            out.push((at, String::from_utf8_lossy(&k[12..]).into_owned()));
+        }
+        Ok(out)
     }
 
     /// Whether the stored payments are of an earlier release's format (see [`Projection::rebuild_from_log`]).
@@ -418,8 +462,10 @@ impl Projection {
             .iter()
             .map(|d| serde_json::to_vec(d).map(|v| (dead_key(d), v)).map_err(|e| StoreError::Encode(e.to_string())))
             .collect::<Result<_, _>>()?;
-        (&self.payments, &self.offsets, &self.actions, &self.updates, &self.dead, &self.meta).transaction(
-            |(payments, offsets, actions, updates, dead_tree, meta)| {
+        let index: Vec<(Vec<u8>, bool)> =
+            batch.deadlines.iter().map(|((p, at, key), present)| (deadline_key(*p, *at, key), *present)).collect();
+        (&self.payments, &self.offsets, &self.actions, &self.updates, &self.dead, &self.meta, &self.deadlines)
+            .transaction(|(payments, offsets, actions, updates, dead_tree, meta, deadlines)| {
                 for (k, v) in &encoded {
                     payments.insert(k.as_bytes(), v.as_slice())?;
                 }
@@ -440,9 +486,18 @@ impl Projection {
                 bump(meta, b"count/applied", batch.applied)?;
                 bump(meta, b"count/duplicates", batch.duplicates)?;
                 bump(meta, b"count/dead", batch.dead.len() as u64)?;
+                for (p, wm) in &batch.watermarks {
+                    meta.insert(watermark_key(*p), &(*wm as u64).to_be_bytes())?;
+                }
+                for (k, present) in &index {
+                    if *present {
+                        deadlines.insert(k.as_slice(), &[])?;
+                    } else {
+                        deadlines.remove(k.as_slice())?;
+                    }
+                }
                 Ok(())
-            },
-        )?;
+            })?;
         self.db.flush()?;
         Ok(())
     }

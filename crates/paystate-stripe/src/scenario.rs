@@ -155,10 +155,12 @@ pub struct Truth {
     pub api_version: String,
 }
 
-/// The action kinds whose count does not depend on delivery order, so a truth can state it.
-/// (`notify_payment_failed` and `request_customer_action` are not among them: whether a decline or a
+/// The action kinds whose count does not depend on delivery order, so a truth can state it:
+/// `notify_payment_failed` counts once the event time passed every grace period (the default,
+/// [`paystate_core::DEFAULT_FAILURE_GRACE_SECS`]). (`request_customer_action` is not among them: whether a
 /// 3-D Secure request is still worth announcing depends on what was known when it arrived.)
-pub const CHECKED_ACTIONS: [&str; 7] = [
+pub const CHECKED_ACTIONS: [&str; 8] = [
+    "notify_payment_failed",
     "fulfill_order",
     "payment_canceled",
     "refund_succeeded",
@@ -406,6 +408,7 @@ pub fn generate_with(scenario: Scenario, rng: &mut Rng, t0: i64, versions: &Vers
             t += gap(f.rng, 120);
             f.succeed(t);
             truth.failure_count = 1;
+            // The second card came within the grace period: the decline is not announced.
         }
         S::DeclineFinal => {
             t += gap(f.rng, 60);
@@ -414,6 +417,7 @@ pub fn generate_with(scenario: Scenario, rng: &mut Rng, t0: i64, versions: &Vers
             f.decline(t, "insufficient_funds");
             truth.failure_count = 2;
             unpaid(&mut truth, "failed", "requires_payment_method");
+            count(&mut truth, "notify_payment_failed", 2);
         }
         S::ThreeDsSuccess => {
             t += gap(f.rng, 30);
@@ -448,6 +452,7 @@ pub fn generate_with(scenario: Scenario, rng: &mut Rng, t0: i64, versions: &Vers
             );
             truth.failure_count = 1;
             unpaid(&mut truth, "failed", "requires_payment_method");
+            count(&mut truth, "notify_payment_failed", 1);
         }
         S::Canceled => {
             t += 1 + gap(f.rng, 600);

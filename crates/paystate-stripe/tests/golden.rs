@@ -54,6 +54,9 @@ fn apply_all(events: &[PaymentEvent]) -> (Payment, Vec<Action>) {
     for e in events {
         actions.extend(p.apply(e.clone()).expect("one payment").actions);
     }
+    // Stripe's time moves on past every grace period.
+    let grace = paystate_core::DEFAULT_FAILURE_GRACE_SECS;
+    actions.extend(p.advance(events.iter().map(|e| e.created).max().unwrap_or_default() + grace, grace));
     (p, actions)
 }
 

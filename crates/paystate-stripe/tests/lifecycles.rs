@@ -65,6 +65,14 @@ fn run(events: &[PaymentEvent]) -> (Payment, Vec<(ActionKind, String, String)>) 
         assert!(s.amount_refunded <= s.amount_received.max(0), "refunded above received: {s:?}");
         assert!(s.amount_refunded + s.amount_refund_pending <= s.amount_received.max(0), "pending too: {s:?}");
     }
+    // Stripe's time moves on past every grace period: the failures still worth it are announced.
+    let grace = paystate_core::DEFAULT_FAILURE_GRACE_SECS;
+    let end = events.iter().map(|e| e.created).max().unwrap_or_default() + grace;
+    assert!(p.next_deadline(grace).is_none_or(|d| d <= end));
+    for a in p.advance(end, grace) {
+        actions.push((a.kind, a.subject.clone(), a.id.to_string()));
+    }
+    assert_eq!(p.next_deadline(grace), None, "nothing left to announce");
     (p, actions)
 }
 
@@ -102,12 +110,7 @@ fn check_actions(actions: &[(ActionKind, String, String)], s: &PaymentState, t: 
     let succeeded = matches!(s.lifecycle, Lifecycle::Succeeded | Lifecycle::PartiallyRefunded | Lifecycle::Refunded);
     assert_eq!(count(actions, ActionKind::FulfillOrder), usize::from(succeeded), "{:?}", t.scenario);
     assert_eq!(count(actions, ActionKind::PaymentCanceled), usize::from(s.lifecycle == Lifecycle::Canceled));
-    let failures = count(actions, ActionKind::NotifyPaymentFailed);
-    if s.lifecycle == Lifecycle::Failed || chronological {
-        assert_eq!(failures, t.failure_count as usize, "{:?}", t.scenario);
-    } else {
-        assert!(failures <= t.failure_count as usize);
-    }
+    assert!(count(actions, ActionKind::NotifyPaymentFailed) <= t.failure_count as usize);
     let what = format!("{:?} at {}", t.scenario, t.api_version);
     for kind in CHECKED_ACTIONS {
         let got = actions.iter().filter(|a| a.0.as_str() == kind).count();

@@ -247,13 +247,15 @@ fn fold(files: &[PathBuf], shuffle: Option<u64>, history: bool) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut ignored = 0usize;
+    let mut latest = i64::MIN;
     for body in &bodies {
         // The same fold as the projectors and replay.
         let folded = paystate_projector::fold_record(body, None, |key| {
             Ok::<_, std::convert::Infallible>(payments.entry(key.clone()).or_insert_with(|| Payment::new(key.clone())))
         });
         match folded {
-            Ok(paystate_projector::Folded::Applied { actions, .. }) => {
+            Ok(paystate_projector::Folded::Applied { actions, created, .. }) => {
+                latest = latest.max(created);
                 for action in actions {
                     writeln!(out, "{}", json!({ "action": action }))?;
                 }
@@ -267,8 +269,15 @@ fn fold(files: &[PathBuf], shuffle: Option<u64>, history: bool) -> Result<()> {
                 ignored += 1;
                 eprintln!("dead letter: {reason}");
             }
-            Ok(paystate_projector::Folded::Duplicate | paystate_projector::Folded::AfterUntil) => {}
+            Ok(paystate_projector::Folded::Duplicate { .. } | paystate_projector::Folded::AfterUntil) => {}
             Err(never) => match never {},
+        }
+    }
+    // The files' Stripe time reached `latest`: failures whose grace period ended by then are announced.
+    let grace = paystate_core::DEFAULT_FAILURE_GRACE_SECS;
+    for p in payments.values_mut() {
+        for action in p.advance(latest, grace) {
+            writeln!(out, "{}", json!({ "action": action }))?;
         }
     }
     for p in payments.values() {

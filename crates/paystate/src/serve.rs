@@ -147,6 +147,11 @@ pub struct ServeArgs {
     /// Most records the projector commits in one transaction.
     #[arg(long, default_value_t = 512)]
     pub batch_max: usize,
+    /// Stripe seconds after a decline before `notify_payment_failed` is emitted, unless another attempt
+    /// succeeds, needs the customer, is processing or is authorised meanwhile. Measured on event time
+    /// (the newest `created` of the log partition), so a replay of the same log decides alike.
+    #[arg(long, default_value_t = paystate_core::DEFAULT_FAILURE_GRACE_SECS)]
+    pub failure_grace_secs: i64,
     /// The log: `embedded` (sled, in the data directory) or `kafka` (--kafka-brokers).
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "kafka"])]
     pub log: String,
@@ -184,6 +189,11 @@ pub struct ProjectArgs {
     /// Most records committed in one transaction.
     #[arg(long, default_value_t = 512)]
     pub batch_max: usize,
+    /// Stripe seconds after a decline before `notify_payment_failed` is emitted, unless another attempt
+    /// succeeds, needs the customer, is processing or is authorised meanwhile. Measured on event time
+    /// (the newest `created` of the log partition), so a replay of the same log decides alike.
+    #[arg(long, default_value_t = paystate_core::DEFAULT_FAILURE_GRACE_SECS)]
+    pub failure_grace_secs: i64,
     /// Consumer session timeout: how soon a dead member's partitions move.
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
@@ -320,6 +330,7 @@ pub async fn run_project(args: ProjectArgs) -> Result<()> {
         batch_max: args.batch_max,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         partitions: Some(partitions),
+        failure_grace_secs: args.failure_grace_secs,
         ..ProjectorOptions::default()
     };
     let admin_listener = bind(args.admin_listen).await?;
@@ -348,7 +359,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let appender = store.log.start_appender();
     let metrics = Arc::new(Metrics::default());
     let ingress = args.webhook.ingress(Arc::new(appender.handle()), args.partitions, Arc::clone(&metrics))?;
-    let projector = Arc::new(Projector::new(store.log.clone(), store.projection.clone(), args.batch_max));
+    let projector = Arc::new(
+        Projector::new(store.log.clone(), store.projection.clone(), args.batch_max)
+            .with_failure_grace(args.failure_grace_secs),
+    );
     let admin = Admin {
         projection: store.projection.clone(),
         log: Arc::new(store.log.clone()),
@@ -397,6 +411,7 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
         group: args.group.clone(),
         batch_max: args.batch_max,
         partitions: Some(partitions),
+        failure_grace_secs: args.failure_grace_secs,
         ..ProjectorOptions::default()
     };
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;

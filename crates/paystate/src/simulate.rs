@@ -36,9 +36,11 @@ pub struct SimulateArgs {
     /// Share of events delivered twice.
     #[arg(long, default_value_t = 0.03)]
     pub duplicates: f64,
-    /// Events are delivered out of order within this window.
-    #[arg(long, default_value_t = 50)]
-    pub shuffle_window_ms: u64,
+    /// Events are delivered in the order Stripe creates them, out of order within this many seconds of
+    /// Stripe time (and, more often, within the same second): Stripe sends each event right after it
+    /// happens, but neither in order nor once.
+    #[arg(long, default_value_t = 5)]
+    pub shuffle_window_secs: u64,
     /// Write each payment's expected final state here (JSON lines).
     #[arg(long)]
     pub truth: Option<PathBuf>,
@@ -93,24 +95,20 @@ fn plan(args: &SimulateArgs, t0: i64) -> (Vec<Delivery>, Vec<Truth>) {
         per_payment.push(events);
         truths.push(truth);
     }
-    // Interleave payments (Stripe sends many payments' events at once), then jitter each delivery within
-    // the window: nominal slot 0.1 ms apart, plus uniform jitter; duplicates get their own jitter.
+    // Deliver in Stripe-time order, each delivery (duplicates too) displaced by a uniform jitter of up to
+    // the window: the events of one second, and of nearby seconds, arrive in any order.
     let mut slots: Vec<(f64, usize, usize)> = Vec::new();
-    let mut slot = 0usize;
-    let longest = per_payment.iter().map(Vec::len).max().unwrap_or(0);
-    for i in 0..longest {
-        for (p, events) in per_payment.iter().enumerate() {
-            if i < events.len() {
-                let copies = if rng.chance(args.duplicates) { 2 } else { 1 };
-                for _ in 0..copies {
-                    let jitter = (rng.below(args.shuffle_window_ms.max(1) * 1000) as f64) / 1000.0;
-                    slots.push((slot as f64 * 0.1 + jitter, p, i));
-                }
-                slot += 1;
+    let window_ms = args.shuffle_window_secs.max(1) * 1000;
+    for (p, events) in per_payment.iter().enumerate() {
+        for (i, e) in events.iter().enumerate() {
+            let copies = if rng.chance(args.duplicates) { 2 } else { 1 };
+            for _ in 0..copies {
+                let jitter = rng.below(window_ms) as f64 / 1000.0;
+                slots.push((e.created as f64 + jitter, p, i));
             }
         }
     }
-    slots.sort_by(|a, b| a.0.total_cmp(&b.0));
+    slots.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     let deliveries = slots
         .into_iter()
         .map(|(_, p, i)| {

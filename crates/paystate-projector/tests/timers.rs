@@ -1,0 +1,109 @@
+//! Failure notifications wait for a grace period of Stripe time: the projector tells each payment the
+//! event time its log partition reached (the largest `created` folded from it), so the same log gives the
+//! same notifications whatever the batch sizes, and a decline followed by another attempt that gets
+//! somewhere within the grace period is never announced.
+
+use paystate_core::DEFAULT_FAILURE_GRACE_SECS as GRACE;
+use paystate_projector::Projector;
+use paystate_store::{LogRecord, Store, Stream};
+use paystate_stripe::scenario::{generate, Scenario};
+use paystate_stripe::synth::Rng;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Appends the events, in this order, to a one-partition log.
+fn log_of(dir: &std::path::Path, bodies: &[Vec<u8>]) -> Store {
+    let store = Store::open(dir, 1).expect("store");
+    let records: Vec<(u32, LogRecord)> = bodies
+        .iter()
+        .map(|b| {
+            let parsed = paystate_stripe::parse_event(b).expect("parse");
+            let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
+            let record = LogRecord {
+                received_at_ms: 0,
+                event_id: parsed.id().to_owned(),
+                event_type: parsed.event_type().to_owned(),
+                payment_key: key,
+                signature: String::new(),
+                body: b.clone(),
+            };
+            (0, record)
+        })
+        .collect();
+    store.log.append_bulk(&records).expect("append");
+    store
+}
+
+fn notifications(store: &Store) -> Vec<(String, String)> {
+    store
+        .projection
+        .read_stream(Stream::Actions, 0, usize::MAX)
+        .expect("stream")
+        .into_iter()
+        .map(|(_, v)| serde_json::from_slice::<Value>(&v).expect("json"))
+        .filter(|a| a["kind"] == "notify_payment_failed")
+        .map(|a| {
+            (
+                a["key"]["payment"].as_str().unwrap_or_default().to_owned(),
+                a["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_decline_is_announced_once_the_partition_time_passes_its_grace_period() {
+    let t0 = 1_790_000_000;
+    let mut rng = Rng::new(3);
+    let (gave_up, gave_up_truth) = generate(Scenario::DeclineFinal, &mut rng, t0);
+    let (retried, retried_truth) = generate(Scenario::DeclineThenSuccess, &mut rng, t0);
+    let declines: Vec<i64> = gave_up.iter().filter(|e| e.event_type == "charge.failed").map(|e| e.created).collect();
+    let (first_decline, last_decline) = (declines[0], declines[declines.len() - 1]);
+    // Another payment's events move the partition's time: first to just before the first decline's grace
+    // period ends, then past the last one's.
+    let (early, _) = generate(Scenario::CardSuccess, &mut rng, first_decline + GRACE - 5);
+    let (late, _) = generate(Scenario::CardSuccess, &mut rng, last_decline + GRACE + 120);
+    assert!(early.iter().all(|e| e.created < first_decline + GRACE));
+
+    let mut first: Vec<Vec<u8>> = gave_up.iter().chain(&retried).chain(&early).map(|e| e.body()).collect();
+    let mut ids_by_batch: Vec<BTreeSet<String>> = Vec::new();
+    for batch_max in [1, 7, 500] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = log_of(dir.path(), &first);
+        let projector = Projector::new(store.log.clone(), store.projection.clone(), batch_max);
+        projector.catch_up().expect("project");
+        assert_eq!(notifications(&store), [], "batch {batch_max}: announced before the grace period ended");
+        let more: Vec<(u32, LogRecord)> = late
+            .iter()
+            .map(|e| {
+                let body = e.body();
+                let parsed = paystate_stripe::parse_event(&body).expect("parse");
+                let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
+                (
+                    0,
+                    LogRecord {
+                        received_at_ms: 0,
+                        event_id: e.id.clone(),
+                        event_type: e.event_type.clone(),
+                        payment_key: key,
+                        signature: String::new(),
+                        body,
+                    },
+                )
+            })
+            .collect();
+        store.log.append_bulk(&more).expect("append");
+        projector.catch_up().expect("project");
+        let got = notifications(&store);
+        // Both declines of the payment that gave up; none for the one whose second card succeeded.
+        assert_eq!(got.len(), 2, "batch {batch_max}: {got:?}");
+        assert!(got.iter().all(|(p, _)| *p == gave_up_truth.id), "{got:?}");
+        assert!(!got.iter().any(|(p, _)| *p == retried_truth.id));
+        // Nothing more on a later pass.
+        projector.catch_up().expect("project");
+        assert_eq!(notifications(&store).len(), 2);
+        ids_by_batch.push(got.into_iter().map(|(_, id)| id).collect());
+    }
+    assert!(ids_by_batch.windows(2).all(|w| w[0] == w[1]), "the same notifications whatever the batch size");
+    first.clear();
+}

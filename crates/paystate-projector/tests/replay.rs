@@ -3,10 +3,12 @@
 //! projection has the digest of the payments folded in Stripe's order, and
 //! replay agrees with the live projector on the same log.
 
+mod common;
+
 use paystate_core::Payment;
 use paystate_projector::replay::{replay_log, ReplayOptions};
 use paystate_projector::{classify, Projector};
-use paystate_store::{digest_of, state_hash, LogRecord, Store};
+use paystate_store::{digest_of, state_hash, Store};
 use paystate_stripe::scenario::{generate, Scenario};
 use paystate_stripe::synth::Rng;
 use proptest::prelude::*;
@@ -42,22 +44,7 @@ fn expected_digest(bodies: &[Vec<u8>]) -> String {
 
 fn write_log(dir: &std::path::Path, bodies: &[Vec<u8>], partitions: u32) -> Store {
     let store = Store::open(dir, partitions).expect("store");
-    let records: Vec<(u32, LogRecord)> = bodies
-        .iter()
-        .map(|b| {
-            let parsed = paystate_stripe::parse_event(b).expect("parse");
-            let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
-            let record = LogRecord {
-                received_at_ms: 0,
-                event_id: parsed.id().to_owned(),
-                event_type: parsed.event_type().to_owned(),
-                payment_key: key.clone(),
-                signature: String::new(),
-                body: b.clone(),
-            };
-            (paystate_core::partition_of(key.as_bytes(), partitions), record)
-        })
-        .collect();
+    let records = common::records(bodies, partitions);
     store.log.append_bulk(&records).expect("append");
     store
 }

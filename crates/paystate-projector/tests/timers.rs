@@ -3,9 +3,11 @@
 //! same notifications whatever the batch sizes, and a decline followed by another attempt that gets
 //! somewhere within the grace period is never announced.
 
+mod common;
+
 use paystate_core::DEFAULT_FAILURE_GRACE_SECS as GRACE;
 use paystate_projector::Projector;
-use paystate_store::{LogRecord, Store, Stream};
+use paystate_store::{Store, Stream};
 use paystate_stripe::scenario::{generate, Scenario};
 use paystate_stripe::synth::Rng;
 use serde_json::Value;
@@ -14,22 +16,7 @@ use std::collections::BTreeSet;
 /// Appends the events, in this order, to a one-partition log.
 fn log_of(dir: &std::path::Path, bodies: &[Vec<u8>]) -> Store {
     let store = Store::open(dir, 1).expect("store");
-    let records: Vec<(u32, LogRecord)> = bodies
-        .iter()
-        .map(|b| {
-            let parsed = paystate_stripe::parse_event(b).expect("parse");
-            let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
-            let record = LogRecord {
-                received_at_ms: 0,
-                event_id: parsed.id().to_owned(),
-                event_type: parsed.event_type().to_owned(),
-                payment_key: key,
-                signature: String::new(),
-                body: b.clone(),
-            };
-            (0, record)
-        })
-        .collect();
+    let records = common::records(bodies, 1);
     store.log.append_bulk(&records).expect("append");
     store
 }
@@ -65,7 +52,7 @@ fn a_decline_is_announced_once_the_partition_time_passes_its_grace_period() {
     let (late, _) = generate(Scenario::CardSuccess, &mut rng, last_decline + GRACE + 120);
     assert!(early.iter().all(|e| e.created < first_decline + GRACE));
 
-    let mut first: Vec<Vec<u8>> = gave_up.iter().chain(&retried).chain(&early).map(|e| e.body()).collect();
+    let first: Vec<Vec<u8>> = gave_up.iter().chain(&retried).chain(&early).map(|e| e.body()).collect();
     let mut ids_by_batch: Vec<BTreeSet<String>> = Vec::new();
     for batch_max in [1, 7, 500] {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -73,25 +60,7 @@ fn a_decline_is_announced_once_the_partition_time_passes_its_grace_period() {
         let projector = Projector::new(store.log.clone(), store.projection.clone(), batch_max);
         projector.catch_up().expect("project");
         assert_eq!(notifications(&store), [], "batch {batch_max}: announced before the grace period ended");
-        let more: Vec<(u32, LogRecord)> = late
-            .iter()
-            .map(|e| {
-                let body = e.body();
-                let parsed = paystate_stripe::parse_event(&body).expect("parse");
-                let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
-                (
-                    0,
-                    LogRecord {
-                        received_at_ms: 0,
-                        event_id: e.id.clone(),
-                        event_type: e.event_type.clone(),
-                        payment_key: key,
-                        signature: String::new(),
-                        body,
-                    },
-                )
-            })
-            .collect();
+        let more = common::records(&late.iter().map(|e| e.body()).collect::<Vec<_>>(), 1);
         store.log.append_bulk(&more).expect("append");
         projector.catch_up().expect("project");
         let got = notifications(&store);
@@ -105,5 +74,4 @@ fn a_decline_is_announced_once_the_partition_time_passes_its_grace_period() {
         ids_by_batch.push(got.into_iter().map(|(_, id)| id).collect());
     }
     assert!(ids_by_batch.windows(2).all(|w| w[0] == w[1]), "the same notifications whatever the batch size");
-    first.clear();
 }

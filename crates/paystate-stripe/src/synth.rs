@@ -541,29 +541,6 @@ impl PaymentSim {
         self.envelope(rng, event_type, t, obj, previous)
     }
 
-    /// A Refund snapshot of a customer refund created at `t`.
-    pub fn refund(&self, rng: &mut Rng, id: &str, charge: &str, amount: i64, status: &str, t: i64) -> Value {
-        let r = SimRefund { id: id.to_owned(), amount, status: status.to_owned(), created: t, own: false };
-        self.refund_of(rng, &r, charge)
-    }
-
-    /// A `refund.*` / `charge.refund.updated` event.
-    #[allow(clippy::too_many_arguments)]
-    pub fn refund_event(
-        &self,
-        rng: &mut Rng,
-        event_type: &str,
-        t: i64,
-        id: &str,
-        charge: &str,
-        amount: i64,
-        status: &str,
-    ) -> SynthEvent {
-        let obj = self.refund(rng, id, charge, amount, status, t);
-        let previous = event_type.ends_with(".updated").then(|| json!({"status": "pending"}));
-        self.envelope(rng, event_type, t, obj, previous)
-    }
-
     /// A `charge.dispute.*` event.
     #[allow(clippy::too_many_arguments)]
     pub fn dispute_event(

@@ -770,6 +770,7 @@ impl PaymentState {
             .map(|(id, _)| id.clone());
         if let Some(id) = inferred {
             self.refunds.remove(&id);
+            self.fold.inferred_refunds.remove(&id);
         }
         self.refunds.insert(
             r.id.clone(),

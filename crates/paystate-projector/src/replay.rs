@@ -85,11 +85,19 @@ pub struct ReplayOptions {
     /// size of the log (a payment with its history is ~12 KB), at the price of reads when a payment's events
     /// lie further apart in its partition than this many other payments.
     pub max_payments: usize,
+    /// Stripe seconds after a decline before it is announced (the live projector's `--failure-grace-secs`):
+    /// the ledgers of emitted actions come out as the live projector's.
+    pub failure_grace_secs: i64,
 }
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { until: None, workers: 2, max_payments: 50_000 }
+        ReplayOptions {
+            until: None,
+            workers: 2,
+            max_payments: 50_000,
+            failure_grace_secs: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
+        }
     }
 }
 
@@ -109,6 +117,11 @@ pub struct PartitionFold<'a> {
     summary: ReplaySummary,
     next: Option<u64>,
     failed: Option<ProjectorError>,
+    grace: i64,
+    /// The partition's Stripe time so far (the largest `created` folded), as the live projector keeps it.
+    watermark: Option<i64>,
+    /// Payments with a failure still to announce, by deadline.
+    deadlines: std::collections::BTreeSet<(i64, String)>,
 }
 
 impl<'a> PartitionFold<'a> {
@@ -126,6 +139,9 @@ impl<'a> PartitionFold<'a> {
             summary: ReplaySummary::default(),
             next: None,
             failed: None,
+            grace: options.failure_grace_secs,
+            watermark: None,
+            deadlines: std::collections::BTreeSet::new(),
         }
     }
 
@@ -151,28 +167,63 @@ impl<'a> PartitionFold<'a> {
             reason,
         };
         self.touches += 1;
-        let (payments, written, out, touches) = (&mut self.payments, &self.written, self.out, self.touches);
-        let folded = fold_record(rec.body, self.until, |key| -> Result<&mut Payment, ProjectorError> {
-            let (touched, payment) = match payments.entry(key.to_string()) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => {
-                    // Spilled earlier: read it back.
-                    let stored = match written.contains_key(e.key()) {
-                        true => out.payment(e.key())?,
-                        false => None,
-                    };
-                    e.insert((0, stored.unwrap_or_else(|| Payment::new(key.clone()))))
-                }
-            };
-            *touched = touches;
-            Ok(payment)
+        let (payments, written, out, touches, grace) =
+            (&mut self.payments, &self.written, self.out, self.touches, self.grace);
+        let mut before = None;
+        let folded = fold_record(rec.body, self.until, |key| {
+            let p = lookup(payments, written, out, touches, key)?;
+            before = Some(p.next_deadline(grace));
+            Ok::<_, ProjectorError>(p)
         })?;
-        match folded {
-            Folded::NotRelevant => self.summary.not_relevant += 1,
-            Folded::AfterUntil => self.summary.after_until += 1,
-            Folded::Duplicate { .. } => self.summary.duplicates += 1,
-            Folded::Applied { .. } => self.summary.applied += 1,
-            Folded::Dead(reason) => self.dead.push(dead(reason)),
+        let created = match folded {
+            Folded::NotRelevant => {
+                self.summary.not_relevant += 1;
+                None
+            }
+            Folded::AfterUntil => {
+                self.summary.after_until += 1;
+                None
+            }
+            Folded::Duplicate { created } => {
+                self.summary.duplicates += 1;
+                Some(created)
+            }
+            Folded::Applied { key, created, .. } => {
+                self.summary.applied += 1;
+                let after = self.payments.get(&key).and_then(|(_, p)| p.next_deadline(grace));
+                if let Some(at) = before.flatten() {
+                    self.deadlines.remove(&(at, key.clone()));
+                }
+                if let Some(at) = after {
+                    self.deadlines.insert((at, key));
+                }
+                Some(created)
+            }
+            Folded::Dead(reason) => {
+                self.dead.push(dead(reason));
+                None
+            }
+        };
+        // The partition's time moved on: announce the failures whose grace period it passed, as the live
+        // projector does after the same record.
+        if let Some(now) = created.filter(|c| self.watermark.is_none_or(|w| *c > w)) {
+            self.watermark = Some(now);
+            while let Some((at, key)) = self.deadlines.first().cloned().filter(|(at, _)| *at <= now) {
+                self.deadlines.remove(&(at, key.clone()));
+                let Some(pkey) = self
+                    .payments
+                    .get(&key)
+                    .map(|(_, p)| p.state.key.clone())
+                    .or_else(|| self.out.payment(&key).ok().flatten().map(|p| p.state.key))
+                else {
+                    continue;
+                };
+                let p = lookup(&mut self.payments, &self.written, self.out, self.touches, &pkey)?;
+                p.advance(now, grace);
+                if let Some(next) = p.next_deadline(grace) {
+                    self.deadlines.insert((next, key));
+                }
+            }
         }
         if self.payments.len() > self.max_payments {
             self.spill()?;
@@ -231,6 +282,28 @@ impl<'a> PartitionFold<'a> {
         }
         Ok(summary)
     }
+}
+
+/// The payment `key` of a partition fold: in memory, else read back from the output (spilled), else new.
+fn lookup<'p>(
+    payments: &'p mut HashMap<String, (u64, Payment)>,
+    written: &HashMap<String, ([u8; 32], Lifecycle)>,
+    out: &Projection,
+    touches: u64,
+    key: &paystate_core::PaymentKey,
+) -> Result<&'p mut Payment, ProjectorError> {
+    let (touched, payment) = match payments.entry(key.to_string()) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => {
+            let stored = match written.contains_key(e.key()) {
+                true => out.payment(e.key())?,
+                false => None,
+            };
+            e.insert((0, stored.unwrap_or_else(|| Payment::new(key.clone()))))
+        }
+    };
+    *touched = touches;
+    Ok(payment)
 }
 
 /// Replays `log` from offset 0 up to each partition's end as it was when the replay started (later appends

@@ -72,7 +72,7 @@ fn check(
     let dir = tempfile::tempdir().expect("tempdir");
     let store = write_log(&dir.path().join("log"), &delivered, partitions);
     let out = Store::open_projection(&dir.path().join("out")).expect("out");
-    let options = ReplayOptions { until: None, workers, max_payments };
+    let options = ReplayOptions { until: None, workers, max_payments, ..ReplayOptions::default() };
     let mut summary = replay_log(&store.log, &out, &options, &AtomicU64::new(0)).expect("replay");
     prop_assert_eq!(summary.read, delivered.len() as u64);
     prop_assert_eq!(summary.payments, 12);

@@ -48,6 +48,9 @@ pub struct ReplayArgs {
     /// log's size. With --kafka-brokers, shared by all partitions.
     #[arg(long, default_value_t = ReplayOptions::default().max_payments)]
     pub max_payments: usize,
+    /// The live projector's --failure-grace-secs: the rebuilt ledgers of emitted actions then match it.
+    #[arg(long, default_value_t = paystate_core::DEFAULT_FAILURE_GRACE_SECS)]
+    pub failure_grace_secs: i64,
 }
 
 /// Parses RFC 3339 (`2026-11-29T10:00:00Z`, any offset) or unix seconds.
@@ -90,7 +93,12 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let out = Store::open_projection_with_cache(&args.out, 64 << 20)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let options = ReplayOptions { until: args.until, workers, max_payments: args.max_payments };
+    let options = ReplayOptions {
+        until: args.until,
+        workers,
+        max_payments: args.max_payments,
+        failure_grace_secs: args.failure_grace_secs,
+    };
     let progress = AtomicU64::new(0);
     let started = Instant::now();
     let mut summary = match &source {

@@ -756,6 +756,9 @@ impl PaymentState {
             }
         }
         let created = if r.created == 0 { at } else { r.created };
+        // Whether a refund can be Stripe's own is decided by the version it was created under: a later
+        // event rendered at basil does not make the rest of a pre-basil capture a customer refund.
+        let era = self.fold.refund_facts.get(&r.id).map_or(era, |f| f.era.min(era));
         self.fold.refund_facts.insert(r.id.clone(), RefundFacts { at: (at, rank), created, era });
         let charge = r.charge.clone().or_else(|| self.latest_charge.clone());
         let inferred = self

@@ -221,7 +221,6 @@ fn every_api_era_end_to_end() {
         let truth = dir.path().join("truth.jsonl");
         let text = verify(&["--admin", &server.admin], &truth);
         assert!(text.trim_end().ends_with("2000 passed, 0 failed"), "{era}: {text}");
-        eprintln!("{era}: {}", text.trim_end().lines().last().unwrap_or_default());
 
         let truths = truths(dir.path());
         let actions = ndjson::blocking_get_all(&format!("{}/v1/streams/actions", server.admin));
@@ -231,6 +230,13 @@ fn every_api_era_end_to_end() {
         let announced = actions.iter().filter(|a| a["kind"] == "refund_succeeded").count();
         assert_eq!(announced, refunds as usize, "{era}: refund_succeeded");
         assert!(refunds > 0, "{era}: the simulation made no refund");
+        let fulfilled = actions.iter().filter(|a| a["kind"] == "fulfill_order").count();
+        let scenarios: BTreeSet<String> = truths.iter().map(|t| format!("{:?}", t.scenario)).collect();
+        eprintln!(
+            "{era}: verify printed \"{}\"; {} scenarios; {fulfilled} fulfill_order; {announced} refund_succeeded for {refunds} customer refunds",
+            text.trim_end().lines().last().unwrap_or_default(),
+            scenarios.len()
+        );
 
         let (status, _, body) = ndjson::get(&format!("{}/v1/status?digest=true", server.admin));
         assert_eq!(status, 200, "{body}");

@@ -157,8 +157,10 @@ pub struct Truth {
 
 /// The action kinds whose count does not depend on delivery order, so a truth can state it:
 /// `notify_payment_failed` counts once the event time passed every grace period (the default,
-/// [`paystate_core::DEFAULT_FAILURE_GRACE_SECS`]). (`request_customer_action` is not among them: whether a
-/// 3-D Secure request is still worth announcing depends on what was known when it arrived.)
+/// [`paystate_core::DEFAULT_FAILURE_GRACE_SECS`]) with every event delivered in Stripe-time order (a
+/// recovery delivered after its grace period passed, as a retried delivery can be, comes too late, so a
+/// live check allows more, up to one per failed attempt). (`request_customer_action` is not among them:
+/// whether a 3-D Secure request is still worth announcing depends on what was known when it arrived.)
 pub const CHECKED_ACTIONS: [&str; 8] = [
     "notify_payment_failed",
     "fulfill_order",

@@ -194,7 +194,14 @@ fn compare(truth: &Truth, got: Option<&Value>, actions: Option<&BTreeMap<String,
         let actions = actions.unwrap_or(&none);
         for kind in CHECKED_ACTIONS {
             let (want, have) = (truth.actions.get(kind).copied().unwrap_or(0), actions.get(kind).copied().unwrap_or(0));
-            if want != have {
+            // A decline whose next attempt was delivered late (a retried delivery) is announced once its
+            // grace period passed in Stripe time: more notifications than the truth's are allowed, up to
+            // one per failed attempt.
+            let ok = match kind {
+                "notify_payment_failed" => want <= have && have <= truth.failure_count,
+                _ => want == have,
+            };
+            if !ok {
                 diffs.push(format!("{kind} actions: expected {want}, got {have}"));
             }
         }

@@ -9,15 +9,22 @@
 //!
 //! The causal order is `(created, rank, event id)`. Stripe stamps events with whole seconds and the events
 //! of one API request share a second, so `created` alone cannot order them; `rank` is the position of the
-//! status an event reports in Stripe's lifecycle (a failure follows the attempt it ends, success and
-//! cancellation come last, a refund follows the charge it returns). Terminal statuses (`succeeded`,
-//! `canceled`) are absorbing: once one is in the set, no other event moves the status away from it.
+//! status an event reports in Stripe's lifecycle (a decline comes before the next attempt's status, since a
+//! server can confirm again with another card within the second; success and cancellation come last; a
+//! refund follows the charge it returns). Terminal statuses (`succeeded`, `canceled`) are absorbing: once
+//! one is in the set, no other event moves the status away from it, and a `charge.updated` (possibly about
+//! a superseded attempt) never moves it at all.
+//!
+//! # Money
+//! What a Charge's `amount_refunded` includes, and whether Stripe's own refunds exist, depends on the API
+//! era of the event ([`ApiEra`]): see `docs/API-VERSIONS.md`. Every sum is recomputed from per-charge and
+//! per-refund facts after each step, so it is a function of the folded sequence like everything else.
 //!
 //! # Duplicates
 //! An event whose id was applied is a duplicate. So is a *twin*: another event about the same object, of the
 //! same type, carrying the same snapshot, in the same second (Stripe occasionally emits one change as two
-//! events). Of twins the
-//! one that sorts first is kept, so the kept set, and thus the state, does not depend on arrival order.
+//! events). Of twins the one that sorts first is kept, so the kept set, and thus the state, does not depend
+//! on arrival order.
 //! Events of the same object and type with *different* snapshots are distinct facts (two declines of one
 //! PaymentIntent, two partial refunds of one charge) and are all applied.
 

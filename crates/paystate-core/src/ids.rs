@@ -84,6 +84,21 @@ impl fmt::Display for PaymentKey {
     }
 }
 
+impl PaymentKey {
+    /// Parses the text [`Display`](fmt::Display) writes (`acct_…/pi_…` or `pi_…`); `None` when it is not
+    /// one.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_once('/') {
+            Some((account, payment)) if !account.is_empty() && !payment.is_empty() => {
+                Some(Self::connected(account, payment))
+            }
+            Some(_) => None,
+            None if !text.is_empty() => Some(Self::platform(text)),
+            None => None,
+        }
+    }
+}
+
 /// The log partition of `key` among `partitions`: FNV-1a 64 of the key's bytes, modulo the count.
 ///
 /// Stable across releases and platforms (it decides where a payment's events live on disk), and the same
@@ -98,6 +113,16 @@ pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_parse_back_from_their_text() {
+        for key in [PaymentKey::platform("pi_1"), PaymentKey::connected("acct_1", "pi_2")] {
+            assert_eq!(PaymentKey::parse(&key.to_string()), Some(key));
+        }
+        assert_eq!(PaymentKey::parse(""), None);
+        assert_eq!(PaymentKey::parse("/pi_1"), None);
+        assert_eq!(PaymentKey::parse("acct_1/"), None);
+    }
 
     #[test]
     fn partitioning_is_pinned() {

@@ -353,7 +353,7 @@ impl<'a> Folder<'a> {
         due.sort();
         due.dedup();
         for (at, key) in due {
-            let Ok(pkey) = key_of(&key) else { continue };
+            let Some(pkey) = PaymentKey::parse(&key) else { continue };
             let p = load(&mut self.batch.payments, self.projection, &pkey)?;
             let actions = p.advance(now, self.grace);
             let next = p.next_deadline(self.grace);
@@ -417,17 +417,6 @@ fn load<'p>(
             e.insert(stored)
         }
     })
-}
-
-/// The key of a stored payment (`acct_…/pi_…` or `pi_…`).
-fn key_of(text: &str) -> Result<PaymentKey, ()> {
-    match text.split_once('/') {
-        Some((account, payment)) if !account.is_empty() && !payment.is_empty() => {
-            Ok(PaymentKey::connected(account, payment))
-        }
-        Some(_) => Err(()),
-        None => Ok(PaymentKey::platform(text)),
-    }
 }
 
 /// Records in the index changes that `key`'s deadline moved from `old` to `new`.

@@ -210,14 +210,7 @@ impl<'a> PartitionFold<'a> {
             self.watermark = Some(now);
             while let Some((at, key)) = self.deadlines.first().cloned().filter(|(at, _)| *at <= now) {
                 self.deadlines.remove(&(at, key.clone()));
-                let Some(pkey) = self
-                    .payments
-                    .get(&key)
-                    .map(|(_, p)| p.state.key.clone())
-                    .or_else(|| self.out.payment(&key).ok().flatten().map(|p| p.state.key))
-                else {
-                    continue;
-                };
+                let Some(pkey) = paystate_core::PaymentKey::parse(&key) else { continue };
                 let p = lookup(&mut self.payments, &self.written, self.out, self.touches, &pkey)?;
                 p.advance(now, grace);
                 if let Some(next) = p.next_deadline(grace) {

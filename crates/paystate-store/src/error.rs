@@ -14,6 +14,33 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+    /// A file of the store could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A log record is damaged or missing where the log says it is.
+    #[error("log partition {partition} offset {offset}: {why}")]
+    CorruptRecord {
+        /// Partition.
+        partition: u32,
+        /// Offset within the partition.
+        offset: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// Another process has the log open (`paystate serve`, or a writer while reading).
+    #[error("{0} is in use by another process (is `paystate serve` running on it?)")]
+    Locked(String),
+    /// The appender's queue is full: the append is refused at once (the sender retries).
+    #[error("the log's append queue is full")]
+    Busy,
+    /// A group commit failed (disk full, IO error): nothing of it was acknowledged.
+    #[error("append failed: {0}")]
+    AppendFailed(String),
     /// The data directory was created with another partition count.
     #[error("data directory has {found} partitions, {wanted} were asked for")]
     PartitionMismatch {

@@ -9,28 +9,62 @@
 
 pub mod error;
 pub mod log;
+mod migrate;
 pub mod projection;
 pub mod record;
 
 pub use error::StoreError;
-pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogSink, LogView, Position};
+pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogOptions, LogSink, LogView, Position};
+pub use migrate::Progress;
 pub use projection::{digest_of, state_hash, Batch, DeadLetter, Projection, Rebuild, StateHash, Stream, Totals};
 pub use record::{decode_frames, put_frame, LogRecord, RecordRef};
 
 use std::path::Path;
 
-/// sled's default cache size (1 GiB), kept for the live store.
-const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+/// sled's cache for the live projection by default.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// Default number of log partitions.
 pub const DEFAULT_PARTITIONS: u32 = 8;
 
-/// An open data directory: two sled databases, `log/` and `projection/`.
+/// How a data directory is opened.
+#[derive(Clone, Default)]
+pub struct StoreOptions {
+    /// The embedded log's settings.
+    pub log: LogOptions,
+    /// sled's page cache for the projection, in bytes (0: [`DEFAULT_CACHE_BYTES`]).
+    pub cache_bytes: u64,
+    /// Told how far a one-time migration of the previous release's log has come.
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("log", &self.log)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl StoreOptions {
+    fn cache(&self) -> u64 {
+        if self.cache_bytes == 0 {
+            DEFAULT_CACHE_BYTES
+        } else {
+            self.cache_bytes
+        }
+    }
+}
+
+/// An open data directory: the embedded log (`segments/`, see [`log`]) and the projection (`projection/`,
+/// a sled database).
 ///
-/// They are separate so that the appender's fsync only has log records to write: projector batches (payment
-/// states rewritten on every event) would otherwise ride along in every webhook's flush. Nothing needs a
-/// transaction across the two: the projector reads only the durable end of the log, and its position
-/// commits with its effects inside `projection/`.
+/// They are separate so that the appender's fsync only has log records to write: projector batches
+/// would otherwise ride along in every webhook's flush. Nothing needs a transaction across the two: the
+/// projector reads only the durable end of the log, and its position commits with its effects inside
+/// `projection/`.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// The embedded log.
@@ -39,20 +73,10 @@ pub struct Store {
     pub projection: Projection,
 }
 
-/// sled settings for both databases: every durable point is an explicit `flush`, so sled's own periodic
-/// flusher only competes for the disk; throughput mode favours write speed over space.
+/// sled settings: every durable point is an explicit `flush`, so sled's own periodic flusher only competes
+/// for the disk; throughput mode favours write speed over space.
 fn config(path: &Path) -> sled::Config {
     sled::Config::new().path(path).mode(sled::Mode::HighThroughput).flush_every_ms(None)
-}
-
-fn stored_partitions(meta: &sled::Tree) -> Result<Option<u32>, StoreError> {
-    meta.get(b"partitions")?
-        .map(|v| {
-            let arr: [u8; 4] =
-                v.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "meta", why: "partitions".into() })?;
-            Ok(u32::from_be_bytes(arr))
-        })
-        .transpose()
 }
 
 /// How far the projection is behind the log in one partition.
@@ -89,21 +113,31 @@ impl Store {
     /// Opens (or creates) the data directory with `partitions` log partitions. Reopening with another
     /// count is refused: it would move payments between partitions.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, StoreError> {
-        let log_db = config(&dir.join("log")).open()?;
-        let meta = log_db.open_tree("meta")?;
-        match stored_partitions(&meta)? {
-            Some(found) if found != partitions => {
-                return Err(StoreError::PartitionMismatch { found, wanted: partitions })
+        Self::open_with(dir, Some(partitions), &StoreOptions::default())
+    }
+
+    /// [`Store::open`] with settings. `partitions: None` opens an existing directory with whatever count it
+    /// was created with. The sled log of the previous release is migrated into segments first (once).
+    pub fn open_with(dir: &Path, partitions: Option<u32>, options: &StoreOptions) -> Result<Self, StoreError> {
+        migrate::sled_log(dir, options)?;
+        let log_dir = dir.join(log::LOG_DIR);
+        let log = match partitions {
+            Some(n) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Io { path: dir.display().to_string(), source: e })?;
+                EmbeddedLog::open(&log_dir, n, options.log)?
             }
-            Some(_) => {}
+            None if log_dir.join("LOG").is_file() => EmbeddedLog::open_existing(&log_dir, options.log)?,
             None => {
-                meta.insert(b"partitions", &partitions.to_be_bytes())?;
-                log_db.flush()?;
+                return Err(StoreError::Corrupt {
+                    tree: "meta",
+                    why: format!("{} is not a paystate data directory", dir.display()),
+                })
             }
-        }
-        let projection_db = config(&dir.join("projection")).open()?;
+        };
+        let projection_db = config(&dir.join("projection")).cache_capacity(options.cache()).open()?;
         let projection = upgraded(Projection::open(&projection_db)?)?;
-        Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection })
+        Ok(Store { log, projection })
     }
 
     /// Opens (or creates) only the projection of a data directory: the projector of the Kafka log keeps
@@ -120,33 +154,30 @@ impl Store {
         Projection::open(&config(&dir.join("projection")).cache_capacity(cache_bytes).open()?)
     }
 
-    /// Opens only the embedded log of an existing data directory, to read it (replay). sled keeps a cache of
-    /// `cache_bytes`; the log is read once from start to end, so a small cache costs nothing. sled locks the
-    /// database: this fails while another process (`paystate serve`) has the directory open.
-    pub fn open_log(dir: &Path, cache_bytes: u64) -> Result<EmbeddedLog, StoreError> {
-        if !dir.join("log").is_dir() {
-            return Err(StoreError::Corrupt { tree: "meta", why: format!("{} has no embedded log", dir.display()) });
+    /// Opens only the embedded log of an existing data directory, to read it (replay): nothing in the
+    /// directory is written. Fails while another process (`paystate serve`) has the log open, and on a
+    /// directory whose log is still in the previous release's format (open it once with `serve` first).
+    pub fn open_log(dir: &Path) -> Result<EmbeddedLog, StoreError> {
+        let log_dir = dir.join(log::LOG_DIR);
+        if !log_dir.join("LOG").is_file() {
+            let why = if migrate::has_sled_log(dir) {
+                format!("{} holds a log of the previous release: open it once with `paystate serve` (or `paystate project`) to migrate it", dir.display())
+            } else {
+                format!("{} has no embedded log", dir.display())
+            };
+            return Err(StoreError::Corrupt { tree: "meta", why });
         }
-        let log_db = config(&dir.join("log")).cache_capacity(cache_bytes).open()?;
-        let partitions = stored_partitions(&log_db.open_tree("meta")?)?
-            .ok_or_else(|| StoreError::Corrupt { tree: "meta", why: "no partition count".into() })?;
-        EmbeddedLog::open(&log_db, partitions)
+        EmbeddedLog::open_read_only(&log_dir)
+    }
+
+    /// Whether `dir` is a data directory with an embedded log (of this release, or one to migrate).
+    pub fn has_embedded_log(dir: &Path) -> bool {
+        dir.join(log::LOG_DIR).join("LOG").is_file() || migrate::has_sled_log(dir)
     }
 
     /// Opens an existing data directory with whatever partition count it was created with.
     pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
-        if !dir.join("log").is_dir() {
-            return Err(StoreError::Corrupt {
-                tree: "meta",
-                why: format!("{} is not a paystate data directory", dir.display()),
-            });
-        }
-        let log_db = config(&dir.join("log")).open()?;
-        let partitions = stored_partitions(&log_db.open_tree("meta")?)?
-            .ok_or_else(|| StoreError::Corrupt { tree: "meta", why: "no partition count".into() })?;
-        let projection_db = config(&dir.join("projection")).open()?;
-        let projection = upgraded(Projection::open(&projection_db)?)?;
-        Ok(Store { log: EmbeddedLog::open(&log_db, partitions)?, projection })
+        Self::open_with(dir, None, &StoreOptions::default())
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 
 /// Opens an existing data directory (refusing to create one by mistake).
 pub fn open(dir: &Path) -> Result<Store> {
-    if !dir.join("log").is_dir() {
+    if !Store::has_embedded_log(dir) {
         bail!("{} is not a paystate data directory", dir.display());
     }
     Store::open_existing(dir).with_context(|| format!("opening {} (is `paystate serve` running on it?)", dir.display()))
@@ -21,7 +21,7 @@ pub fn open(dir: &Path) -> Result<Store> {
 /// The projection of a data directory: with its embedded log (`serve`), or alone (a projector of the Kafka
 /// log keeps only the projection). Warns when the projection is behind an embedded log.
 pub fn open_projection(dir: &Path) -> Result<Projection> {
-    if dir.join("log").is_dir() {
+    if Store::has_embedded_log(dir) {
         let store = open(dir)?;
         let behind: u64 = store.partition_status()?.iter().map(|p| p.lag).sum();
         if behind > 0 {
@@ -223,7 +223,7 @@ pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
     let actions: BTreeMap<String, BTreeMap<String, u32>>;
     match source {
         Source::DataDir(dir) => {
-            let projection = if dir.join("log").is_dir() {
+            let projection = if Store::has_embedded_log(dir) {
                 let store = open(dir)?;
                 // Apply whatever the log holds that the projection has not yet (e.g. after a crash).
                 Projector::new(store.log.clone(), store.projection.clone(), 512).catch_up()?;

@@ -1,7 +1,7 @@
 //! `paystate replay`: rebuild a projection from the log into a fresh data directory.
 //!
-//! Sources: a data directory (its embedded log, read directly: nothing else may have it open, sled locks
-//! it), the admin API of a running `serve` (`--source http://127.0.0.1:9090`: the durable records, read
+//! Sources: a data directory (its embedded log, read directly and never written: the writer's lock keeps
+//! `serve` out meanwhile), the admin API of a running `serve` (`--source http://127.0.0.1:9090`: the durable records, read
 //! over HTTP, so replay never touches the live store), or the Kafka raw topic. The fold is in
 //! `paystate_projector::replay`; this is the shell: arguments, progress bar, summary.
 
@@ -151,12 +151,9 @@ fn prepare_out(out: &Path) -> Result<()> {
 
 /// Opens the embedded log of `dir` for reading, with a clear message when a running process holds it.
 fn open_log(dir: &Path) -> Result<EmbeddedLog> {
-    if !dir.join("log").is_dir() {
-        bail!("{} is not a paystate data directory with an embedded log", dir.display());
-    }
-    Store::open_log(dir, 64 << 20).map_err(|e| match e {
-        StoreError::Sled(e) if e.to_string().contains("lock") => anyhow::anyhow!(
-            "{} is in use (sled locks it): give the admin URL of the process that has it open, e.g. --source http://127.0.0.1:9090",
+    Store::open_log(dir).map_err(|e| match e {
+        StoreError::Locked(_) => anyhow::anyhow!(
+            "{} is in use by a running process: give the admin URL of the process that has it open, e.g. --source http://127.0.0.1:9090",
             dir.display()
         ),
         e => anyhow::Error::new(e).context(format!("opening the log of {}", dir.display())),

@@ -258,6 +258,7 @@ fn to_log(dir: &std::path::Path, partitions: u32, secret: &WebhookSecret, delive
         }
         store.log.append_bulk(&records)?;
     }
+    store.log.close()?;
     println!(
         "wrote {} records ({:.1} MB of bodies) to {} in {:.1}s",
         deliveries.len(),

@@ -41,6 +41,33 @@ pub enum Mode {
 /// Default body limit: 1 MiB (Stripe events are a few KB).
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1 << 20;
 
+/// Default limit of webhooks handled at once; beyond it a delivery is answered 503 at once.
+pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+/// Default time a client has to send a webhook's body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much the webhook endpoint takes on at once, and how long it waits for a client.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Webhooks being handled at once (reading, verifying, appending); beyond, 503 at once.
+    pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Time to receive the whole body once the headers are in; beyond, 408.
+    pub body_timeout: Duration,
+}
+
+impl Limits {
+    /// `max_inflight` webhooks at once, `body_timeout` for each body.
+    pub fn new(max_inflight: usize, body_timeout: Duration) -> Self {
+        Limits { inflight: Arc::new(tokio::sync::Semaphore::new(max_inflight.max(1))), body_timeout }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::new(DEFAULT_MAX_INFLIGHT, DEFAULT_BODY_TIMEOUT)
+    }
+}
+
 /// Everything the webhook endpoint needs.
 #[derive(Clone)]
 pub struct Ingress {
@@ -56,6 +83,8 @@ pub struct Ingress {
     pub sink: Arc<dyn LogSink>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Concurrency and timeouts.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -108,9 +137,22 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
             "Content-Type must be application/json",
         );
     }
-    let body: Bytes = match to_bytes(body, ing.body_limit_bytes).await {
-        Ok(b) => b,
+    // Bounded work: a flood beyond the limit is told to come back (Stripe retries), never queued.
+    let Ok(_permit) = ing.limits.inflight.try_acquire() else {
+        ing.metrics.webhook("busy");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many webhooks in flight; retry");
+    };
+    let body: Bytes = match tokio::time::timeout(ing.limits.body_timeout, to_bytes(body, ing.body_limit_bytes)).await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            ing.metrics.webhook("body_timeout");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {} s", ing.limits.body_timeout.as_secs()),
+            );
+        }
+        Ok(Err(_)) => {
             ing.metrics.webhook("too_large");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,

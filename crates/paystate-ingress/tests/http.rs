@@ -27,6 +27,10 @@ fn now() -> i64 {
 }
 
 async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
+    start_with(mode, body_limit, paystate_ingress::Limits::default()).await
+}
+
+async fn start_with(mode: Option<Mode>, body_limit: usize, limits: paystate_ingress::Limits) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 4).expect("store");
     let appender = store.log.start_appender();
@@ -39,6 +43,7 @@ async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
         partitions: 4,
         sink: Arc::new(appender.handle()),
         metrics: metrics.clone(),
+        limits,
     };
     let projector = Arc::new(Projector::new(store.log.clone(), store.projection.clone(), 64));
     let admin = Admin {
@@ -291,4 +296,59 @@ async fn a_log_that_cannot_append_answers_503_never_200() {
     assert_eq!(h.log_total(), 0);
     let metrics = h.admin_text("/metrics").await;
     assert!(metrics.contains("paystate_webhooks_total{outcome=\"unavailable\"} 1"), "{metrics}");
+}
+
+/// One webhook in flight at most, 300 ms for a body: a client that sends its headers and part of a body
+/// holds the only slot, so another delivery is answered 503 (busy) at once; the slow one gets 408 when
+/// its time is up, appending nothing, and the next delivery is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_is_timed_out_and_a_flood_beyond_the_limit_is_refused_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = paystate_ingress::Limits::new(1, std::time::Duration::from_millis(300));
+    let h = start_with(None, 1 << 20, limits).await;
+    let addr = h.public.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    slow.write_all(
+        b"POST /webhooks/stripe HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":",
+    )
+    .await
+    .expect("write");
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seed = 100;
+    let busy = loop {
+        // Until the slow request's handler holds the slot, deliveries still go through.
+        let body = event_body(seed, false);
+        seed += 1;
+        let (status, reply) =
+            h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
+        if status == 503 {
+            break reply;
+        }
+        assert_eq!(status, 200, "{reply}");
+        assert!(std::time::Instant::now() < deadline, "the slow client never held the slot");
+    };
+    assert_eq!(busy["error"], "busy", "{busy}");
+    let stored = h.log_total();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("body_timeout") {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server never answered the slow client");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert_eq!(h.log_total(), stored, "nothing appended for the slow or the refused delivery");
+    let body = event_body(seed + 1000, false);
+    let (status, reply) =
+        h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(h.log_total(), stored + 1);
 }

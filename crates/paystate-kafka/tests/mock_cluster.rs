@@ -43,6 +43,7 @@ async fn ingress(cfg: &KafkaConfig, timeout: Duration) -> (String, Arc<Metrics>)
         partitions: PARTITIONS,
         sink: Arc::new(sink),
         metrics: Arc::clone(&metrics),
+        limits: Default::default(),
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/webhooks/stripe", l.local_addr().expect("addr"));

@@ -41,6 +41,12 @@ pub struct WebhookArgs {
     /// Largest webhook body accepted, in bytes.
     #[arg(long, default_value_t = paystate_ingress::DEFAULT_BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
+    /// Webhooks handled at once; beyond, a delivery is answered 503 at once (Stripe retries it).
+    #[arg(long, default_value_t = paystate_ingress::DEFAULT_MAX_INFLIGHT)]
+    pub max_inflight: usize,
+    /// Seconds a client has to send a webhook's body; beyond, 408.
+    #[arg(long, default_value_t = paystate_ingress::DEFAULT_BODY_TIMEOUT.as_secs())]
+    pub body_timeout_secs: u64,
 }
 
 impl WebhookArgs {
@@ -53,7 +59,8 @@ impl WebhookArgs {
             Some(_) => Some(Mode::Test),
             None => None,
         };
-        Ok(Ingress { webhook, mode, body_limit_bytes: self.body_limit_bytes, partitions, sink, metrics })
+        let limits = paystate_ingress::Limits::new(self.max_inflight, Duration::from_secs(self.body_timeout_secs));
+        Ok(Ingress { webhook, mode, body_limit_bytes: self.body_limit_bytes, partitions, sink, metrics, limits })
     }
 }
 
@@ -152,7 +159,12 @@ pub struct ServeArgs {
     /// (the newest `created` of the log partition), so a replay of the same log decides alike.
     #[arg(long, default_value_t = paystate_core::DEFAULT_FAILURE_GRACE_SECS)]
     pub failure_grace_secs: i64,
-    /// The log: `embedded` (sled, in the data directory) or `kafka` (--kafka-brokers).
+    /// Memory for the store's caches and queues, in MiB: a quarter is sled's page cache for the
+    /// projection, an eighth the appender's queue (at 8 KiB a record, 64 to 4096 records). The rest of
+    /// serve (HTTP, the projector's batch, the runtime) comes on top and does not grow with the log.
+    #[arg(long, default_value_t = 256)]
+    pub memory_budget_mb: u64,
+    /// The log: `embedded` (segment files in the data directory) or `kafka` (--kafka-brokers).
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "kafka"])]
     pub log: String,
     /// Consumer group of the projector (with --log kafka).
@@ -349,12 +361,36 @@ pub async fn run_project(args: ProjectArgs) -> Result<()> {
     stopped(admin_server).await
 }
 
+/// The store's settings from `--memory-budget-mb`, with a progress bar for a one-time log migration.
+fn store_options(budget_mb: u64) -> paystate_store::StoreOptions {
+    let budget = budget_mb.max(16) << 20;
+    let queue_records = usize::try_from((budget / 8) / (8 << 10)).unwrap_or(usize::MAX).clamp(64, 4096);
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "migrating the log {elapsed_precise} [{bar:40}] {human_pos}/{human_len}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    paystate_store::StoreOptions {
+        log: paystate_store::LogOptions { queue_records, ..Default::default() },
+        cache_bytes: budget / 4,
+        progress: Some(Arc::new(move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+            if done == total {
+                bar.finish();
+            }
+        })),
+    }
+}
+
 /// Runs until SIGTERM/SIGINT, then: stops accepting, finishes in-flight appends, commits the projector.
 pub async fn run(args: ServeArgs) -> Result<()> {
     if args.log == "kafka" {
         return run_kafka(args).await;
     }
-    let store = Store::open(&args.data_dir, args.partitions)
+    let store = Store::open_with(&args.data_dir, Some(args.partitions), &store_options(args.memory_budget_mb))
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let appender = store.log.start_appender();
     let metrics = Arc::new(Metrics::default());

@@ -265,6 +265,29 @@ fn storage_error(e: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "the store could not be read")
 }
 
+/// Runs a store read on tokio's blocking pool, so that a slow read (a long list, the digest) never holds a
+/// runtime worker that webhook handling needs.
+async fn off_runtime<T: Send + 'static>(
+    a: &Arc<Admin>,
+    read: impl FnOnce(&Admin) -> Result<T, paystate_store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let a = Arc::clone(a);
+    match tokio::task::spawn_blocking(move || read(&a)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(paystate_store::StoreError::CursorExpired { oldest })) => Err((
+            StatusCode::GONE,
+            Json(json!({
+                "error": "cursor_expired",
+                "message": format!("the entries after this cursor were removed by the stream's retention; read again from after={oldest}"),
+                "oldest_cursor": oldest,
+            })),
+        )
+            .into_response()),
+        Ok(Err(e)) => Err(storage_error(e)),
+        Err(e) => Err(storage_error(e)),
+    }
+}
+
 fn key_of(id: &str, account: Option<&str>) -> String {
     match account {
         Some(a) if !a.is_empty() => format!("{a}/{id}"),
@@ -273,15 +296,17 @@ fn key_of(id: &str, account: Option<&str>) -> String {
 }
 
 async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
-    match a.projection.payment(&key_of(&id, q.account.as_deref())) {
+    let key = key_of(&id, q.account.as_deref());
+    match off_runtime(&a, move |a| a.projection.payment(&key)).await {
         Ok(Some(p)) => Json(json!(p.state.summary())).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
-        Err(e) => storage_error(e),
+        Err(r) => r,
     }
 }
 
 async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
-    match a.projection.payment(&key_of(&id, q.account.as_deref())) {
+    let key = key_of(&id, q.account.as_deref());
+    match off_runtime(&a, move |a| a.projection.payment(&key)).await {
         Ok(Some(p)) => {
             let history: Vec<_> = p
                 .state
@@ -292,7 +317,7 @@ async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(
             Json(json!({"id": id, "account": q.account, "history": history})).into_response()
         }
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
-        Err(e) => storage_error(e),
+        Err(r) => r,
     }
 }
 
@@ -311,16 +336,18 @@ async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) 
         None => None,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let keep = |p: &paystate_core::Payment| {
-        want.is_none_or(|l| p.state.lifecycle == l) && q.livemode.is_none_or(|m| p.state.livemode == m)
+    let livemode = q.livemode;
+    let keep = move |p: &paystate_core::Payment| {
+        want.is_none_or(|l| p.state.lifecycle == l) && livemode.is_none_or(|m| p.state.livemode == m)
     };
-    match a.projection.payments(q.after.as_deref(), limit, keep) {
+    let after = q.after.clone();
+    match off_runtime(&a, move |a| a.projection.payments(after.as_deref(), limit, keep)).await {
         Ok(list) => {
             let next = (list.len() == limit).then(|| list.last().map(|p| p.state.key.to_string())).flatten();
             let payments: Vec<_> = list.iter().map(|p| json!(p.state.summary())).collect();
             Json(json!({"payments": payments, "next": next})).into_response()
         }
-        Err(e) => storage_error(e),
+        Err(r) => r,
     }
 }
 
@@ -355,16 +382,18 @@ struct StatusQuery {
 }
 
 async fn status(State(a): State<Arc<Admin>>, Query(q): Query<StatusQuery>) -> Response {
-    let v = status_json(&a.projection, a.log.as_ref(), a.publishes).and_then(|mut v| {
+    let digest = q.digest == Some(true);
+    let v = off_runtime(&a, move |a| {
+        let mut v = status_json(&a.projection, a.log.as_ref(), a.publishes)?;
         // The digest reads every payment: only on request.
-        if q.digest == Some(true) {
+        if digest {
             v["digest"] = json!(a.projection.digest()?.0);
         }
         Ok(v)
     });
-    match v {
+    match v.await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => storage_error(e),
+        Err(r) => r,
     }
 }
 
@@ -389,7 +418,7 @@ async fn read_stream(
     let mut committed = a.committed.clone();
     let entries = loop {
         committed.borrow_and_update();
-        match a.projection.read_stream(stream, after, limit) {
+        match off_runtime(&a, move |a| a.projection.read_stream(stream, after, limit)).await {
             Ok(e) if !e.is_empty() => break e,
             Ok(e) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -397,7 +426,7 @@ async fn read_stream(
                     break e;
                 }
             }
-            Err(e) => return storage_error(e),
+            Err(r) => return r,
         }
     };
     let next = entries.last().map_or(after, |(c, _)| *c);

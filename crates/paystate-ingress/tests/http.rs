@@ -352,3 +352,44 @@ async fn a_slow_body_is_timed_out_and_a_flood_beyond_the_limit_is_refused_at_onc
     assert_eq!(status, 200, "{reply}");
     assert_eq!(h.log_total(), stored + 1);
 }
+
+/// The streams' retention: once entries are removed, a reader whose cursor is older is answered 410 with
+/// the oldest cursor it can read from, and reading from there gives the entries kept, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_older_than_the_retention_gets_410_with_the_oldest_cursor() {
+    let h = start(None, 1 << 20).await;
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    for seed in 0..6 {
+        let mut rng = Rng::new(seed);
+        let (events, _) = generate(Scenario::CardSuccess, &mut rng, now() - 100);
+        for e in &events {
+            let body = e.body();
+            let (status, _) =
+                h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
+            assert_eq!(status, 200);
+            h.projector.catch_up().expect("project"); // one update per event
+        }
+    }
+    let end = h.store.projection.stream_end(paystate_store::Stream::Payments).expect("end");
+    assert!(end > 10, "{end} payment updates");
+    let actions_end = h.store.projection.stream_end(paystate_store::Stream::Actions).expect("end");
+    assert!(actions_end > 4, "{actions_end} actions");
+    let removed = paystate_projector::trim_streams(&h.store.projection, 4, |_| Ok(u64::MAX)).expect("trim");
+    assert_eq!(removed, (end - 4) + (actions_end - 4));
+    let resp = h.client.get(format!("{}/v1/streams/payments?after=0", h.admin)).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 410);
+    let gone: Value = resp.json().await.expect("json");
+    assert_eq!(gone["error"], "cursor_expired", "{gone}");
+    assert_eq!(gone["oldest_cursor"], end - 4, "{gone}");
+    let text = h.admin_text(&format!("/v1/streams/payments?after={}", end - 4)).await;
+    let cursors: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("line")["cursor"].as_u64().expect("cursor"))
+        .collect();
+    assert_eq!(cursors, ((end - 3)..=end).collect::<Vec<_>>());
+    // The actions stream is cut to its newest four as well.
+    let resp = h.client.get(format!("{}/v1/streams/actions?after=0", h.admin)).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 410);
+    let text = h.admin_text(&format!("/v1/streams/actions?after={}", actions_end - 4)).await;
+    assert_eq!(text.lines().count(), 4, "{text}");
+}

@@ -59,6 +59,8 @@ pub struct ProjectorOptions {
     pub partitions: Option<u32>,
     /// Stripe seconds after a decline before it is announced, unless another attempt got somewhere.
     pub failure_grace_secs: i64,
+    /// Entries each projection stream (the outbox) keeps once published.
+    pub stream_retention: u64,
 }
 
 impl Default for ProjectorOptions {
@@ -70,6 +72,7 @@ impl Default for ProjectorOptions {
             session_timeout: Duration::from_secs(10),
             partitions: None,
             failure_grace_secs: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
+            stream_retention: paystate_projector::DEFAULT_STREAM_RETENTION,
         }
     }
 }
@@ -757,6 +760,11 @@ impl KafkaProjector {
         };
         if due {
             self.shared.publish()?;
+            // Only what is published may go: the outbox is the source of the topics.
+            let projection = &self.shared.projection;
+            paystate_projector::trim_streams(projection, self.options.stream_retention.max(1), |s| {
+                projection.published(s)
+            })?;
         }
         Ok(progress)
     }

@@ -11,7 +11,7 @@
 //! Actions are appended to the `actions` stream once each (the core's ledger refuses a second emission).
 
 use paystate_core::{Action, Effect, Payment, PaymentEvent, PaymentKey};
-use paystate_store::{Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, RecordRef, StoreError};
+use paystate_store::{Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, RecordRef, StoreError, Stream};
 use paystate_stripe::{map_event, parse_event, Mapped};
 use serde_json::json;
 
@@ -111,7 +111,29 @@ pub struct Projector<L> {
     projection: Projection,
     batch_max: usize,
     grace: i64,
+    retention: u64,
     committed: watch::Sender<u64>,
+}
+
+/// Entries each projection stream keeps by default; older ones are removed (a reader behind them is told
+/// so: [`StoreError::CursorExpired`]).
+pub const DEFAULT_STREAM_RETENTION: u64 = 1_000_000;
+
+/// Removes what lies beyond `keep` entries in both streams, but nothing after `floor(stream)` (what the
+/// Kafka outbox has not yet published). Trims in steps of an eighth of `keep`, not after every batch.
+pub fn trim_streams(
+    projection: &Projection,
+    keep: u64,
+    floor: impl Fn(Stream) -> Result<u64, StoreError>,
+) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for stream in [Stream::Actions, Stream::Payments] {
+        let (start, end) = (projection.stream_start(stream)?, projection.stream_end(stream)?);
+        if end.saturating_sub(start) >= keep.saturating_add(keep / 8) {
+            removed += projection.trim_stream(stream, keep, floor(stream)?)?;
+        }
+    }
+    Ok(removed)
 }
 
 impl<L: LogSource> Projector<L> {
@@ -123,8 +145,15 @@ impl<L: LogSource> Projector<L> {
             projection,
             batch_max: batch_max.max(1),
             grace: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
+            retention: DEFAULT_STREAM_RETENTION,
             committed,
         }
+    }
+
+    /// Keep the newest `entries` of each projection stream (at least 1).
+    pub fn with_stream_retention(mut self, entries: u64) -> Self {
+        self.retention = entries.max(1);
+        self
     }
 
     /// See [`Folder::with_failure_grace`].
@@ -153,6 +182,7 @@ impl<L: LogSource> Projector<L> {
         let progress = folder.commit()?;
         if progress.records > 0 {
             self.committed.send_modify(|g| *g += 1);
+            trim_streams(&self.projection, self.retention, |_| Ok(u64::MAX))?;
         }
         Ok(progress)
     }

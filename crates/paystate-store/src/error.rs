@@ -38,6 +38,12 @@ pub enum StoreError {
     /// The appender's queue is full: the append is refused at once (the sender retries).
     #[error("the log's append queue is full")]
     Busy,
+    /// A stream cursor older than the retention keeps: entries after it were removed.
+    #[error("the entries after this cursor were removed by the stream's retention; the oldest cursor is {oldest}")]
+    CursorExpired {
+        /// The oldest cursor that can still be read from (`after=oldest`).
+        oldest: u64,
+    },
     /// A group commit failed (disk full, IO error): nothing of it was acknowledged.
     #[error("append failed: {0}")]
     AppendFailed(String),

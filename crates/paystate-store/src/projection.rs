@@ -38,6 +38,13 @@ impl Stream {
         }
     }
 
+    fn start_key(self) -> &'static [u8] {
+        match self {
+            Stream::Actions => b"start/actions",
+            Stream::Payments => b"start/payments",
+        }
+    }
+
     fn published_key(self) -> &'static [u8] {
         match self {
             Stream::Actions => b"published/actions",
@@ -403,18 +410,57 @@ impl Projection {
         self.payments.len()
     }
 
-    /// Stream entries with cursor greater than `after`, at most `limit`, with their cursors.
-    pub fn read_stream(&self, stream: Stream, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let tree = match stream {
+    fn stream_tree(&self, stream: Stream) -> &sled::Tree {
+        match stream {
             Stream::Actions => &self.actions,
             Stream::Payments => &self.updates,
-        };
+        }
+    }
+
+    /// Stream entries with cursor greater than `after`, at most `limit`, with their cursors. A cursor whose
+    /// next entries were removed by the retention is refused with [`StoreError::CursorExpired`] (the reader
+    /// missed entries and must resynchronise), never answered with a gap.
+    pub fn read_stream(&self, stream: Stream, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tree = self.stream_tree(stream);
+        let start = self.stream_start(stream)?;
+        if after.saturating_add(1) < start {
+            return Err(StoreError::CursorExpired { oldest: start - 1 });
+        }
         let mut out = Vec::new();
         for item in tree.range((after.saturating_add(1)).to_be_bytes()..).take(limit) {
             let (k, v) = item?;
             out.push((u64_of("stream", &k)?, v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// The cursor of the first entry of `stream` still kept (1 until the retention removed any).
+    pub fn stream_start(&self, stream: Stream) -> Result<u64, StoreError> {
+        Ok(match self.meta.get(stream.start_key())? {
+            Some(v) => u64_of("meta", &v)?,
+            None => 1,
+        })
+    }
+
+    /// Removes the entries of `stream` beyond the newest `keep`, but none after cursor `floor` (the Kafka
+    /// projector's outbox keeps what is not yet published). Returns how many were removed. The new start
+    /// is recorded first: after a crash half-way, entries below it are unreachable and removed next time.
+    pub fn trim_stream(&self, stream: Stream, keep: u64, floor: u64) -> Result<u64, StoreError> {
+        let (start, end) = (self.stream_start(stream)?, self.stream_end(stream)?);
+        let new_start = end.saturating_sub(keep).min(floor).saturating_add(1);
+        if new_start <= start {
+            return Ok(0);
+        }
+        self.meta.insert(stream.start_key(), &new_start.to_be_bytes())?;
+        let tree = self.stream_tree(stream);
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for key in tree.range(..new_start.to_be_bytes()).keys() {
+            batch.remove(key?);
+            removed += 1;
+        }
+        tree.apply_batch(batch)?;
+        Ok(removed)
     }
 
     /// The cursor of the last entry of `stream` (0 when empty).

@@ -159,6 +159,10 @@ pub struct ServeArgs {
     /// (the newest `created` of the log partition), so a replay of the same log decides alike.
     #[arg(long, default_value_t = paystate_core::DEFAULT_FAILURE_GRACE_SECS)]
     pub failure_grace_secs: i64,
+    /// Entries each projection stream (`actions`, `payments`) keeps; a reader whose cursor is older is
+    /// answered 410 with the oldest cursor.
+    #[arg(long, default_value_t = paystate_projector::DEFAULT_STREAM_RETENTION)]
+    pub stream_retention_entries: u64,
     /// Memory for the store's caches and queues, in MiB: a quarter is sled's page cache for the
     /// projection, an eighth the appender's queue (at 8 KiB a record, 64 to 4096 records). The rest of
     /// serve (HTTP, the projector's batch, the runtime) comes on top and does not grow with the log.
@@ -206,6 +210,9 @@ pub struct ProjectArgs {
     /// (the newest `created` of the log partition), so a replay of the same log decides alike.
     #[arg(long, default_value_t = paystate_core::DEFAULT_FAILURE_GRACE_SECS)]
     pub failure_grace_secs: i64,
+    /// Entries each projection stream (the outbox) keeps once published to Kafka.
+    #[arg(long, default_value_t = paystate_projector::DEFAULT_STREAM_RETENTION)]
+    pub stream_retention_entries: u64,
     /// Consumer session timeout: how soon a dead member's partitions move.
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
@@ -343,6 +350,7 @@ pub async fn run_project(args: ProjectArgs) -> Result<()> {
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         partitions: Some(partitions),
         failure_grace_secs: args.failure_grace_secs,
+        stream_retention: args.stream_retention_entries,
         ..ProjectorOptions::default()
     };
     let admin_listener = bind(args.admin_listen).await?;
@@ -397,7 +405,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let ingress = args.webhook.ingress(Arc::new(appender.handle()), args.partitions, Arc::clone(&metrics))?;
     let projector = Arc::new(
         Projector::new(store.log.clone(), store.projection.clone(), args.batch_max)
-            .with_failure_grace(args.failure_grace_secs),
+            .with_failure_grace(args.failure_grace_secs)
+            .with_stream_retention(args.stream_retention_entries),
     );
     let admin = Admin {
         projection: store.projection.clone(),
@@ -448,6 +457,7 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
         batch_max: args.batch_max,
         partitions: Some(partitions),
         failure_grace_secs: args.failure_grace_secs,
+        stream_retention: args.stream_retention_entries,
         ..ProjectorOptions::default()
     };
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;

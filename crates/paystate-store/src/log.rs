@@ -5,8 +5,11 @@
 //! - `<base>.seg`: segment files. `base` (20 digits) is the *log position* of the file's first byte: a
 //!   position is a byte address in the concatenation of all segments, so `base(n+1) = base(n) + len(n)`.
 //!   Each segment starts with the 8-byte magic `PSLOGSG\x01`, then frames:
-//!   `len u32 | crc32c u32 | partition u32 | offset u64 | record (len bytes)`, big-endian, the CRC-32C over
-//!   `partition | offset | record`. `record` is a [`LogRecord`] in its own versioned encoding.
+//!   `len u32 | crc32c u32 | partition u32 | offset u64 | payload (len bytes)`, big-endian, the CRC-32C over
+//!   `partition | offset | payload`. The payload is `codec u8 | data`: codec 0, `data` is a [`LogRecord`] in
+//!   its own versioned encoding; codec 1, `data` is `length u32 | LZ4 block` of that encoding (Stripe's
+//!   JSON compresses 1.8× so; a record that would not shrink by an eighth is stored as codec 0). The body
+//!   read back is byte for byte the body received.
 //! - `p<N>.idx`: partition N's offset index, dense: entry `o` (12 bytes at `12·o`) is
 //!   `position u64 | frame length u32` of the frame of offset `o`.
 //! - `CHECKPOINT`: a position below which every frame's index entry is durable, and each partition's
@@ -59,6 +62,61 @@ const MAX_RECORD: u32 = 64 << 20;
 /// Most records and bytes one group commit takes.
 const MAX_GROUP: usize = 4096;
 const MAX_GROUP_BYTES: usize = 8 << 20;
+/// Payload codecs.
+const CODEC_RAW: u8 = 0;
+const CODEC_LZ4: u8 = 1;
+
+/// The frame payload of an encoded record: LZ4-compressed when that saves an eighth.
+pub(crate) fn encode_payload(record: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let len = u32::try_from(record.len())
+        .ok()
+        .filter(|l| *l <= MAX_RECORD)
+        .ok_or_else(|| StoreError::Encode(format!("log record of {} bytes", record.len())))?;
+    let mut out = vec![0u8; 5 + lz4_flex::block::get_maximum_output_size(record.len())];
+    out[0] = CODEC_LZ4;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    let packed = lz4_flex::block::compress_into(record, &mut out[5..])
+        .ok()
+        .filter(|n| *n + 5 <= record.len() - record.len() / 8);
+    match packed {
+        Some(n) => out.truncate(5 + n),
+        None => {
+            out.clear();
+            out.push(CODEC_RAW);
+            out.extend_from_slice(record);
+        }
+    }
+    Ok(out)
+}
+
+/// The encoded record of a frame payload (decompressed into `plain` when it is compressed).
+fn decode_payload<'a>(
+    payload: &'a [u8],
+    plain: &'a mut Vec<u8>,
+    partition: u32,
+    offset: u64,
+) -> Result<&'a [u8], StoreError> {
+    let bad = |why: String| StoreError::CorruptRecord { partition, offset, why };
+    match payload.split_first() {
+        Some((&CODEC_RAW, record)) => Ok(record),
+        Some((&CODEC_LZ4, rest)) => {
+            let (len, packed) = rest.split_at_checked(4).ok_or_else(|| bad("compressed length cut short".into()))?;
+            let len = u32::from_be_bytes(len.try_into().map_err(|_| bad("compressed length".into()))?);
+            if len > MAX_RECORD {
+                return Err(bad(format!("a record of {len} bytes")));
+            }
+            plain.resize(len as usize, 0);
+            let n = lz4_flex::block::decompress_into(packed, plain).map_err(|e| bad(format!("LZ4: {e}")))?;
+            if n != len as usize {
+                return Err(bad(format!("LZ4 gave {n} bytes, not {len}")));
+            }
+            Ok(plain.as_slice())
+        }
+        Some((codec, _)) => Err(bad(format!("unknown payload codec {codec}"))),
+        None => Err(bad("empty payload".into())),
+    }
+}
+
 /// Largest run of adjacent frames read with one `pread` by a scan.
 const MAX_RUN_BYTES: usize = 1 << 20;
 
@@ -403,12 +461,22 @@ impl EmbeddedLog {
             }
         });
         let lock = lock.map_err(|e| io(&lock_path, e))?;
-        let locked = match access {
-            Access::Write => lock.try_lock(),
-            Access::Read => lock.try_lock_shared(),
-        };
-        if locked.is_err() {
-            return Err(StoreError::Locked(dir.display().to_string()));
+        // A lock just released can stay held for a moment by a child process of ours that was forked
+        // (by another thread) and has not yet exec'd: try again for a short while before giving up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let locked = match access {
+                Access::Write => lock.try_lock(),
+                Access::Read => lock.try_lock_shared(),
+            };
+            match locked {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path, e)),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.display().to_string())),
+            }
         }
         let header_path = dir.join("LOG");
         let header = std::fs::read_to_string(&header_path).map_err(|e| io(&header_path, e))?;
@@ -597,6 +665,7 @@ impl EmbeddedLog {
         let to = to.min(self.end(partition));
         let mut entries = Vec::new();
         let mut buf = Vec::new();
+        let mut plain = Vec::new();
         let mut offset = from;
         while offset < to {
             let chunk_to = to.min(offset + CHUNK);
@@ -630,7 +699,8 @@ impl EmbeddedLog {
                 for e in &entries[i..j] {
                     let at = usize::try_from(e.pos - first.pos).unwrap_or(usize::MAX);
                     let frame = buf.get(at..at + e.len as usize).unwrap_or_default();
-                    each(offset, frame_record(frame, partition, offset)?);
+                    let payload = frame_record(frame, partition, offset)?;
+                    each(offset, decode_payload(payload, &mut plain, partition, offset)?);
                     offset += 1;
                 }
                 i = j;
@@ -653,24 +723,31 @@ impl EmbeddedLog {
 
     /// Appends already encoded records in groups and makes them durable.
     pub(crate) fn append_encoded<'a>(&self, records: impl Iterator<Item = (u32, &'a [u8])>) -> Result<(), StoreError> {
-        let mut group: Vec<(u32, &[u8])> = Vec::new();
+        let mut group: Vec<(u32, Vec<u8>)> = Vec::new();
         let mut bytes = 0;
+        let flush = |group: &mut Vec<(u32, Vec<u8>)>| -> Result<(), StoreError> {
+            let refs: Vec<(u32, &[u8])> = group.iter().map(|(p, b)| (*p, b.as_slice())).collect();
+            self.write_group(&refs).into_iter().collect::<Result<Vec<_>, _>>()?;
+            group.clear();
+            Ok(())
+        };
         for (p, r) in records {
-            bytes += r.len();
-            group.push((p, r));
+            let payload = encode_payload(r)?;
+            bytes += payload.len();
+            group.push((p, payload));
             if bytes >= MAX_GROUP_BYTES {
-                self.write_group(&group).into_iter().collect::<Result<Vec<_>, _>>()?;
-                group.clear();
+                flush(&mut group)?;
                 bytes = 0;
             }
         }
         if !group.is_empty() {
-            self.write_group(&group).into_iter().collect::<Result<Vec<_>, _>>()?;
+            flush(&mut group)?;
         }
         Ok(())
     }
 
-    /// Writes one group durably (one write and one fsync), then indexes it and moves the durable ends.
+    /// Writes one group of frame payloads durably (one write and one fsync), then indexes it and moves the
+    /// durable ends.
     /// Each record gets its position or, if the group failed, an error (then none of it is visible).
     fn write_group(&self, group: &[(u32, &[u8])]) -> Vec<Result<Position, StoreError>> {
         let Some(writer) = &self.shared.writer else {
@@ -1018,7 +1095,8 @@ impl AppendHandle {
         if self.halted.load(Ordering::Acquire) {
             return Err(StoreError::AppenderStopped);
         }
-        let bytes = record.encode()?;
+        // Compressed here, on the caller's thread: the appender's one thread only writes.
+        let bytes = encode_payload(&record.encode()?)?;
         let (reply, rx) = oneshot::channel();
         self.tx.as_ref().ok_or(StoreError::AppenderStopped)?.try_send(Request { partition, bytes, reply }).map_err(
             |e| match e {

@@ -58,6 +58,15 @@ pub struct SimulateArgs {
     /// benchmarks and replay tests that should not pay for HTTP. The directory must not be in use.
     #[arg(long)]
     pub to_log: Option<PathBuf>,
+    /// Instead of sending, write the deliveries (in delivery order, duplicates included, each signed now)
+    /// to PREFIX.0 … PREFIX.<parts-1>, round-robin, for a load generator that replays them
+    /// (`tests/bench/wrk-corpus.lua`): per delivery a line `<Stripe-Signature>\t<body length>`, then the
+    /// body and a newline.
+    #[arg(long, value_name = "PREFIX")]
+    pub corpus: Option<PathBuf>,
+    /// Files --corpus writes (one per load-generator thread).
+    #[arg(long, default_value_t = 2)]
+    pub corpus_parts: usize,
     /// Log partitions when --to-log creates the data directory.
     #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
     pub partitions: u32,
@@ -140,7 +149,11 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
     if let Some(dir) = &args.to_log {
         return to_log(dir, args.partitions, &secret, &deliveries);
     }
+    if let Some(prefix) = &args.corpus {
+        return write_corpus(prefix, args.corpus_parts, &secret, &deliveries);
+    }
     let total = deliveries.len();
+    let body_bytes: usize = deliveries.iter().map(|d| d.body.len()).sum();
     let queue = Arc::new(deliveries);
     let next = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(AtomicU64::new(0));
@@ -223,7 +236,7 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
     };
     let accepted = lat.len();
     println!(
-        "payments {} | deliveries {} | sent {} | accepted {} | retried {} | {:.1}s | {:.0} req/s | p50 {:.2} ms | p99 {:.2} ms",
+        "payments {} | deliveries {} | sent {} | accepted {} | retried {} | {:.1}s | {:.0} req/s | p50 {:.2} ms | p99 {:.2} ms | body bytes {}",
         args.payments,
         total,
         sent.load(Ordering::Relaxed),
@@ -233,11 +246,39 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
         accepted as f64 / elapsed.as_secs_f64().max(1e-9),
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
+        body_bytes,
     );
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Writes the signed deliveries round-robin into `parts` files `prefix.N` (see `--corpus`).
+fn write_corpus(prefix: &std::path::Path, parts: usize, secret: &WebhookSecret, deliveries: &[Delivery]) -> Result<()> {
+    let parts = parts.max(1);
+    let mut files = (0..parts)
+        .map(|i| {
+            let path = PathBuf::from(format!("{}.{i}", prefix.display()));
+            std::fs::File::create(&path)
+                .map(std::io::BufWriter::new)
+                .with_context(|| format!("creating {}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let now = unix_now();
+    let mut bytes = 0;
+    for (i, d) in deliveries.iter().enumerate() {
+        let f = &mut files[i % parts];
+        writeln!(f, "{}\t{}", secret.header(now, &d.body), d.body.len())?;
+        f.write_all(&d.body)?;
+        f.write_all(b"\n")?;
+        bytes += d.body.len();
+    }
+    for mut f in files {
+        f.flush()?;
+    }
+    println!("corpus {} deliveries | {bytes} body bytes | {} files {}.N", deliveries.len(), parts, prefix.display());
+    Ok(())
 }
 
 /// Appends every delivery to the embedded log of `dir`, partitioned and recorded as the ingress does.

@@ -3,9 +3,9 @@
 use paystate_ingress::{admin_router, metrics::Metrics, public_router, Admin, Ingress, Mode};
 use paystate_projector::Projector;
 use paystate_store::{Appender, Store};
-use paystate_stripe::scenario::{generate, Scenario};
-use paystate_stripe::synth::Rng;
 use paystate_stripe::{Webhook, WebhookSecret};
+use paystate_testkit::scenario::{generate, Scenario};
+use paystate_testkit::synth::Rng;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

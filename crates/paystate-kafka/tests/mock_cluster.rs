@@ -5,9 +5,9 @@
 use paystate_ingress::{metrics::Metrics, public_router, Ingress};
 use paystate_kafka::{KafkaConfig, KafkaProjector, KafkaSink, ProjectorOptions};
 use paystate_store::{LogSink, Store};
-use paystate_stripe::scenario::{generate, Scenario};
-use paystate_stripe::synth::Rng;
 use paystate_stripe::{Webhook, WebhookSecret};
+use paystate_testkit::scenario::{generate, Scenario};
+use paystate_testkit::synth::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;

@@ -310,11 +310,11 @@ fn the_sled_log_of_the_previous_release_is_migrated() {
 fn bodies_are_compressed_on_disk_and_read_back_unchanged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log_dir = dir.path().join("log");
-    let mut rng = paystate_stripe::synth::Rng::new(5);
+    let mut rng = paystate_testkit::synth::Rng::new(5);
     let mut records = Vec::new();
     for i in 0..40u64 {
-        let (events, _) = paystate_stripe::scenario::generate(
-            paystate_stripe::scenario::Scenario::CardSuccess,
+        let (events, _) = paystate_testkit::scenario::generate(
+            paystate_testkit::scenario::Scenario::CardSuccess,
             &mut rng,
             1_700_000_000,
         );

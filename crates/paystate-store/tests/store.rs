@@ -143,9 +143,9 @@ fn batches_commit_atomically_with_their_offset() {
 /// Every lifecycle's payment (history, refunds, disputes, ledger) survives the store's encoding exactly.
 #[test]
 fn realistic_payments_round_trip_through_the_store() {
-    use paystate_stripe::scenario::{generate, Scenario};
-    use paystate_stripe::synth::Rng;
     use paystate_stripe::{map_event, parse_event, Mapped};
+    use paystate_testkit::scenario::{generate, Scenario};
+    use paystate_testkit::synth::Rng;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 1).expect("open");
     let mut rng = Rng::new(5);

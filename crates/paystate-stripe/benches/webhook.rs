@@ -5,9 +5,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use paystate_core::{Payment, PaymentEvent};
-use paystate_stripe::scenario::{generate, Scenario};
-use paystate_stripe::synth::{PaymentSim, Rng};
 use paystate_stripe::{map_event, parse_event, Mapped, Webhook, WebhookSecret};
+use paystate_testkit::scenario::{generate, Scenario};
+use paystate_testkit::synth::{PaymentSim, Rng};
 
 const SECRET: &str = "whsec_bench_0123456789abcdefghijklmnopqrstuv";
 const NOW: i64 = 1_718_900_000;

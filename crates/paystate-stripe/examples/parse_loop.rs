@@ -1,6 +1,6 @@
 //! Profiling aid: parses one realistic 2 KB event N times (`valgrind --tool=callgrind`).
-use paystate_stripe::scenario::{generate, Scenario};
-use paystate_stripe::synth::Rng;
+use paystate_testkit::scenario::{generate, Scenario};
+use paystate_testkit::synth::Rng;
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);

@@ -4,21 +4,16 @@
 //! - [`signature`]: `Stripe-Signature` verification (HMAC-SHA256, secret rotation, tolerance, constant-time);
 //! - [`envelope`]: borrowed parsing of event envelopes (snapshot and thin events);
 //! - [`mapping`]: from an event to a `paystate_core::PaymentEvent`, or "not payment-relevant";
-//! - [`synth`]: realistic signed test events modeled on Stripe's fixtures, for tests and `paystate simulate`.
 //!
 //! The only way to obtain a [`VerifiedEvent`] is [`Webhook::verify`]: code that holds one knows the body
 //! came from Stripe.
-
-#![recursion_limit = "512"]
 
 pub mod currency;
 pub mod envelope;
 pub mod error;
 mod json;
 pub mod mapping;
-pub mod scenario;
 pub mod signature;
-pub mod synth;
 
 pub use envelope::{parse_event, Envelope, ParsedEvent, ThinEvent};
 pub use error::WebhookError;

@@ -6,9 +6,9 @@
 //! orders, with duplicates, which must end identically.
 
 use paystate_core::{Action, Payment, PaymentEvent};
-use paystate_stripe::scenario::{Scenario, Truth, CHECKED_ACTIONS};
-use paystate_stripe::synth::Rng;
 use paystate_stripe::{map_event, parse_event, Mapped};
+use paystate_testkit::scenario::{Scenario, Truth, CHECKED_ACTIONS};
+use paystate_testkit::synth::Rng;
 use serde_json::Value;
 use std::path::PathBuf;
 

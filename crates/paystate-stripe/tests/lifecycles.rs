@@ -3,9 +3,9 @@
 //! always the same and equals the scenario's independently written truth, and that actions are sound.
 
 use paystate_core::{ActionKind, Applied, Effect, Lifecycle, Payment, PaymentEvent, PaymentState};
-use paystate_stripe::scenario::{generate_with, Scenario, Truth, CHECKED_ACTIONS};
-use paystate_stripe::synth::{Rng, Versions};
 use paystate_stripe::{map_event, parse_event, Mapped};
+use paystate_testkit::scenario::{generate_with, Scenario, Truth, CHECKED_ACTIONS};
+use paystate_testkit::synth::{Rng, Versions};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -6,9 +6,9 @@
 //!
 //! This test needs `python3` with `stripe`. It fails (never skips) when they are missing: run `tests/run`.
 
-use paystate_stripe::scenario::{generate, Scenario};
-use paystate_stripe::synth::Rng;
 use paystate_stripe::{Webhook, WebhookError, WebhookSecret};
+use paystate_testkit::scenario::{generate, Scenario};
+use paystate_testkit::synth::Rng;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;

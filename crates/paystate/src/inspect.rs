@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use paystate_core::PaymentState;
 use paystate_projector::Projector;
 use paystate_store::{Projection, Store};
-use paystate_stripe::scenario::{Truth, CHECKED_ACTIONS};
+use paystate_testkit::scenario::{Truth, CHECKED_ACTIONS};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::BufRead;

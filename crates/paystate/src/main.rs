@@ -237,7 +237,7 @@ fn fold(files: &[PathBuf], shuffle: Option<u64>, history: bool) -> Result<()> {
         bodies.extend(read_events(f)?);
     }
     if let Some(seed) = shuffle {
-        let mut rng = paystate_stripe::synth::Rng::new(seed);
+        let mut rng = paystate_testkit::synth::Rng::new(seed);
         for i in (1..bodies.len()).rev() {
             let j = usize::try_from(rng.below(i as u64 + 1))?;
             bodies.swap(i, j);

@@ -6,9 +6,9 @@
 //! acknowledged events (`--acked`).
 
 use anyhow::{bail, Context, Result};
-use paystate_stripe::scenario::{generate_with, Scenario, Truth};
-use paystate_stripe::synth::{Rng, SynthEvent, Versions};
 use paystate_stripe::WebhookSecret;
+use paystate_testkit::scenario::{generate_with, Scenario, Truth};
+use paystate_testkit::synth::{Rng, SynthEvent, Versions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -74,7 +74,7 @@ pub struct SimulateArgs {
     /// version (e.g. 2020-08-27: refunds embedded in the Charge; 2024-06-20: refunds only as the Charge's
     /// `amount_refunded`; 2024-12-18.acacia: `refund.*` for every refund; 2025-03-31.basil and later: no
     /// Refund for an uncaptured rest).
-    #[arg(long, default_value = paystate_stripe::synth::API_VERSION)]
+    #[arg(long, default_value = paystate_testkit::synth::API_VERSION)]
     pub api_version: String,
     /// Upgrade the endpoint to this version half-way: events Stripe creates after the middle of the
     /// simulated day are rendered in it (payments under way then are reported in both versions).

@@ -13,8 +13,8 @@
 //!   no action id appears twice.
 
 use paystate_store::{Store, Stream};
-use paystate_stripe::scenario::Truth;
-use paystate_stripe::synth::Rng;
+use paystate_testkit::scenario::Truth;
+use paystate_testkit::synth::Rng;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};

@@ -6,8 +6,8 @@
 //! refunds only before 2022-11-15, and which events exist for a refund depends on the era. Used by tests,
 //! benchmarks and `paystate simulate`. Nothing here reads a clock or a file.
 
-use crate::mapping::era_of;
 use paystate_core::ApiEra;
+use paystate_stripe::mapping::era_of;
 use serde_json::{json, Map, Value};
 
 /// The API version generated events claim by default: a current one.

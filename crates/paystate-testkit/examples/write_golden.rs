@@ -1,14 +1,14 @@
 //! Writes the golden scenario files `tests/golden/<api version>/<scenario>.json` and prints each timeline.
 //!
-//! The events come from `paystate_stripe::scenario`, rendered at each API version of
+//! The events come from `paystate_testkit::scenario`, rendered at each API version of
 //! [`GOLDEN_VERSIONS`] (and one upgrade while the payment is under way), with a fixed seed. The
 //! expectations are the scenario's `Truth`, written by hand in `scenario.rs` from Stripe's documented
 //! behaviour (the same payment has the same truth at every version): never the state machine's output.
 //!
-//! `cargo run -p paystate-stripe --example write_golden -- tests/golden`
+//! `cargo run -p paystate-testkit --example write_golden -- tests/golden`
 
-use paystate_stripe::scenario::{generate_with, Scenario};
-use paystate_stripe::synth::{Rng, Versions};
+use paystate_testkit::scenario::{generate_with, Scenario};
+use paystate_testkit::synth::{Rng, Versions};
 use serde_json::json;
 
 /// One version per era of docs/API-VERSIONS.md.

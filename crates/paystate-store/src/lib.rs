@@ -151,7 +151,11 @@ impl Store {
     /// once and never reads it back, so a small cache costs nothing).
     pub fn open_projection_with_cache(dir: &Path, cache_bytes: u64) -> Result<Projection, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Encode(format!("creating {}: {e}", dir.display())))?;
-        Projection::open(&config(&dir.join("projection")).cache_capacity(cache_bytes).open()?)
+        let projection = Projection::open(&config(&dir.join("projection")).cache_capacity(cache_bytes).open()?)?;
+        if !projection.needs_rebuild()? {
+            projection.ensure_lifecycle_index()?;
+        }
+        Ok(projection)
     }
 
     /// Opens only the embedded log of an existing data directory, to read it (replay): nothing in the
@@ -194,5 +198,6 @@ fn upgraded(projection: Projection) -> Result<Projection, StoreError> {
              rules (actions already emitted are not emitted again)"
         );
     }
+    projection.ensure_lifecycle_index()?;
     Ok(projection)
 }

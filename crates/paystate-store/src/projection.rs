@@ -7,7 +7,7 @@
 //! where the last durable batch ended: nothing applied twice, nothing skipped.
 
 use crate::error::StoreError;
-use paystate_core::{Payment, PaymentState};
+use paystate_core::{Lifecycle, Payment, PaymentState};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 use std::collections::BTreeMap;
@@ -131,7 +131,40 @@ pub struct Projection {
     dead: sled::Tree,
     meta: sled::Tree,
     deadlines: sled::Tree,
+    /// The lifecycle index: `k/<payment>` → lifecycle name, `i/<lifecycle>\0<payment>` → empty.
+    lifecycles: sled::Tree,
 }
+
+fn lifecycle_of_key(payment: &[u8]) -> Vec<u8> {
+    [b"k/".as_slice(), payment].concat()
+}
+
+fn lifecycle_index_key(lifecycle: &str, payment: &[u8]) -> Vec<u8> {
+    [b"i/".as_slice(), lifecycle.as_bytes(), b"\0", payment].concat()
+}
+
+/// Moves `payment` to `lifecycle` in the index, inside a transaction.
+fn index_lifecycle(
+    tree: &TransactionalTree,
+    payment: &[u8],
+    lifecycle: Lifecycle,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let name = lifecycle.as_str();
+    let of = lifecycle_of_key(payment);
+    let old = tree.get(&of)?;
+    if old.as_deref() == Some(name.as_bytes()) {
+        return Ok(());
+    }
+    if let Some(old) = old {
+        tree.remove(lifecycle_index_key(&String::from_utf8_lossy(&old), payment))?;
+    }
+    tree.insert(of, name.as_bytes())?;
+    tree.insert(lifecycle_index_key(name, payment), &[])?;
+    Ok(())
+}
+
+/// Version of the lifecycle index (recorded in `meta` once it is complete).
+const LIFECYCLE_INDEX: u64 = 1;
 
 fn u64_of(tree: &'static str, v: &[u8]) -> Result<u64, StoreError> {
     let arr: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt { tree, why: "not a u64".into() })?;
@@ -162,7 +195,62 @@ impl Projection {
             dead: db.open_tree("dead")?,
             meta: db.open_tree("meta")?,
             deadlines: db.open_tree("deadlines")?,
+            lifecycles: db.open_tree("lifecycles")?,
         })
+    }
+
+    /// Builds the lifecycle index of a projection written before it existed (once; then recorded in meta).
+    pub(crate) fn ensure_lifecycle_index(&self) -> Result<(), StoreError> {
+        if self.meta.get(b"index/lifecycle")?.is_some_and(|v| v.as_ref() == LIFECYCLE_INDEX.to_be_bytes()) {
+            return Ok(());
+        }
+        self.lifecycles.clear()?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.payments.iter() {
+            let (k, v) = item?;
+            let name = decode_payment(&v)?.state.lifecycle.as_str();
+            batch.insert(lifecycle_of_key(&k), name.as_bytes());
+            batch.insert(lifecycle_index_key(name, &k), &[]);
+            n += 1;
+            if n % 4096 == 0 {
+                self.lifecycles.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        self.lifecycles.apply_batch(batch)?;
+        self.meta.insert(b"index/lifecycle", &LIFECYCLE_INDEX.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Payments of one lifecycle, in key order after `after`, filtered, at most `limit`: read through the
+    /// lifecycle index, not a scan of every payment.
+    pub fn payments_in(
+        &self,
+        lifecycle: Lifecycle,
+        after: Option<&str>,
+        limit: usize,
+        mut keep: impl FnMut(&Payment) -> bool,
+    ) -> Result<Vec<Payment>, StoreError> {
+        let prefix = lifecycle_index_key(lifecycle.as_str(), b"");
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(lifecycle_index_key(lifecycle.as_str(), a.as_bytes())),
+            None => std::ops::Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::new();
+        for item in self.lifecycles.range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded)) {
+            let (k, _) = item?;
+            let Some(key) = k.strip_prefix(prefix.as_slice()) else { break };
+            let Some(v) = self.payments.get(key)? else { continue };
+            let p = decode_payment(&v)?;
+            if p.state.lifecycle == lifecycle && keep(&p) {
+                out.push(p);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The Stripe event time partition `partition` reached: the largest `created` of the events applied
@@ -237,6 +325,8 @@ impl Projection {
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             },
         )?;
+        self.lifecycles.clear()?;
+        self.meta.remove(b"index/lifecycle")?;
         self.db.flush()?;
         Ok(Rebuild { payments: old.len() as u64, ledgers: encoded.len() as u64, partitions: partitions.len() as u64 })
     }
@@ -261,9 +351,10 @@ impl Projection {
             .iter()
             .map(|p| encode_payment(p).map(|v| (p.state.key.to_string(), v)))
             .collect::<Result<_, _>>()?;
-        (&self.payments, &self.offsets).transaction(|(tx_payments, tx_offsets)| {
-            for (k, v) in &encoded {
+        (&self.payments, &self.offsets, &self.lifecycles).transaction(|(tx_payments, tx_offsets, tx_lifecycles)| {
+            for ((k, v), p) in encoded.iter().zip(payments) {
                 tx_payments.insert(k.as_bytes(), v.as_slice())?;
+                index_lifecycle(tx_lifecycles, k.as_bytes(), p.state.lifecycle)?;
             }
             tx_offsets.insert(&partition.to_be_bytes(), &position.to_be_bytes())?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
@@ -368,13 +459,28 @@ impl Projection {
         let mut hashes = Vec::with_capacity(payments.len());
         for chunk in payments.chunks(4096) {
             let mut batch = sled::Batch::default();
+            let mut index = sled::Batch::default();
             for p in chunk {
                 let key = p.state.key.to_string().into_bytes();
                 let (value, hash) = encode_payment_hashed(p)?;
                 batch.insert(key.as_slice(), value);
+                // A payment spilled earlier and written again may have moved.
+                let name = p.state.lifecycle.as_str();
+                let of = lifecycle_of_key(&key);
+                match self.lifecycles.get(&of)? {
+                    Some(old) if old.as_ref() == name.as_bytes() => {}
+                    old => {
+                        if let Some(old) = old {
+                            index.remove(lifecycle_index_key(&String::from_utf8_lossy(&old), &key));
+                        }
+                        index.insert(of, name.as_bytes());
+                        index.insert(lifecycle_index_key(name, &key), &[]);
+                    }
+                }
                 hashes.push((key, hash));
             }
             self.payments.apply_batch(batch)?;
+            self.lifecycles.apply_batch(index)?;
         }
         let mut batch = sled::Batch::default();
         for d in dead {
@@ -510,10 +616,22 @@ impl Projection {
             .collect::<Result<_, _>>()?;
         let index: Vec<(Vec<u8>, bool)> =
             batch.deadlines.iter().map(|((p, at, key), present)| (deadline_key(*p, *at, key), *present)).collect();
-        (&self.payments, &self.offsets, &self.actions, &self.updates, &self.dead, &self.meta, &self.deadlines)
-            .transaction(|(payments, offsets, actions, updates, dead_tree, meta, deadlines)| {
+        (
+            &self.payments,
+            &self.offsets,
+            &self.actions,
+            &self.updates,
+            &self.dead,
+            &self.meta,
+            &self.deadlines,
+            &self.lifecycles,
+        )
+            .transaction(|(payments, offsets, actions, updates, dead_tree, meta, deadlines, lifecycles)| {
                 for (k, v) in &encoded {
                     payments.insert(k.as_bytes(), v.as_slice())?;
+                }
+                for (k, p) in &batch.payments {
+                    index_lifecycle(lifecycles, k.as_bytes(), p.state.lifecycle)?;
                 }
                 for (partition, next) in &batch.positions {
                     offsets.insert(&partition.to_be_bytes(), &next.to_be_bytes())?;

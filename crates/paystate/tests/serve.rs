@@ -314,6 +314,22 @@ fn a_data_directory_of_the_sled_log_release_opens_with_the_same_digest() {
     let actions = ndjson::blocking_get_all(&format!("{admin}/v1/streams/actions"));
     let ids: BTreeSet<&str> = actions.iter().filter_map(|a| a["id"].as_str()).collect();
     assert_eq!((ids.len(), actions.len()), (70, 70), "the previous release's 70 actions, none again");
+    // The lifecycle index, built at the first open, lists what the truth says of each payment.
+    let truth = std::fs::read_to_string(fixture.join("truth.jsonl")).expect("truth");
+    let mut by_lifecycle: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in truth.lines() {
+        let t: Value = serde_json::from_str(line).expect("truth line");
+        *by_lifecycle.entry(t["lifecycle"].as_str().expect("lifecycle").to_owned()).or_default() += 1;
+    }
+    assert!(by_lifecycle.len() >= 4, "{by_lifecycle:?}");
+    for (lifecycle, n) in &by_lifecycle {
+        let (status, _, body) = ndjson::get(&format!("{admin}/v1/payments?lifecycle={lifecycle}&limit=1000"));
+        assert_eq!(status, 200, "{body}");
+        let listed: Value = serde_json::from_str(&body).expect("list");
+        let listed = listed["payments"].as_array().expect("payments");
+        assert_eq!(listed.len(), *n, "{lifecycle}");
+        assert!(listed.iter().all(|p| p["lifecycle"] == lifecycle.as_str()), "{lifecycle}");
+    }
     let pid = server.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     assert!(server.0.wait().expect("wait").success());

@@ -230,3 +230,57 @@ fn the_lifecycle_index_agrees_with_a_full_scan_after_every_batch() {
     }
     assert!(lifecycles_seen.len() >= 7, "{lifecycles_seen:?}");
 }
+
+/// The stored payment's bytes are a format: `tests/fixtures/payment-format-2.hex` holds a payment of the
+/// release that introduced format 2, as it stored it. It must keep decoding to the same payment, and the
+/// current code must keep writing exactly these bytes. If this fails because a core struct changed, the
+/// stored format changed: bump `PAYMENT_FORMAT` (payments of format 2 are then rebuilt from the log at open,
+/// as format 1 is) and add the new format's golden file beside this one.
+#[test]
+fn the_stored_payment_format_is_pinned_by_golden_bytes() {
+    use paystate_stripe::{map_event, parse_event, Mapped};
+    use paystate_testkit::scenario::{generate, Scenario};
+    use paystate_testkit::synth::Rng;
+    let golden_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/payment-format-2.hex");
+    let hex = std::fs::read_to_string(&golden_path).expect("golden file");
+    let golden: Vec<u8> =
+        (0..hex.trim().len()).step_by(2).map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).expect("hex")).collect();
+    assert_eq!(golden.first(), Some(&2), "format byte");
+
+    let mut rng = Rng::new(2024);
+    let (events, _) = generate(Scenario::PartialRefunds, &mut rng, 1_718_900_000);
+    let mut payment: Option<Payment> = None;
+    for e in &events {
+        let Ok(Mapped::Payment(ev)) = map_event(&parse_event(&e.body()).expect("parse")) else { continue };
+        payment.get_or_insert_with(|| Payment::new(ev.key.clone())).apply(ev).expect("apply");
+    }
+    let payment = payment.expect("payment");
+    let key = payment.state.key.to_string();
+
+    // Decoding: the golden bytes, put where the store keeps payments, read back as this payment.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = sled::open(dir.path().join("projection")).expect("sled");
+        db.open_tree("payments").expect("tree").insert(key.as_bytes(), golden.as_slice()).expect("insert");
+        db.flush().expect("flush");
+    }
+    let projection = Store::open_projection(dir.path()).expect("open");
+    assert_eq!(projection.payment(&key).expect("decode").as_ref(), Some(&payment));
+    drop(projection);
+
+    // Encoding: what the store writes for it today.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let projection = Store::open_projection(dir.path()).expect("open");
+        let mut batch = Batch::default();
+        batch.payments.insert(key.clone(), payment.clone());
+        projection.commit(&batch).expect("commit");
+    }
+    let db = sled::open(dir.path().join("projection")).expect("sled");
+    let stored = db.open_tree("payments").expect("tree").get(key.as_bytes()).expect("get").expect("stored");
+    assert!(
+        stored.as_ref() == golden.as_slice(),
+        "the stored payment format changed: bump PAYMENT_FORMAT (see the doc comment)"
+    );
+}

@@ -559,14 +559,19 @@ impl Projection {
         }
         self.meta.insert(stream.start_key(), &new_start.to_be_bytes())?;
         let tree = self.stream_tree(stream);
-        let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for key in tree.range(..new_start.to_be_bytes()).keys() {
-            batch.remove(key?);
-            removed += 1;
+        // In batches of a few thousand keys: one batch of everything to remove would hold it all in memory.
+        loop {
+            let keys: Vec<sled::IVec> =
+                tree.range(..new_start.to_be_bytes()).keys().take(4096).collect::<Result<_, _>>()?;
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            let mut batch = sled::Batch::default();
+            removed += keys.len() as u64;
+            keys.into_iter().for_each(|k| batch.remove(k));
+            tree.apply_batch(batch)?;
         }
-        tree.apply_batch(batch)?;
-        Ok(removed)
     }
 
     /// The cursor of the last entry of `stream` (0 when empty).

@@ -838,8 +838,14 @@ impl EmbeddedLog {
         self.checkpoint(w)?;
         let base = w.active.base + w.len;
         let path = shared.dir.join(segment_name(base));
-        let mut file =
-            OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| io(&path, e))?;
+        // A file left by a roll that failed half-way holds nothing acknowledged: start it again.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
         file.write_all(SEGMENT_MAGIC).and_then(|()| file.sync_all()).map_err(|e| io(&path, e))?;
         fsync_dir(&shared.dir)?;
         let seg = Arc::new(Segment { base, path, file });
@@ -921,6 +927,17 @@ fn list_segments(dir: &Path, access: Access) -> Result<Vec<Arc<Segment>>, StoreE
         found.push((base, item.path()));
     }
     found.sort();
+    // A last segment shorter than its magic was being created by a roll when the process died: it holds
+    // nothing. The writer removes it; a reader ignores it.
+    if let Some((_, path)) = found.last().filter(|_| found.len() > 1) {
+        let len = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
+        if len < SEGMENT_MAGIC.len() as u64 {
+            if access == Access::Write {
+                std::fs::remove_file(path).map_err(|e| io(path, e))?;
+            }
+            found.pop();
+        }
+    }
     let mut out: Vec<Arc<Segment>> = Vec::new();
     for (base, path) in found {
         let file = match access {

@@ -333,3 +333,27 @@ fn bodies_are_compressed_on_disk_and_read_back_unchanged() {
     let back: Vec<LogRecord> = log.read_all(0).expect("read").into_iter().map(|(_, r)| r).collect();
     assert_eq!(back, records.into_iter().map(|(_, r)| r).collect::<Vec<_>>());
 }
+
+/// A crash while a segment was being started (the new file created, its magic not yet written) leaves an
+/// empty last file: the log opens without it, read-only too, and appends continue.
+#[test]
+fn an_empty_segment_left_by_a_crash_during_a_roll_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_dir = dir.path().join("log");
+    let base = {
+        let log = EmbeddedLog::open(&log_dir, 1, LogOptions::default()).expect("open");
+        log.append_bulk(&(0..3).map(|i| (0, record(0, i, 100))).collect::<Vec<_>>()).expect("append");
+        log.close().expect("close");
+        log.disk_bytes() - 3 * 12
+    };
+    let stray = log_dir.join(format!("{base:020}.seg"));
+    std::fs::File::create(&stray).expect("empty segment");
+    let reader = EmbeddedLog::open_read_only(&log_dir).expect("a reader ignores it");
+    assert_eq!(ids(&reader, 0).len(), 3);
+    drop(reader);
+    assert!(stray.exists(), "a reader writes nothing");
+    let log = EmbeddedLog::open(&log_dir, 1, LogOptions::default()).expect("the writer drops it");
+    assert!(!stray.exists());
+    log.append_bulk(&[(0, record(0, 3, 10))]).expect("append");
+    assert_eq!(ids(&log, 0).len(), 4);
+}

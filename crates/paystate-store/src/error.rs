@@ -72,6 +72,11 @@ pub enum StoreError {
     Encode(String),
 }
 
+/// [`StoreError::Io`] for `path`.
+pub(crate) fn io(path: &std::path::Path, e: std::io::Error) -> StoreError {
+    StoreError::Io { path: path.display().to_string(), source: e }
+}
+
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
     fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
         match e {

@@ -123,8 +123,7 @@ impl Store {
         let log_dir = dir.join(log::LOG_DIR);
         let log = match partitions {
             Some(n) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Io { path: dir.display().to_string(), source: e })?;
+                std::fs::create_dir_all(dir).map_err(|e| error::io(dir, e))?;
                 EmbeddedLog::open(&log_dir, n, options.log)?
             }
             None if log_dir.join("LOG").is_file() => EmbeddedLog::open_existing(&log_dir, options.log)?,
@@ -135,8 +134,7 @@ impl Store {
                 })
             }
         };
-        let projection_db = config(&dir.join("projection")).cache_capacity(options.cache()).open()?;
-        let projection = upgraded(Projection::open(&projection_db)?)?;
+        let projection = upgraded(Self::projection_db(dir, options.cache())?)?;
         Ok(Store { log, projection })
     }
 
@@ -144,18 +142,23 @@ impl Store {
     /// its states, positions and outbox here while the log lives in Kafka. A projection written by the
     /// previous release is rebuilt from the log (positions back to 0, see [`Projection::rebuild_from_log`]).
     pub fn open_projection(dir: &Path) -> Result<Projection, StoreError> {
-        upgraded(Self::open_projection_with_cache(dir, DEFAULT_CACHE_BYTES)?)
+        upgraded(Self::projection_db(dir, DEFAULT_CACHE_BYTES)?)
     }
 
     /// [`Store::open_projection`] with sled's cache limited to `cache_bytes` (replay writes a projection
     /// once and never reads it back, so a small cache costs nothing).
     pub fn open_projection_with_cache(dir: &Path, cache_bytes: u64) -> Result<Projection, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Encode(format!("creating {}: {e}", dir.display())))?;
-        let projection = Projection::open(&config(&dir.join("projection")).cache_capacity(cache_bytes).open()?)?;
+        let projection = Self::projection_db(dir, cache_bytes)?;
         if !projection.needs_rebuild()? {
             projection.ensure_lifecycle_index()?;
         }
         Ok(projection)
+    }
+
+    /// The projection database of `dir` (created when missing), as it is on disk.
+    fn projection_db(dir: &Path, cache_bytes: u64) -> Result<Projection, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Encode(format!("creating {}: {e}", dir.display())))?;
+        Projection::open(&config(&dir.join("projection")).cache_capacity(cache_bytes).open()?)
     }
 
     /// Opens only the embedded log of an existing data directory, to read it (replay): nothing in the

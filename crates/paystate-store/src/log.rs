@@ -34,7 +34,7 @@
 //! a torn write of a group that was never acknowledged: it is cut off (with a warning naming where). Damage
 //! anywhere else is an error naming the partition and offset; reads check every frame's CRC too.
 
-use crate::error::StoreError;
+use crate::error::{io, StoreError};
 use crate::record::{LogRecord, RecordRef};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -67,11 +67,16 @@ const CODEC_RAW: u8 = 0;
 const CODEC_LZ4: u8 = 1;
 
 /// The frame payload of an encoded record: LZ4-compressed when that saves an eighth.
-pub(crate) fn encode_payload(record: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let len = u32::try_from(record.len())
+/// The length of `b` as a frame's length field, refused beyond [`MAX_RECORD`].
+fn record_len(b: &[u8]) -> Result<u32, StoreError> {
+    u32::try_from(b.len())
         .ok()
         .filter(|l| *l <= MAX_RECORD)
-        .ok_or_else(|| StoreError::Encode(format!("log record of {} bytes", record.len())))?;
+        .ok_or_else(|| StoreError::Encode(format!("log record of {} bytes", b.len())))
+}
+
+pub(crate) fn encode_payload(record: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let len = record_len(record)?;
     let mut out = vec![0u8; 5 + lz4_flex::block::get_maximum_output_size(record.len())];
     out[0] = CODEC_LZ4;
     out[1..5].copy_from_slice(&len.to_be_bytes());
@@ -197,11 +202,7 @@ impl Default for LogOptions {
     }
 }
 
-fn io(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io { path: path.display().to_string(), source: e }
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
 }
 
@@ -246,10 +247,7 @@ fn frame_crc(partition: u32, offset: u64, record: &[u8]) -> u32 {
 }
 
 fn put_frame(out: &mut Vec<u8>, partition: u32, offset: u64, record: &[u8]) -> Result<u32, StoreError> {
-    let len = u32::try_from(record.len())
-        .ok()
-        .filter(|l| *l <= MAX_RECORD)
-        .ok_or_else(|| StoreError::Encode(format!("log record of {} bytes", record.len())))?;
+    let len = record_len(record)?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&frame_crc(partition, offset, record).to_be_bytes());
     out.extend_from_slice(&partition.to_be_bytes());
@@ -590,16 +588,8 @@ impl EmbeddedLog {
     /// Up to `max` durable records of `partition` from offset `from`.
     pub fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, LogRecord)>, StoreError> {
         let mut out = Vec::new();
-        let mut failed = None;
-        self.scan_raw(partition, from, from.saturating_add(max as u64), &mut |o, raw| {
-            if failed.is_none() {
-                match LogRecord::decode(raw) {
-                    Ok(r) => out.push((o, r)),
-                    Err(e) => failed = Some(record_error(partition, o, e)),
-                }
-            }
-        })?;
-        failed.map_or(Ok(out), Err)
+        self.scan(partition, from, from.saturating_add(max as u64), |o, r| out.push((o, LogRecord::from(r))))?;
+        Ok(out)
     }
 
     /// Every durable record of `partition`, for tests and audits.

@@ -6,8 +6,8 @@
 //! the rename leaves the old log as it was and the migration starts again; after it, the old log is
 //! removed. Offsets do not change, so the projection's positions stay valid.
 
-use crate::error::StoreError;
-use crate::log::{EmbeddedLog, LOG_DIR};
+use crate::error::{io, StoreError};
+use crate::log::{fsync_dir, EmbeddedLog, LOG_DIR};
 use crate::StoreOptions;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,10 +20,6 @@ const SLED_LOG: &str = "log";
 /// Whether `dir` holds a sled log of the previous release.
 pub(crate) fn has_sled_log(dir: &Path) -> bool {
     dir.join(SLED_LOG).join("conf").is_file()
-}
-
-fn io(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io { path: path.display().to_string(), source: e }
 }
 
 /// Migrates the sled log of `dir`, if it has one, into segments.
@@ -112,7 +108,7 @@ pub(crate) fn sled_log(dir: &Path, options: &StoreOptions) -> Result<(), StoreEr
     log.close()?;
     drop(log);
     std::fs::rename(&partial, &done).map_err(|e| io(&done, e))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
+    fsync_dir(dir)?;
     drop(trees);
     drop(meta);
     drop(db);

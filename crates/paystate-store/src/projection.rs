@@ -143,24 +143,46 @@ fn lifecycle_index_key(lifecycle: &str, payment: &[u8]) -> Vec<u8> {
     [b"i/".as_slice(), lifecycle.as_bytes(), b"\0", payment].concat()
 }
 
+/// The index writes (`Some`: insert, `None`: remove) that move `payment` from `old`, its lifecycle as the
+/// index has it, to `lifecycle`: none when it did not move.
+fn lifecycle_moves(old: Option<&[u8]>, payment: &[u8], lifecycle: Lifecycle) -> Vec<(Vec<u8>, Option<&'static [u8]>)> {
+    let name = lifecycle.as_str();
+    if old == Some(name.as_bytes()) {
+        return Vec::new();
+    }
+    let mut moves = Vec::with_capacity(3);
+    if let Some(old) = old {
+        moves.push((lifecycle_index_key(&String::from_utf8_lossy(old), payment), None));
+    }
+    moves.push((lifecycle_of_key(payment), Some(name.as_bytes())));
+    moves.push((lifecycle_index_key(name, payment), Some(&[][..])));
+    moves
+}
+
 /// Moves `payment` to `lifecycle` in the index, inside a transaction.
 fn index_lifecycle(
     tree: &TransactionalTree,
     payment: &[u8],
     lifecycle: Lifecycle,
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
-    let name = lifecycle.as_str();
-    let of = lifecycle_of_key(payment);
-    let old = tree.get(&of)?;
-    if old.as_deref() == Some(name.as_bytes()) {
-        return Ok(());
+    let old = tree.get(lifecycle_of_key(payment))?;
+    for (k, v) in lifecycle_moves(old.as_deref(), payment, lifecycle) {
+        match v {
+            Some(v) => tree.insert(k, v)?,
+            None => tree.remove(k)?,
+        };
     }
-    if let Some(old) = old {
-        tree.remove(lifecycle_index_key(&String::from_utf8_lossy(&old), payment))?;
-    }
-    tree.insert(of, name.as_bytes())?;
-    tree.insert(lifecycle_index_key(name, payment), &[])?;
     Ok(())
+}
+
+/// Adds the moves of `payment` to `batch` (outside a transaction: replay's bulk load, the index's build).
+fn batch_lifecycle(batch: &mut sled::Batch, old: Option<&[u8]>, payment: &[u8], lifecycle: Lifecycle) {
+    for (k, v) in lifecycle_moves(old, payment, lifecycle) {
+        match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
+        }
+    }
 }
 
 /// Version of the lifecycle index (recorded in `meta` once it is complete).
@@ -209,9 +231,7 @@ impl Projection {
         let mut n = 0;
         for item in self.payments.iter() {
             let (k, v) = item?;
-            let name = decode_payment(&v)?.state.lifecycle.as_str();
-            batch.insert(lifecycle_of_key(&k), name.as_bytes());
-            batch.insert(lifecycle_index_key(name, &k), &[]);
+            batch_lifecycle(&mut batch, None, &k, decode_payment(&v)?.state.lifecycle);
             n += 1;
             if n % 4096 == 0 {
                 self.lifecycles.apply_batch(std::mem::take(&mut batch))?;
@@ -465,18 +485,8 @@ impl Projection {
                 let (value, hash) = encode_payment_hashed(p)?;
                 batch.insert(key.as_slice(), value);
                 // A payment spilled earlier and written again may have moved.
-                let name = p.state.lifecycle.as_str();
-                let of = lifecycle_of_key(&key);
-                match self.lifecycles.get(&of)? {
-                    Some(old) if old.as_ref() == name.as_bytes() => {}
-                    old => {
-                        if let Some(old) = old {
-                            index.remove(lifecycle_index_key(&String::from_utf8_lossy(&old), &key));
-                        }
-                        index.insert(of, name.as_bytes());
-                        index.insert(lifecycle_index_key(name, &key), &[]);
-                    }
-                }
+                let old = self.lifecycles.get(lifecycle_of_key(&key))?;
+                batch_lifecycle(&mut index, old.as_deref(), &key, p.state.lifecycle);
                 hashes.push((key, hash));
             }
             self.payments.apply_batch(batch)?;

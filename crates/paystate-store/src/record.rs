@@ -50,15 +50,7 @@ impl LogRecord {
 
     /// Decodes a record written by [`LogRecord::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let r = RecordRef::decode(bytes)?;
-        Ok(LogRecord {
-            received_at_ms: r.received_at_ms,
-            event_id: r.event_id.to_owned(),
-            event_type: r.event_type.to_owned(),
-            payment_key: r.payment_key.to_owned(),
-            signature: r.signature.to_owned(),
-            body: r.body.to_vec(),
-        })
+        RecordRef::decode(bytes).map(LogRecord::from)
     }
 
     /// A borrowed view of this record.
@@ -70,6 +62,19 @@ impl LogRecord {
             payment_key: &self.payment_key,
             signature: &self.signature,
             body: &self.body,
+        }
+    }
+}
+
+impl From<RecordRef<'_>> for LogRecord {
+    fn from(r: RecordRef<'_>) -> Self {
+        LogRecord {
+            received_at_ms: r.received_at_ms,
+            event_id: r.event_id.to_owned(),
+            event_type: r.event_type.to_owned(),
+            payment_key: r.payment_key.to_owned(),
+            signature: r.signature.to_owned(),
+            body: r.body.to_vec(),
         }
     }
 }

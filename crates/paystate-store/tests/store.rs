@@ -5,6 +5,47 @@ use paystate_store::{decode_frames, put_frame, Batch, DeadLetter, LogRecord, Sto
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
+/// The core inputs of one generated `scenario`, as the projector maps them (every scenario event is about a
+/// payment).
+fn scenario_events(
+    scenario: paystate_testkit::scenario::Scenario,
+    rng: &mut paystate_testkit::synth::Rng,
+) -> Vec<paystate_core::PaymentEvent> {
+    use paystate_stripe::{map_event, parse_event, Mapped};
+    let (events, _) = paystate_testkit::scenario::generate(scenario, rng, 1_718_900_000);
+    events
+        .iter()
+        .map(|e| match map_event(&parse_event(&e.body()).expect("parse")) {
+            Ok(Mapped::Payment(ev)) => ev,
+            other => panic!("{}: not a payment event: {other:?}", e.id),
+        })
+        .collect()
+}
+
+/// The payment `events` fold into.
+fn folded(events: Vec<paystate_core::PaymentEvent>) -> Payment {
+    let mut payment: Option<Payment> = None;
+    for ev in events {
+        payment.get_or_insert_with(|| Payment::new(ev.key.clone())).apply(ev).expect("apply");
+    }
+    payment.expect("payment")
+}
+
+/// Runs `open` until it does not fail on sled's file lock, up to a deadline: a sled database just dropped
+/// releases its lock only once its background flusher has stopped.
+fn until_unlocked<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 fn record(i: usize, body: &[u8]) -> LogRecord {
     LogRecord {
         received_at_ms: 1_700_000_000_000 + i as i64,
@@ -143,21 +184,13 @@ fn batches_commit_atomically_with_their_offset() {
 /// Every lifecycle's payment (history, refunds, disputes, ledger) survives the store's encoding exactly.
 #[test]
 fn realistic_payments_round_trip_through_the_store() {
-    use paystate_stripe::{map_event, parse_event, Mapped};
-    use paystate_testkit::scenario::{generate, Scenario};
-    use paystate_testkit::synth::Rng;
+    use paystate_testkit::scenario::Scenario;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 1).expect("open");
-    let mut rng = Rng::new(5);
+    let mut rng = paystate_testkit::synth::Rng::new(5);
     let mut batch = Batch::default();
     for scenario in Scenario::ALL {
-        let (events, _) = generate(scenario, &mut rng, 1_718_900_000);
-        let mut payment: Option<Payment> = None;
-        for e in &events {
-            let Ok(Mapped::Payment(ev)) = map_event(&parse_event(&e.body()).expect("parse")) else { panic!("map") };
-            payment.get_or_insert_with(|| Payment::new(ev.key.clone())).apply(ev).expect("apply");
-        }
-        let p = payment.expect("payment");
+        let p = folded(scenario_events(scenario, &mut rng));
         batch.payments.insert(p.state.key.to_string(), p);
     }
     store.projection.commit(&batch).expect("commit");
@@ -171,28 +204,14 @@ fn realistic_payments_round_trip_through_the_store() {
 #[test]
 fn the_lifecycle_index_agrees_with_a_full_scan_after_every_batch() {
     use paystate_core::Lifecycle;
-    use paystate_stripe::{map_event, parse_event, Mapped};
-    use paystate_testkit::scenario::{generate, Scenario};
-    use paystate_testkit::synth::Rng;
+    use paystate_testkit::scenario::Scenario;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 1).expect("open");
-    let mut rng = Rng::new(11);
+    let mut rng = paystate_testkit::synth::Rng::new(11);
     // Every scenario twice; their events applied in rounds, so that payments move between lifecycles.
     let mut lifecycles_seen = BTreeSet::new();
-    let payments: Vec<Vec<paystate_core::PaymentEvent>> = Scenario::ALL
-        .iter()
-        .chain(Scenario::ALL.iter())
-        .map(|s| {
-            generate(*s, &mut rng, 1_718_900_000)
-                .0
-                .iter()
-                .filter_map(|e| match map_event(&parse_event(&e.body()).expect("parse")) {
-                    Ok(Mapped::Payment(ev)) => Some(ev),
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect();
+    let payments: Vec<Vec<paystate_core::PaymentEvent>> =
+        Scenario::ALL.iter().chain(Scenario::ALL.iter()).map(|s| scenario_events(*s, &mut rng)).collect();
     let mut live: Vec<Option<Payment>> = vec![None; payments.len()];
     let rounds = payments.iter().map(Vec::len).max().unwrap_or(0);
     for round in 0..rounds {
@@ -238,9 +257,6 @@ fn the_lifecycle_index_agrees_with_a_full_scan_after_every_batch() {
 /// as format 1 is) and add the new format's golden file beside this one.
 #[test]
 fn the_stored_payment_format_is_pinned_by_golden_bytes() {
-    use paystate_stripe::{map_event, parse_event, Mapped};
-    use paystate_testkit::scenario::{generate, Scenario};
-    use paystate_testkit::synth::Rng;
     let golden_path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/payment-format-2.hex");
     let hex = std::fs::read_to_string(&golden_path).expect("golden file");
@@ -248,24 +264,18 @@ fn the_stored_payment_format_is_pinned_by_golden_bytes() {
         (0..hex.trim().len()).step_by(2).map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).expect("hex")).collect();
     assert_eq!(golden.first(), Some(&2), "format byte");
 
-    let mut rng = Rng::new(2024);
-    let (events, _) = generate(Scenario::PartialRefunds, &mut rng, 1_718_900_000);
-    let mut payment: Option<Payment> = None;
-    for e in &events {
-        let Ok(Mapped::Payment(ev)) = map_event(&parse_event(&e.body()).expect("parse")) else { continue };
-        payment.get_or_insert_with(|| Payment::new(ev.key.clone())).apply(ev).expect("apply");
-    }
-    let payment = payment.expect("payment");
+    let mut rng = paystate_testkit::synth::Rng::new(2024);
+    let payment = folded(scenario_events(paystate_testkit::scenario::Scenario::PartialRefunds, &mut rng));
     let key = payment.state.key.to_string();
 
     // Decoding: the golden bytes, put where the store keeps payments, read back as this payment.
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let db = sled::open(dir.path().join("projection")).expect("sled");
+        let db = until_unlocked(|| sled::open(dir.path().join("projection")));
         db.open_tree("payments").expect("tree").insert(key.as_bytes(), golden.as_slice()).expect("insert");
         db.flush().expect("flush");
     }
-    let projection = Store::open_projection(dir.path()).expect("open");
+    let projection = until_unlocked(|| Store::open_projection(dir.path()));
     assert_eq!(projection.payment(&key).expect("decode").as_ref(), Some(&payment));
     drop(projection);
 
@@ -277,7 +287,7 @@ fn the_stored_payment_format_is_pinned_by_golden_bytes() {
         batch.payments.insert(key.clone(), payment.clone());
         projection.commit(&batch).expect("commit");
     }
-    let db = sled::open(dir.path().join("projection")).expect("sled");
+    let db = until_unlocked(|| sled::open(dir.path().join("projection")));
     let stored = db.open_tree("payments").expect("tree").get(key.as_bytes()).expect("get").expect("stored");
     assert!(
         stored.as_ref() == golden.as_slice(),

@@ -489,7 +489,13 @@ async fn read_log(State(a): State<Arc<Admin>>, Path(partition): Path<u32>, Query
 async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
     let mut out = String::new();
     a.metrics.render(&mut out);
-    if let (Ok(t), Ok(parts)) = (a.projection.totals(), partition_status(&a.projection, a.log.as_ref())) {
+    // Store reads, on the blocking pool like every admin read of the store.
+    let store = Arc::clone(&a);
+    let read = tokio::task::spawn_blocking(move || {
+        (store.projection.totals(), partition_status(&store.projection, store.log.as_ref()))
+    })
+    .await;
+    if let Ok((Ok(t), Ok(parts))) = read {
         use std::fmt::Write as _;
         for (name, value) in [
             ("paystate_events_applied_total", t.applied),

@@ -23,6 +23,7 @@ pub use event::{
 };
 pub use ids::{partition_of, AccountId, EventId, PaymentId, PaymentKey};
 pub use state::{
-    Applied, ApplyError, ChargeFacts, DisputeState, Effect, FraudWarningState, HistoryEntry, Lifecycle, Payment,
-    PaymentState, PaymentSummary, RefundFacts, RefundState, DEFAULT_FAILURE_GRACE_SECS,
+    timeline, Applied, ApplyError, ChargeFacts, DisputeState, Effect, EventList, EventPosition, FraudWarningState,
+    History, HistoryEntry, Lifecycle, Payment, PaymentState, PaymentSummary, PaymentWithHistory, RefundFacts,
+    RefundState, DEFAULT_FAILURE_GRACE_SECS,
 };

@@ -244,8 +244,10 @@ pub struct PaymentState {
     pub first_event_at: Option<i64>,
     /// Largest Stripe `created` applied.
     pub last_event_at: Option<i64>,
-    /// Applied events in causal order with the lifecycle after each.
-    pub history: Vec<HistoryEntry>,
+    /// Number of distinct events applied (the payment's history holds them; see [`History`]).
+    pub events_applied: u64,
+    /// The applied event latest in causal order.
+    pub last_event: Option<EventPosition>,
     /// Accumulators of the fold, kept so that an in-order event needs no refold.
     pub fold: FoldState,
 }
@@ -328,7 +330,7 @@ pub struct PaymentSummary<'a> {
     /// Metadata.
     pub metadata: &'a BTreeMap<String, String>,
     /// Number of events applied.
-    pub events_applied: usize,
+    pub events_applied: u64,
     /// The event latest in causal order.
     pub last_event_id: Option<&'a str>,
     /// Smallest Stripe `created`.
@@ -365,7 +367,7 @@ pub struct Applied {
 
 /// An event cannot be applied to this payment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApplyError {
+pub enum ApplyError<E = std::convert::Infallible> {
     /// The event belongs to another payment; the caller routed it wrongly.
     #[error("event {event} belongs to payment {got}, not {expected}")]
     WrongPayment {
@@ -376,6 +378,140 @@ pub enum ApplyError {
         /// The event.
         event: EventId,
     },
+    /// The payment's history could not be read or written.
+    #[error("payment history: {0}")]
+    History(E),
+}
+
+/// Where a payment's applied events are kept: outside its state, so that the state stays small whatever
+/// the number of events (a store keeps one entry per event; [`EventList`] keeps them in memory).
+/// [`Payment::apply`] reads and writes it; the events it holds are exactly those the state was folded from.
+pub trait History {
+    /// Why the history could not be read or written.
+    type Error: std::fmt::Display;
+    /// The applied events created in Stripe second `second`, in any order. (Duplicates are found here too:
+    /// Stripe stamps an event once, so every delivery of it has the same `created`.)
+    fn in_second(&mut self, second: i64) -> Result<Vec<PaymentEvent>, Self::Error>;
+    /// Every applied event, in causal order (see [`EventPosition`]).
+    fn all(&mut self) -> Result<Vec<PaymentEvent>, Self::Error>;
+    /// Records an applied event.
+    fn insert(&mut self, ev: PaymentEvent) -> Result<(), Self::Error>;
+    /// Forgets an applied event (a twin that another one replaced).
+    fn remove(&mut self, ev: &PaymentEvent) -> Result<(), Self::Error>;
+}
+
+impl<H: History + ?Sized> History for &mut H {
+    type Error = H::Error;
+    fn in_second(&mut self, second: i64) -> Result<Vec<PaymentEvent>, Self::Error> {
+        (**self).in_second(second)
+    }
+    fn all(&mut self) -> Result<Vec<PaymentEvent>, Self::Error> {
+        (**self).all()
+    }
+    fn insert(&mut self, ev: PaymentEvent) -> Result<(), Self::Error> {
+        (**self).insert(ev)
+    }
+    fn remove(&mut self, ev: &PaymentEvent) -> Result<(), Self::Error> {
+        (**self).remove(ev)
+    }
+}
+
+/// A payment's applied events in memory, in causal order: the [`History`] of replay, `paystate fold` and
+/// tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventList(Vec<PaymentEvent>);
+
+impl EventList {
+    /// The events, in causal order.
+    pub fn events(&self) -> &[PaymentEvent] {
+        &self.0
+    }
+
+    /// Takes events in any order (a store's entries, a snapshot) and keeps them in causal order.
+    pub fn from_events(mut events: Vec<PaymentEvent>) -> Self {
+        events.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+        EventList(events)
+    }
+
+    /// The events, in causal order.
+    pub fn into_events(self) -> Vec<PaymentEvent> {
+        self.0
+    }
+}
+
+impl History for EventList {
+    type Error = std::convert::Infallible;
+
+    fn in_second(&mut self, second: i64) -> Result<Vec<PaymentEvent>, Self::Error> {
+        let from = self.0.partition_point(|e| e.created < second);
+        Ok(self.0[from..].iter().take_while(|e| e.created == second).cloned().collect())
+    }
+
+    fn all(&mut self) -> Result<Vec<PaymentEvent>, Self::Error> {
+        Ok(self.0.clone())
+    }
+
+    fn insert(&mut self, ev: PaymentEvent) -> Result<(), Self::Error> {
+        let pos = self.0.partition_point(|h| order_key(h) < order_key(&ev));
+        self.0.insert(pos, ev);
+        Ok(())
+    }
+
+    fn remove(&mut self, ev: &PaymentEvent) -> Result<(), Self::Error> {
+        self.0.retain(|e| e.id != ev.id);
+        Ok(())
+    }
+}
+
+/// Each event of `events` (causal order) with the lifecycle the payment had right after it: what
+/// `/history` and `paystate show` print.
+pub fn timeline(key: &PaymentKey, events: &[PaymentEvent]) -> Vec<HistoryEntry> {
+    let mut s = PaymentState::new(key.clone());
+    events
+        .iter()
+        .map(|ev| {
+            s.step(ev);
+            HistoryEntry { event: ev.clone(), lifecycle: s.lifecycle }
+        })
+        .collect()
+}
+
+/// A payment together with its applied events in memory: what replay and `paystate fold` fold into, and
+/// the simplest way to use the core.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentWithHistory {
+    /// The payment.
+    pub payment: Payment,
+    /// Its applied events.
+    pub events: EventList,
+}
+
+impl PaymentWithHistory {
+    /// A payment no event was applied to.
+    pub fn new(key: PaymentKey) -> Self {
+        PaymentWithHistory { payment: Payment::new(key), events: EventList::default() }
+    }
+
+    /// [`Payment::apply`] with the history in memory.
+    pub fn apply(&mut self, ev: PaymentEvent) -> Result<Applied, ApplyError> {
+        self.payment.apply(ev, &mut self.events)
+    }
+
+    /// The projected state.
+    pub fn state(&self) -> &PaymentState {
+        &self.payment.state
+    }
+
+    /// The events with the lifecycle after each (see [`timeline`]).
+    pub fn timeline(&self) -> Vec<HistoryEntry> {
+        timeline(&self.payment.state.key, self.events.events())
+    }
+
+    /// The state as of Stripe time `t`.
+    pub fn as_of(&self, t: i64) -> PaymentState {
+        PaymentState::as_of(self.payment.state.key.clone(), self.events.events(), t)
+    }
 }
 
 /// A payment: its convergent state plus the ledger of actions already emitted for it.
@@ -391,7 +527,30 @@ pub struct Payment {
     pub emitted: BTreeSet<ActionId>,
 }
 
-/// Position of an event in the causal order.
+/// Where an event stands in the causal order `(created, rank, id)` (see the module docs). A store that
+/// keys a payment's events by it reads them back in causal order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventPosition {
+    /// Stripe `created`.
+    pub created: i64,
+    /// Position of what the event reports in Stripe's lifecycle; breaks ties within a second.
+    pub rank: u8,
+    /// The event id; breaks the remaining ties.
+    pub id: EventId,
+}
+
+impl EventPosition {
+    /// The position of `ev`.
+    pub fn of(ev: &PaymentEvent) -> Self {
+        EventPosition { created: ev.created, rank: rank(&ev.observation), id: ev.id.clone() }
+    }
+
+    fn key(&self) -> OrderKey<'_> {
+        OrderKey { created: self.created, rank: self.rank, id: self.id.as_str() }
+    }
+}
+
+/// Position of an event in the causal order, borrowed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct OrderKey<'a> {
     created: i64,
@@ -497,7 +656,8 @@ impl PaymentState {
             metadata: BTreeMap::new(),
             first_event_at: None,
             last_event_at: None,
-            history: Vec::new(),
+            events_applied: 0,
+            last_event: None,
             fold: FoldState::default(),
         }
     }
@@ -527,41 +687,32 @@ impl PaymentState {
             last_failure_code: self.last_failure_code.as_deref(),
             customer: self.customer.as_deref(),
             metadata: &self.metadata,
-            events_applied: self.history.len(),
-            last_event_id: self.history.last().map(|h| h.event.id.as_str()),
+            events_applied: self.events_applied,
+            last_event_id: self.last_event.as_ref().map(|p| p.id.as_str()),
             first_event_at: self.first_event_at,
             last_event_at: self.last_event_at,
         }
     }
 
-    /// Ids of the applied events, in causal order.
-    pub fn applied_event_ids(&self) -> impl Iterator<Item = &EventId> {
-        self.history.iter().map(|h| &h.event.id)
-    }
-
-    /// The state as of Stripe time `t`: the fold of the events created at or before `t`.
-    pub fn as_of(&self, t: i64) -> PaymentState {
-        let mut s = PaymentState::new(self.key.clone());
-        for entry in self.history.iter().take_while(|h| h.event.created <= t) {
-            s.history.push(HistoryEntry { event: entry.event.clone(), lifecycle: Lifecycle::Created });
+    /// The state folded from `events`, which must be in causal order (as [`History::all`] gives them).
+    pub fn fold_all<'e>(key: PaymentKey, events: impl IntoIterator<Item = &'e PaymentEvent>) -> PaymentState {
+        let mut s = PaymentState::new(key);
+        for ev in events {
+            s.step(ev);
         }
-        s.refold();
         s
     }
 
-    /// Recomputes every derived field from the history.
-    fn refold(&mut self) {
-        let mut history = std::mem::take(&mut self.history);
-        *self = PaymentState::new(self.key.clone());
-        for entry in &mut history {
-            self.step(&entry.event);
-            entry.lifecycle = self.lifecycle;
-        }
-        self.history = history;
+    /// The state as of Stripe time `t`: the fold of the events of `events` (causal order) created at or
+    /// before `t`.
+    pub fn as_of(key: PaymentKey, events: &[PaymentEvent], t: i64) -> PaymentState {
+        PaymentState::fold_all(key, events.iter().take_while(|ev| ev.created <= t))
     }
 
     /// Folds one event that sorts after every event folded so far.
     fn step(&mut self, ev: &PaymentEvent) {
+        self.events_applied += 1;
+        self.last_event = Some(EventPosition::of(ev));
         self.livemode = ev.livemode;
         self.first_event_at = Some(self.first_event_at.map_or(ev.created, |t| t.min(ev.created)));
         self.last_event_at = Some(self.last_event_at.map_or(ev.created, |t| t.max(ev.created)));
@@ -887,23 +1038,6 @@ impl PaymentState {
             Some(IntentStatus::Succeeded) => Lifecycle::PartiallyRefunded,
         }
     }
-
-    /// Inserts `ev` at its causal position and updates the derived fields: incrementally when it sorts
-    /// last, by a refold otherwise or when `force_refold`.
-    fn insert(&mut self, ev: PaymentEvent, force_refold: bool) {
-        let pos = self.history.partition_point(|h| order_key(&h.event) < order_key(&ev));
-        let at_end = pos == self.history.len();
-        self.history.insert(pos, HistoryEntry { event: ev, lifecycle: Lifecycle::Created });
-        if at_end && !force_refold {
-            // `step` reads no history: lend it the event without cloning.
-            let mut history = std::mem::take(&mut self.history);
-            self.step(&history[pos].event);
-            history[pos].lifecycle = self.lifecycle;
-            self.history = history;
-        } else {
-            self.refold();
-        }
-    }
 }
 
 impl Payment {
@@ -912,10 +1046,14 @@ impl Payment {
         Payment { state: PaymentState::new(key), emitted: BTreeSet::new() }
     }
 
-    /// Applies one event: updates the state and returns the actions that became due.
+    /// Applies one event: updates the state, records the event in `history` (the payment's applied
+    /// events, kept outside the state) and returns the actions that became due.
     ///
-    /// Idempotent: applying an event (or a twin) again changes nothing and returns no action.
-    pub fn apply(&mut self, ev: PaymentEvent) -> Result<Applied, ApplyError> {
+    /// Idempotent: applying an event (or a twin) again changes nothing and returns no action. An event
+    /// that sorts after every applied one (the common case) is folded incrementally and reads from
+    /// `history` only the events of its own second; a late one makes the payment refold from the whole
+    /// history.
+    pub fn apply<H: History>(&mut self, ev: PaymentEvent, history: &mut H) -> Result<Applied, ApplyError<H::Error>> {
         if ev.key != self.state.key {
             return Err(ApplyError::WrongPayment {
                 expected: self.state.key.clone(),
@@ -923,24 +1061,32 @@ impl Payment {
                 event: ev.id.clone(),
             });
         }
-        if let Some(h) = self.state.history.iter().find(|h| h.event.id == ev.id) {
-            return Ok(Applied { effect: Effect::Duplicate { of: h.event.id.clone() }, actions: Vec::new() });
+        let same_second = history.in_second(ev.created).map_err(ApplyError::History)?;
+        if same_second.iter().any(|h| h.id == ev.id) {
+            return Ok(Applied { effect: Effect::Duplicate { of: ev.id }, actions: Vec::new() });
         }
-        let twin = self.state.history.iter().position(|h| is_twin(&h.event, &ev));
+        let twin = same_second.into_iter().filter(|h| is_twin(h, &ev)).min_by(|a, b| order_key(a).cmp(&order_key(b)));
         let effect = match twin {
-            Some(i) if order_key(&self.state.history[i].event).cmp(&order_key(&ev)) == Ordering::Less => {
-                let of = self.state.history[i].event.id.clone();
-                return Ok(Applied { effect: Effect::Duplicate { of }, actions: Vec::new() });
+            Some(t) if order_key(&t).cmp(&order_key(&ev)) == Ordering::Less => {
+                return Ok(Applied { effect: Effect::Duplicate { of: t.id }, actions: Vec::new() });
             }
-            Some(i) => {
-                let replaced = self.state.history.remove(i).event.id;
-                Effect::ReplacedTwin { replaced }
+            Some(t) => {
+                history.remove(&t).map_err(ApplyError::History)?;
+                Effect::ReplacedTwin { replaced: t.id }
             }
             None => Effect::Applied,
         };
         let (cause, created) = (ev.id.clone(), ev.created);
-        // After a twin was removed the accumulators still include it: refold rather than step.
-        self.state.insert(ev, matches!(effect, Effect::ReplacedTwin { .. }));
+        let sorts_last = self.state.last_event.as_ref().is_none_or(|last| last.key() < order_key(&ev));
+        if sorts_last && effect == Effect::Applied {
+            self.state.step(&ev);
+            history.insert(ev).map_err(ApplyError::History)?;
+        } else {
+            // A late event, or a twin replaced: the accumulators must be rebuilt from the whole history.
+            history.insert(ev).map_err(ApplyError::History)?;
+            let all = history.all().map_err(ApplyError::History)?;
+            self.state = PaymentState::fold_all(self.state.key.clone(), &all);
+        }
         let actions = self.take_due_actions(&cause, created);
         Ok(Applied { effect, actions })
     }

@@ -3,9 +3,9 @@
 //! sends, the state must depend only on the set of events.
 
 use paystate_core::{
-    ActionId, ApiEra, ChargeObservation, ChargeStatus, DisputeFunds, DisputeObservation, DisputeStatus, Effect,
-    EventId, Failure, FraudWarningObservation, IntentObservation, IntentStatus, Observation, Payment, PaymentEvent,
-    PaymentKey, RefundObservation, RefundStatus,
+    ActionId, ApiEra, ApplyError, ChargeObservation, ChargeStatus, DisputeFunds, DisputeObservation, DisputeStatus,
+    Effect, EventId, EventList, EventPosition, Failure, FraudWarningObservation, History, IntentObservation,
+    IntentStatus, Observation, Payment, PaymentEvent, PaymentKey, PaymentWithHistory, RefundObservation, RefundStatus,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -197,20 +197,18 @@ fn event_set() -> impl Strategy<Value = Vec<PaymentEvent>> {
 }
 
 /// Applies in order; checks per-step invariants; returns the payment and the emitted action ids.
-fn run(events: &[PaymentEvent]) -> (Payment, Vec<ActionId>) {
-    let mut p = Payment::new(PaymentKey::platform(KEY));
+fn run(events: &[PaymentEvent]) -> (PaymentWithHistory, Vec<ActionId>) {
+    let mut p = PaymentWithHistory::new(PaymentKey::platform(KEY));
     let mut ids = Vec::new();
     for e in events {
         let out = p.apply(e.clone()).expect("same key");
         ids.extend(out.actions.into_iter().map(|a| a.id));
-        let s = &p.state;
+        let s = p.state();
         assert!(s.amount_refunded <= s.amount_received, "refunded above received");
         assert!(s.amount_refunded + s.amount_refund_pending <= s.amount_received, "refunded + pending above received");
         assert!(s.amount_refund_pending >= 0 && s.amount_refunded >= 0);
-        assert!(s
-            .history
-            .windows(2)
-            .all(|w| (w[0].event.created, &w[0].event.id) != (w[1].event.created, &w[1].event.id)));
+        assert!(p.events.events().windows(2).all(|w| EventPosition::of(&w[0]) < EventPosition::of(&w[1])));
+        assert_eq!(s.events_applied, p.events.events().len() as u64, "events_applied is the history's length");
     }
     (p, ids)
 }
@@ -237,12 +235,14 @@ proptest! {
             delivery.swap(i, (x % (i as u64 + 1)) as usize);
         }
         let (p, emitted) = run(&delivery);
-        prop_assert_eq!(&p.state, &reference.state);
+        prop_assert_eq!(p.state(), reference.state());
+        // The history kept outside the state converges too.
+        prop_assert_eq!(&p.events, &reference.events);
 
         // No action id twice, and the ledger holds exactly what was emitted.
         let unique: BTreeSet<&ActionId> = emitted.iter().collect();
         prop_assert_eq!(unique.len(), emitted.len());
-        prop_assert_eq!(unique.into_iter().cloned().collect::<BTreeSet<_>>(), p.emitted.clone());
+        prop_assert_eq!(unique.into_iter().cloned().collect::<BTreeSet<_>>(), p.payment.emitted.clone());
 
         // Idempotence.
         let mut again = p.clone();
@@ -255,7 +255,40 @@ proptest! {
 
         // Time travel to the last second is the state itself.
         let last = events.iter().map(|e| e.created).max().unwrap_or_default();
-        prop_assert_eq!(&p.state.as_of(last), &p.state);
+        prop_assert_eq!(&p.as_of(last), p.state());
+
+        // Delivered in causal order, no event needs the whole history: only a late event refolds.
+        let mut counting = Counting::default();
+        let mut q = Payment::new(PaymentKey::platform(KEY));
+        for e in p.events.events() {
+            q.apply(e.clone(), &mut counting).expect("same key");
+        }
+        prop_assert_eq!(counting.all_calls, 0);
+        prop_assert_eq!(&q.state, p.state());
+    }
+}
+
+/// An in-memory history that counts how often the whole of it was read.
+#[derive(Default)]
+struct Counting {
+    inner: EventList,
+    all_calls: usize,
+}
+
+impl History for Counting {
+    type Error = std::convert::Infallible;
+    fn in_second(&mut self, second: i64) -> Result<Vec<PaymentEvent>, Self::Error> {
+        self.inner.in_second(second)
+    }
+    fn all(&mut self) -> Result<Vec<PaymentEvent>, Self::Error> {
+        self.all_calls += 1;
+        self.inner.all()
+    }
+    fn insert(&mut self, ev: PaymentEvent) -> Result<(), Self::Error> {
+        self.inner.insert(ev)
+    }
+    fn remove(&mut self, ev: &PaymentEvent) -> Result<(), Self::Error> {
+        self.inner.remove(ev)
     }
 }
 
@@ -285,14 +318,14 @@ fn terminal_status_absorbs_whatever_the_second() {
     let events = [mk("evt_b", 10, IntentStatus::Succeeded), mk("evt_a", 11, IntentStatus::Processing)];
     for order in [[0, 1], [1, 0]] {
         let (p, _) = run(&[events[order[0]].clone(), events[order[1]].clone()]);
-        assert_eq!(p.state.status, Some(IntentStatus::Succeeded));
-        assert_eq!(p.state.lifecycle, paystate_core::Lifecycle::Succeeded);
+        assert_eq!(p.state().status, Some(IntentStatus::Succeeded));
+        assert_eq!(p.state().lifecycle, paystate_core::Lifecycle::Succeeded);
     }
 }
 
 #[test]
 fn wrong_payment_is_an_error_not_a_merge() {
-    let mut p = Payment::new(PaymentKey::connected("acct_1", KEY));
+    let mut p = PaymentWithHistory::new(PaymentKey::connected("acct_1", KEY));
     let ev = PaymentEvent {
         id: EventId::new("evt_x"),
         event_type: "refund.updated".into(),
@@ -302,6 +335,7 @@ fn wrong_payment_is_an_error_not_a_merge() {
         era: ApiEra::Basil,
         observation: Observation::Refund(refund(0, 2, 100)),
     };
-    assert!(p.apply(ev).is_err());
-    assert!(p.state.history.is_empty());
+    assert!(matches!(p.apply(ev), Err(ApplyError::WrongPayment { .. })));
+    assert!(p.events.events().is_empty());
+    assert_eq!(p.state().events_applied, 0);
 }

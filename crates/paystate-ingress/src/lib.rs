@@ -306,11 +306,10 @@ async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(
 
 async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
     let key = key_of(&id, q.account.as_deref());
-    match off_runtime(&a, move |a| a.projection.payment(&key)).await {
+    match off_runtime(&a, move |a| a.projection.payment_with_history(&key)).await {
         Ok(Some(p)) => {
             let history: Vec<_> = p
-                .state
-                .history
+                .timeline()
                 .iter()
                 .map(|h| json!({"event_id": h.event.id, "type": h.event.event_type, "created": h.event.created, "lifecycle": h.lifecycle}))
                 .collect();

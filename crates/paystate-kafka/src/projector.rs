@@ -19,7 +19,7 @@
 //! On a revocation the outbox is published completely before the partition is released.
 
 use crate::{record_of, KafkaConfig, KafkaLogError};
-use paystate_core::{partition_of, Action, Payment};
+use paystate_core::{partition_of, Action};
 use paystate_projector::{Folder, Progress};
 use paystate_store::{LogRecord, LogView, Projection, Stream};
 use rdkafka::client::ClientContext;
@@ -115,7 +115,7 @@ struct UpdateEnvelope {
     key: String,
     partition: u32,
     offset: u64,
-    snapshot: Option<Payment>,
+    snapshot: Option<serde_json::Value>,
 }
 
 struct Shared {
@@ -266,7 +266,8 @@ impl Shared {
     ) -> Result<Vec<RestoreReport>, KafkaLogError> {
         let started = Instant::now();
         let topic = self.cfg.payments_topic.clone();
-        let mut latest: HashMap<u32, HashMap<String, (u64, Payment)>> = HashMap::new();
+        // The latest snapshot of each payment, parsed once all are read.
+        let mut latest: HashMap<u32, HashMap<String, (u64, i64, serde_json::Value)>> = HashMap::new();
         // Per partition: the highest raw offset an update reflects, and that update's actions-from header.
         let mut max_offset: HashMap<u32, (u64, u64)> = HashMap::new();
         let mut messages: HashMap<u32, u64> = HashMap::new();
@@ -292,9 +293,9 @@ impl Shared {
             }
             let of_partition = latest.entry(p).or_default();
             match of_partition.get(&u.key) {
-                Some((o, _)) if *o > u.offset => {}
+                Some((o, _, _)) if *o > u.offset => {}
                 _ => {
-                    of_partition.insert(u.key, (u.offset, snapshot));
+                    of_partition.insert(u.key, (u.offset, offset, snapshot));
                 }
             }
             Ok(())
@@ -302,8 +303,17 @@ impl Shared {
         let mut reports = Vec::new();
         for &p in parts {
             let resume_at = max_offset.get(&p).map_or(0, |m| m.0 + 1);
-            let payments: Vec<Payment> =
-                latest.remove(&p).unwrap_or_default().into_values().map(|(_, payment)| payment).collect();
+            let mut payments = Vec::new();
+            for (_, (_, at, snapshot)) in latest.remove(&p).unwrap_or_default() {
+                payments.push(paystate_projector::parse_snapshot(&snapshot).map_err(|why| {
+                    KafkaLogError::BadMessage {
+                        topic: topic.clone(),
+                        partition: i32::try_from(p).unwrap_or(-1),
+                        offset: at,
+                        why,
+                    }
+                })?);
+            }
             self.projection.restore(p, &payments, resume_at)?;
             let report = RestoreReport {
                 partition: p,

@@ -10,9 +10,12 @@
 //! cannot be parsed or mapped goes to the dead-letter tree with its reason and never stalls its partition.
 //! Actions are appended to the `actions` stream once each (the core's ledger refuses a second emission).
 
-use paystate_core::{Action, Effect, Payment, PaymentEvent, PaymentKey};
-use paystate_store::{Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, RecordRef, StoreError, Stream};
+use paystate_core::{Action, ApplyError, Effect, History, Payment, PaymentEvent, PaymentKey, PaymentWithHistory};
+use paystate_store::{
+    Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, RecordRef, StoreError, StoredHistory, Stream,
+};
 use paystate_stripe::{map_event, parse_event, Mapped};
+use serde::Deserialize;
 use serde_json::json;
 
 pub mod replay;
@@ -87,6 +90,12 @@ pub enum ProjectorError {
     /// A state could not be serialized for the streams.
     #[error("encode: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+impl From<std::convert::Infallible> for ProjectorError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
 }
 
 /// What one pass did.
@@ -242,13 +251,18 @@ pub enum Folded {
 }
 
 /// The fold of one log record, the one place its semantics live: classify the body (parse, map), skip it
-/// after `until`, look its payment up with `payment` and apply it. The live projectors (embedded and
-/// Kafka), replay and `paystate fold` all call this, so that a change to what an event means is one change.
-pub fn fold_record<'p, E>(
+/// after `until`, look its payment and its history up with `payment` and apply it. The live projectors
+/// (embedded and Kafka), replay and `paystate fold` all call this, so that a change to what an event means
+/// is one change.
+pub fn fold_record<'p, H, E>(
     body: &[u8],
     until: Option<i64>,
-    payment: impl FnOnce(&PaymentKey) -> Result<&'p mut Payment, E>,
-) -> Result<Folded, E> {
+    payment: impl FnOnce(&PaymentKey) -> Result<(&'p mut Payment, H), E>,
+) -> Result<Folded, E>
+where
+    H: History,
+    E: From<H::Error>,
+{
     let event = match classify(body) {
         Ok(Some(event)) => event,
         Ok(None) => return Ok(Folded::NotRelevant),
@@ -258,11 +272,12 @@ pub fn fold_record<'p, E>(
         return Ok(Folded::AfterUntil);
     }
     let (key, created) = (event.key.to_string(), event.created);
-    let p = payment(&event.key)?;
-    Ok(match p.apply(event) {
+    let (p, mut history) = payment(&event.key)?;
+    Ok(match p.apply(event, &mut history) {
         Ok(applied) if matches!(applied.effect, Effect::Duplicate { .. }) => Folded::Duplicate { created },
         Ok(applied) => Folded::Applied { key, created, actions: applied.actions },
-        Err(e) => Folded::Dead(format!("misrouted: {e}")),
+        Err(ApplyError::History(e)) => return Err(e.into()),
+        Err(e @ ApplyError::WrongPayment { .. }) => Folded::Dead(format!("misrouted: {e}")),
     })
 }
 
@@ -312,12 +327,13 @@ impl<'a> Folder<'a> {
         for (offset, rec) in records {
             let projection = self.projection;
             let grace = self.grace;
-            let payments = &mut self.batch.payments;
+            let (payments, history) = (&mut self.batch.payments, &mut self.batch.history);
             let mut before = None;
-            let folded = fold_record(&rec.body, None, |key| -> Result<&mut Payment, ProjectorError> {
+            let folded = fold_record(&rec.body, None, |key| -> Result<_, ProjectorError> {
                 let p = load(payments, projection, key)?;
                 before = Some(p.next_deadline(grace));
-                Ok(p)
+                let changes = history.entry(key.to_string()).or_default();
+                Ok((p, StoredHistory::new(projection, key, changes)))
             })?;
             let created = match folded {
                 Folded::NotRelevant | Folded::AfterUntil => None,
@@ -410,7 +426,9 @@ impl<'a> Folder<'a> {
                     let mut update =
                         json!({"key": key, "partition": partition, "offset": offset, "payment": p.state.summary()});
                     if snapshots {
-                        update["snapshot"] = serde_json::to_value(p)?;
+                        let changes = batch.history.entry(key.clone()).or_default();
+                        let events = StoredHistory::new(projection, &p.state.key, changes).all()?;
+                        update["snapshot"] = snapshot(p, &events)?;
                     }
                     batch.updates.push(serde_json::to_vec(&update)?);
                 }
@@ -432,6 +450,56 @@ impl<'a> Folder<'a> {
         }
         Ok(progress)
     }
+}
+
+/// The format of a payment update's `snapshot` (see [`snapshot`]).
+pub const SNAPSHOT_FORMAT: u64 = 2;
+
+/// A payment's full fold state as a payment update carries it for restores (format [`SNAPSHOT_FORMAT`]):
+/// `{"format": 2, "state": …, "emitted": […], "events": […]}`, the events in causal order. Format 1 (the
+/// previous release) was the payment itself, its events inside `state.history`: see [`parse_snapshot`].
+pub fn snapshot(p: &Payment, events: &[PaymentEvent]) -> Result<serde_json::Value, serde_json::Error> {
+    Ok(json!({"format": SNAPSHOT_FORMAT, "state": p.state, "emitted": p.emitted, "events": events}))
+}
+
+/// A snapshot of either format back as a payment with its history. The state is folded again from the
+/// events, so that a snapshot written by an earlier release (whose state lacks later fields) restores the
+/// state this release computes.
+pub fn parse_snapshot(v: &serde_json::Value) -> Result<PaymentWithHistory, String> {
+    #[derive(serde::Deserialize)]
+    struct V2 {
+        state: KeyOnly,
+        emitted: std::collections::BTreeSet<paystate_core::ActionId>,
+        events: Vec<PaymentEvent>,
+    }
+    #[derive(serde::Deserialize)]
+    struct KeyOnly {
+        key: PaymentKey,
+    }
+    #[derive(serde::Deserialize)]
+    struct V1State {
+        key: PaymentKey,
+        history: Vec<paystate_core::HistoryEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct V1 {
+        state: V1State,
+        emitted: std::collections::BTreeSet<paystate_core::ActionId>,
+    }
+    let (key, emitted, events) = match v.get("format").and_then(|f| f.as_u64()) {
+        Some(SNAPSHOT_FORMAT) => {
+            let s = V2::deserialize(v).map_err(|e| format!("snapshot format 2: {e}"))?;
+            (s.state.key, s.emitted, s.events)
+        }
+        None => {
+            let s = V1::deserialize(v).map_err(|e| format!("snapshot format 1: {e}"))?;
+            (s.state.key, s.emitted, s.state.history.into_iter().map(|h| h.event).collect())
+        }
+        Some(f) => return Err(format!("unknown snapshot format {f} (written by a newer release?)")),
+    };
+    let events = paystate_core::EventList::from_events(events);
+    let state = paystate_core::PaymentState::fold_all(key, events.events());
+    Ok(PaymentWithHistory { payment: Payment { state, emitted }, events })
 }
 
 /// The payment `key` of the batch, read from the store the first time the batch needs it.

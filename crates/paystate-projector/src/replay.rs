@@ -15,7 +15,7 @@
 //! projection streams (the actions were delivered when the log was projected live).
 
 use crate::{fold_record, Folded, LogSource, ProjectorError};
-use paystate_core::{Lifecycle, Payment};
+use paystate_core::{Lifecycle, PaymentWithHistory};
 use paystate_store::{digest_of, DeadLetter, Projection, RecordRef, StateHash};
 use serde::Serialize;
 use std::collections::hash_map::Entry;
@@ -109,7 +109,7 @@ pub struct PartitionFold<'a> {
     until: Option<i64>,
     max_payments: usize,
     /// In memory: last touch and payment.
-    payments: HashMap<String, (u64, Payment)>,
+    payments: HashMap<String, (u64, PaymentWithHistory)>,
     /// Written to `out` at least once, with the state hash and lifecycle of their latest write.
     written: HashMap<String, ([u8; 32], Lifecycle)>,
     touches: u64,
@@ -172,8 +172,8 @@ impl<'a> PartitionFold<'a> {
         let mut before = None;
         let folded = fold_record(rec.body, self.until, |key| {
             let p = lookup(payments, written, out, touches, key)?;
-            before = Some(p.next_deadline(grace));
-            Ok::<_, ProjectorError>(p)
+            before = Some(p.payment.next_deadline(grace));
+            Ok::<_, ProjectorError>((&mut p.payment, &mut p.events))
         })?;
         let created = match folded {
             Folded::NotRelevant => {
@@ -190,7 +190,7 @@ impl<'a> PartitionFold<'a> {
             }
             Folded::Applied { key, created, .. } => {
                 self.summary.applied += 1;
-                let after = self.payments.get(&key).and_then(|(_, p)| p.next_deadline(grace));
+                let after = self.payments.get(&key).and_then(|(_, p)| p.payment.next_deadline(grace));
                 if let Some(at) = before.flatten() {
                     self.deadlines.remove(&(at, key.clone()));
                 }
@@ -211,7 +211,7 @@ impl<'a> PartitionFold<'a> {
             while let Some((at, key)) = self.deadlines.first().cloned().filter(|(at, _)| *at <= now) {
                 self.deadlines.remove(&(at, key.clone()));
                 let Some(pkey) = paystate_core::PaymentKey::parse(&key) else { continue };
-                let p = lookup(&mut self.payments, &self.written, self.out, self.touches, &pkey)?;
+                let p = &mut lookup(&mut self.payments, &self.written, self.out, self.touches, &pkey)?.payment;
                 p.advance(now, grace);
                 if let Some(next) = p.next_deadline(grace) {
                     self.deadlines.insert((next, key));
@@ -236,21 +236,21 @@ impl<'a> PartitionFold<'a> {
     /// Removes the payments of `keys` from memory, in key order: sled then appends to the right-most leaf
     /// instead of searching the tree each time. (The keys are sorted, not the payments: a payment is a few
     /// hundred bytes to move.)
-    fn take_in_key_order(&mut self, mut keys: Vec<String>) -> Vec<Payment> {
+    fn take_in_key_order(&mut self, mut keys: Vec<String>) -> Vec<PaymentWithHistory> {
         keys.sort_unstable();
         keys.iter().filter_map(|k| self.payments.remove(k)).map(|(_, p)| p).collect()
     }
 
     /// Loads `payments` (in key order) into `out`, with the partition's position, dead letters and totals
     /// when `last`, and remembers their hashes.
-    fn store(&mut self, payments: &[Payment], next: Option<u64>, last: bool) -> Result<(), ProjectorError> {
+    fn store(&mut self, payments: &[PaymentWithHistory], next: Option<u64>, last: bool) -> Result<(), ProjectorError> {
         let (dead, applied, duplicates): (&[DeadLetter], u64, u64) = match last {
             true => (&self.dead, self.summary.applied, self.summary.duplicates),
             false => (&[], 0, 0),
         };
         let hashes = self.out.load(self.partition, payments, next, dead, applied, duplicates)?;
         for ((_, hash), p) in hashes.into_iter().zip(payments) {
-            self.written.insert(p.state.key.to_string(), (hash, p.state.lifecycle));
+            self.written.insert(p.state().key.to_string(), (hash, p.state().lifecycle));
         }
         Ok(())
     }
@@ -279,20 +279,20 @@ impl<'a> PartitionFold<'a> {
 
 /// The payment `key` of a partition fold: in memory, else read back from the output (spilled), else new.
 fn lookup<'p>(
-    payments: &'p mut HashMap<String, (u64, Payment)>,
+    payments: &'p mut HashMap<String, (u64, PaymentWithHistory)>,
     written: &HashMap<String, ([u8; 32], Lifecycle)>,
     out: &Projection,
     touches: u64,
     key: &paystate_core::PaymentKey,
-) -> Result<&'p mut Payment, ProjectorError> {
+) -> Result<&'p mut PaymentWithHistory, ProjectorError> {
     let (touched, payment) = match payments.entry(key.to_string()) {
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(e) => {
             let stored = match written.contains_key(e.key()) {
-                true => out.payment(e.key())?,
+                true => out.payment_with_history(e.key())?,
                 false => None,
             };
-            e.insert((0, stored.unwrap_or_else(|| Payment::new(key.clone()))))
+            e.insert((0, stored.unwrap_or_else(|| PaymentWithHistory::new(key.clone()))))
         }
     };
     *touched = touches;

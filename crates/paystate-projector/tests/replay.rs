@@ -5,7 +5,7 @@
 
 mod common;
 
-use paystate_core::Payment;
+use paystate_core::PaymentWithHistory;
 use paystate_projector::replay::{replay_log, ReplayOptions};
 use paystate_projector::{classify, Projector};
 use paystate_store::{digest_of, state_hash, Store};
@@ -30,15 +30,15 @@ fn bodies(seed: u64, payments: usize) -> Vec<Vec<u8>> {
 
 /// The digest of the payments folded in the given order by the core alone.
 fn expected_digest(bodies: &[Vec<u8>]) -> String {
-    let mut payments: BTreeMap<String, Payment> = BTreeMap::new();
+    let mut payments: BTreeMap<String, PaymentWithHistory> = BTreeMap::new();
     for b in bodies {
         if let Ok(Some(ev)) = classify(b) {
-            let p = payments.entry(ev.key.to_string()).or_insert_with(|| Payment::new(ev.key.clone()));
+            let p = payments.entry(ev.key.to_string()).or_insert_with(|| PaymentWithHistory::new(ev.key.clone()));
             p.apply(ev).expect("apply");
         }
     }
     let hashes: Vec<_> =
-        payments.iter().map(|(k, p)| (k.as_bytes().to_vec(), state_hash(&p.state).expect("hash"))).collect();
+        payments.iter().map(|(k, p)| (k.as_bytes().to_vec(), state_hash(p.state()).expect("hash"))).collect();
     digest_of(&hashes)
 }
 

@@ -8,6 +8,7 @@
 //! atomicity (a projector batch and its offset commit together).
 
 pub mod error;
+mod format;
 pub mod log;
 mod migrate;
 pub mod projection;
@@ -16,7 +17,10 @@ pub mod record;
 pub use error::StoreError;
 pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogOptions, LogSink, LogView, Position};
 pub use migrate::Progress;
-pub use projection::{digest_of, state_hash, Batch, DeadLetter, Projection, Rebuild, StateHash, Stream, Totals};
+pub use projection::{
+    digest_of, state_hash, Batch, DeadLetter, HistoryChange, HistoryChanges, Projection, Rebuild, StateHash,
+    StoredHistory, Stream, Totals,
+};
 pub use record::{decode_frames, put_frame, LogRecord, RecordRef};
 
 use std::path::Path;
@@ -134,7 +138,7 @@ impl Store {
                 })
             }
         };
-        let projection = upgraded(Self::projection_db(dir, options.cache())?)?;
+        let projection = upgraded(Self::projection_db(dir, options.cache())?, options.progress.as_ref())?;
         Ok(Store { log, projection })
     }
 
@@ -142,7 +146,7 @@ impl Store {
     /// its states, positions and outbox here while the log lives in Kafka. A projection written by the
     /// previous release is rebuilt from the log (positions back to 0, see [`Projection::rebuild_from_log`]).
     pub fn open_projection(dir: &Path) -> Result<Projection, StoreError> {
-        upgraded(Self::projection_db(dir, DEFAULT_CACHE_BYTES)?)
+        upgraded(Self::projection_db(dir, DEFAULT_CACHE_BYTES)?, None)
     }
 
     /// [`Store::open_projection`] with sled's cache limited to `cache_bytes` (replay writes a projection
@@ -150,6 +154,7 @@ impl Store {
     pub fn open_projection_with_cache(dir: &Path, cache_bytes: u64) -> Result<Projection, StoreError> {
         let projection = Self::projection_db(dir, cache_bytes)?;
         if !projection.needs_rebuild()? {
+            projection.migrate_payments_v2(&|_, _| {})?;
             projection.ensure_lifecycle_index()?;
         }
         Ok(projection)
@@ -188,9 +193,9 @@ impl Store {
     }
 }
 
-/// A projection whose payments are of the current format: one written by the previous release is rebuilt
-/// from its log first.
-fn upgraded(projection: Projection) -> Result<Projection, StoreError> {
+/// A projection whose payments are of the current format: payments of format 1 are rebuilt from the log,
+/// those of format 2 (the previous release, history inside the state) are migrated in place, once.
+fn upgraded(projection: Projection, progress: Option<&Progress>) -> Result<Projection, StoreError> {
     if projection.needs_rebuild()? {
         let r = projection.rebuild_from_log()?;
         tracing::warn!(
@@ -200,6 +205,14 @@ fn upgraded(projection: Projection) -> Result<Projection, StoreError> {
             "projection written by an earlier release: its payments are rebuilt from the log with the current \
              rules (actions already emitted are not emitted again)"
         );
+    }
+    let migrated = projection.migrate_payments_v2(&|done, total| {
+        if let Some(progress) = progress {
+            progress(done, total);
+        }
+    })?;
+    if migrated > 0 {
+        tracing::info!(payments = migrated, "payments of the previous release's format migrated: histories split out");
     }
     projection.ensure_lifecycle_index()?;
     Ok(projection)

@@ -7,7 +7,11 @@
 //! where the last durable batch ended: nothing applied twice, nothing skipped.
 
 use crate::error::StoreError;
-use paystate_core::{Lifecycle, Payment, PaymentState};
+use crate::format::{
+    decode_event, decode_payment, decode_payment_v2, encode_event, encode_payment, encode_state, history_key,
+    history_prefix, history_second, PAYMENT_FORMAT, PAYMENT_FORMAT_V1, PAYMENT_FORMAT_V2,
+};
+use paystate_core::{EventId, History, Lifecycle, Payment, PaymentEvent, PaymentKey, PaymentState, PaymentWithHistory};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 use std::collections::BTreeMap;
@@ -75,6 +79,9 @@ pub struct Batch {
     pub positions: BTreeMap<u32, u64>,
     /// New states of the payments the batch touched.
     pub payments: BTreeMap<String, Payment>,
+    /// Changes to the touched payments' histories, by payment key and event id. Written through
+    /// [`StoredHistory`].
+    pub history: BTreeMap<String, HistoryChanges>,
     /// Stream entries, in order: action JSON lines.
     pub actions: Vec<Vec<u8>>,
     /// Stream entries, in order: payment update JSON lines.
@@ -89,6 +96,81 @@ pub struct Batch {
     pub watermarks: BTreeMap<u32, i64>,
     /// Changes to the deadline index: (partition, deadline, payment key, present).
     pub deadlines: BTreeMap<(u32, i64, String), bool>,
+}
+
+/// A change a batch makes to one payment's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryChange {
+    /// The event was applied.
+    Applied(PaymentEvent),
+    /// The event was removed (a twin that sorts first replaced it).
+    Removed(PaymentEvent),
+}
+
+impl HistoryChange {
+    fn applied(&self) -> Option<&PaymentEvent> {
+        match self {
+            HistoryChange::Applied(ev) => Some(ev),
+            HistoryChange::Removed(_) => None,
+        }
+    }
+}
+
+/// Changes a batch makes to one payment's history, by event id.
+pub type HistoryChanges = BTreeMap<EventId, HistoryChange>;
+
+/// A payment's history as the store holds it (`history` tree, one entry per event) with a batch's changes
+/// over it: the [`History`] the projector applies events with. Reads come from the changes first, then from
+/// the store; writes go to the changes only, and [`Projection::commit`] stores them with the batch.
+#[derive(Debug)]
+pub struct StoredHistory<'a> {
+    projection: &'a Projection,
+    key: Vec<u8>,
+    changes: &'a mut HistoryChanges,
+}
+
+impl<'a> StoredHistory<'a> {
+    /// The history of `key` with `changes` over it.
+    pub fn new(projection: &'a Projection, key: &PaymentKey, changes: &'a mut HistoryChanges) -> Self {
+        StoredHistory { projection, key: key.to_string().into_bytes(), changes }
+    }
+
+    fn stored(&self, prefix: Vec<u8>) -> Result<Vec<PaymentEvent>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.projection.history.scan_prefix(prefix) {
+            let ev = decode_event(&item?.1)?;
+            if !self.changes.contains_key(&ev.id) {
+                out.push(ev);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl History for StoredHistory<'_> {
+    type Error = StoreError;
+
+    fn in_second(&mut self, second: i64) -> Result<Vec<PaymentEvent>, StoreError> {
+        let mut out = self.stored(history_second(&self.key, second))?;
+        out.extend(self.changes.values().filter_map(HistoryChange::applied).filter(|e| e.created == second).cloned());
+        Ok(out)
+    }
+
+    fn all(&mut self) -> Result<Vec<PaymentEvent>, StoreError> {
+        let mut out = self.stored(history_prefix(&self.key))?;
+        out.extend(self.changes.values().filter_map(HistoryChange::applied).cloned());
+        Ok(paystate_core::EventList::from_events(out).into_events())
+    }
+
+    fn insert(&mut self, ev: PaymentEvent) -> Result<(), StoreError> {
+        self.changes.insert(ev.id.clone(), HistoryChange::Applied(ev));
+        Ok(())
+    }
+
+    fn remove(&mut self, ev: &PaymentEvent) -> Result<(), StoreError> {
+        self.changes.insert(ev.id.clone(), HistoryChange::Removed(ev.clone()));
+        Ok(())
+    }
 }
 
 /// The deadline index's key: partition, deadline (sign-flipped so that byte order is numeric order),
@@ -133,6 +215,8 @@ pub struct Projection {
     deadlines: sled::Tree,
     /// The lifecycle index: `k/<payment>` → lifecycle name, `i/<lifecycle>\0<payment>` → empty.
     lifecycles: sled::Tree,
+    /// A payment's applied events, one entry each (see [`crate::format::history_key`]).
+    history: sled::Tree,
 }
 
 fn lifecycle_of_key(payment: &[u8]) -> Vec<u8> {
@@ -218,6 +302,7 @@ impl Projection {
             meta: db.open_tree("meta")?,
             deadlines: db.open_tree("deadlines")?,
             lifecycles: db.open_tree("lifecycles")?,
+            history: db.open_tree("history")?,
         })
     }
 
@@ -303,6 +388,62 @@ impl Projection {
         })
     }
 
+    /// Migrates payments of the previous release's format 2 (history inside the state) to format 3 plus
+    /// one history entry per event, in batches of 1,024 payments; then records that the projection is of
+    /// format 3. A crash half-way leaves payments of both formats, and the next open carries on (a payment
+    /// of format 3 is skipped). `progress` is told the payments converted so far and the payments stored.
+    /// Returns how many were converted.
+    pub(crate) fn migrate_payments_v2(&self, progress: &dyn Fn(u64, u64)) -> Result<u64, StoreError> {
+        if self.meta.get(b"format/payments")?.is_some_and(|v| v.as_ref() == [PAYMENT_FORMAT]) {
+            return Ok(0);
+        }
+        let total = self.payments.len() as u64;
+        let mut converted = 0u64;
+        let mut todo: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+        let mut flush = |todo: &mut Vec<(sled::IVec, sled::IVec)>| -> Result<(), StoreError> {
+            let (mut payments, mut history) = (sled::Batch::default(), sled::Batch::default());
+            for (k, v) in todo.drain(..) {
+                let (payment, events) = decode_payment_v2(&v)?;
+                payments.insert(&k, encode_payment(&payment)?.0);
+                for ev in &events {
+                    history.insert(history_key(&k, ev), encode_event(ev)?);
+                }
+                converted += 1;
+            }
+            // History first: a payment of format 3 is only written once its events are stored.
+            self.history.apply_batch(history)?;
+            self.payments.apply_batch(payments)?;
+            progress(converted, total);
+            Ok(())
+        };
+        for item in self.payments.iter() {
+            let (k, v) = item?;
+            if v.first() == Some(&PAYMENT_FORMAT_V2) {
+                todo.push((k, v));
+                if todo.len() == 1024 {
+                    flush(&mut todo)?;
+                }
+            }
+        }
+        flush(&mut todo)?;
+        self.meta.insert(b"format/payments", &[PAYMENT_FORMAT])?;
+        self.db.flush()?;
+        Ok(converted)
+    }
+
+    /// A payment's applied events as stored, in causal order (what `/history`, `show` and time travel
+    /// read).
+    pub fn history(&self, key: &str) -> Result<Vec<PaymentEvent>, StoreError> {
+        self.history.scan_prefix(history_prefix(key.as_bytes())).values().map(|v| decode_event(&v?)).collect()
+    }
+
+    /// A payment with its applied events, when stored.
+    pub fn payment_with_history(&self, key: &str) -> Result<Option<PaymentWithHistory>, StoreError> {
+        let Some(payment) = self.payment(key)? else { return Ok(None) };
+        let events = paystate_core::EventList::from_events(self.history(key)?);
+        Ok(Some(PaymentWithHistory { payment, events }))
+    }
+
     /// Upgrades a projection written by the previous release: its payment states are dropped and every
     /// partition's position goes back to 0, so that the projector folds the whole log again with the
     /// current rules; the ledger of actions already emitted is kept, read back from the `actions` stream
@@ -321,7 +462,7 @@ impl Projection {
                 .insert(action.id);
         }
         let encoded: Vec<(String, Vec<u8>)> =
-            ledgers.iter().map(|(k, p)| encode_payment(p).map(|v| (k.clone(), v))).collect::<Result<_, _>>()?;
+            ledgers.iter().map(|(k, p)| encode_payment(p).map(|v| (k.clone(), v.0))).collect::<Result<_, _>>()?;
         let old: Vec<sled::IVec> = self.payments.iter().keys().collect::<Result<_, _>>()?;
         let partitions: Vec<sled::IVec> = self.offsets.iter().keys().collect::<Result<_, _>>()?;
         let dead: Vec<sled::IVec> = self.dead.iter().keys().collect::<Result<_, _>>()?;
@@ -346,7 +487,9 @@ impl Projection {
             },
         )?;
         self.lifecycles.clear()?;
+        self.history.clear()?;
         self.meta.remove(b"index/lifecycle")?;
+        self.meta.insert(b"format/payments", &[PAYMENT_FORMAT])?;
         self.db.flush()?;
         Ok(Rebuild { payments: old.len() as u64, ledgers: encoded.len() as u64, partitions: partitions.len() as u64 })
     }
@@ -365,20 +508,33 @@ impl Projection {
         self.offsets.get(partition.to_be_bytes())?.map(|v| u64_of("offsets", &v)).transpose()
     }
 
-    /// Installs restored payment states of one partition and its position, in one transaction, flushed.
-    pub fn restore(&self, partition: u32, payments: &[Payment], position: u64) -> Result<(), StoreError> {
-        let encoded: Vec<(String, Vec<u8>)> = payments
-            .iter()
-            .map(|p| encode_payment(p).map(|v| (p.state.key.to_string(), v)))
-            .collect::<Result<_, _>>()?;
-        (&self.payments, &self.offsets, &self.lifecycles).transaction(|(tx_payments, tx_offsets, tx_lifecycles)| {
-            for ((k, v), p) in encoded.iter().zip(payments) {
-                tx_payments.insert(k.as_bytes(), v.as_slice())?;
-                index_lifecycle(tx_lifecycles, k.as_bytes(), p.state.lifecycle)?;
-            }
-            tx_offsets.insert(&partition.to_be_bytes(), &position.to_be_bytes())?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
+    /// Installs restored payments (states and histories) of one partition and its position, in one
+    /// transaction, flushed.
+    pub fn restore(&self, partition: u32, payments: &[PaymentWithHistory], position: u64) -> Result<(), StoreError> {
+        let mut encoded = Vec::with_capacity(payments.len());
+        for p in payments {
+            let key = p.payment.state.key.to_string();
+            let events = p
+                .events
+                .events()
+                .iter()
+                .map(|ev| Ok::<_, StoreError>((history_key(key.as_bytes(), ev), encode_event(ev)?)));
+            let events = events.collect::<Result<Vec<_>, _>>()?;
+            encoded.push((key, encode_payment(&p.payment)?.0, p.payment.state.lifecycle, events));
+        }
+        (&self.payments, &self.offsets, &self.lifecycles, &self.history).transaction(
+            |(tx_payments, tx_offsets, tx_lifecycles, tx_history)| {
+                for (k, v, lifecycle, events) in &encoded {
+                    tx_payments.insert(k.as_bytes(), v.as_slice())?;
+                    index_lifecycle(tx_lifecycles, k.as_bytes(), *lifecycle)?;
+                    for (hk, ev) in events {
+                        tx_history.insert(hk.as_slice(), ev.as_slice())?;
+                    }
+                }
+                tx_offsets.insert(&partition.to_be_bytes(), &position.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
         self.db.flush()?;
         Ok(())
     }
@@ -470,7 +626,7 @@ impl Projection {
     pub fn load(
         &self,
         partition: u32,
-        payments: &[Payment],
+        payments: &[PaymentWithHistory],
         position: Option<u64>,
         dead: &[DeadLetter],
         applied: u64,
@@ -480,15 +636,25 @@ impl Projection {
         for chunk in payments.chunks(4096) {
             let mut batch = sled::Batch::default();
             let mut index = sled::Batch::default();
+            let mut history = sled::Batch::default();
             for p in chunk {
-                let key = p.state.key.to_string().into_bytes();
-                let (value, hash) = encode_payment_hashed(p)?;
+                let key = p.payment.state.key.to_string().into_bytes();
+                let (value, hash) = encode_payment(&p.payment)?;
                 batch.insert(key.as_slice(), value);
-                // A payment spilled earlier and written again may have moved.
+                // A payment spilled earlier and written again may have moved, and lost a twin.
                 let old = self.lifecycles.get(lifecycle_of_key(&key))?;
-                batch_lifecycle(&mut index, old.as_deref(), &key, p.state.lifecycle);
+                batch_lifecycle(&mut index, old.as_deref(), &key, p.payment.state.lifecycle);
+                if old.is_some() {
+                    for hk in self.history.scan_prefix(history_prefix(&key)).keys() {
+                        history.remove(hk?);
+                    }
+                }
+                for ev in p.events.events() {
+                    history.insert(history_key(&key, ev), encode_event(ev)?);
+                }
                 hashes.push((key, hash));
             }
+            self.history.apply_batch(history)?;
             self.payments.apply_batch(batch)?;
             self.lifecycles.apply_batch(index)?;
         }
@@ -623,7 +789,18 @@ impl Projection {
     /// Commits a batch atomically and durably (see the module docs).
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         let encoded: Vec<(&String, Vec<u8>)> =
-            batch.payments.iter().map(|(k, p)| encode_payment(p).map(|v| (k, v))).collect::<Result<_, _>>()?;
+            batch.payments.iter().map(|(k, p)| encode_payment(p).map(|v| (k, v.0))).collect::<Result<_, _>>()?;
+        // (history key, encoded event or None to remove)
+        let mut history: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for (key, changes) in &batch.history {
+            for change in changes.values() {
+                history.push(match change {
+                    HistoryChange::Applied(ev) => (history_key(key.as_bytes(), ev), Some(encode_event(ev)?)),
+                    // An event applied and removed within the batch: removing what is not there is harmless.
+                    HistoryChange::Removed(ev) => (history_key(key.as_bytes(), ev), None),
+                });
+            }
+        }
         let dead: Vec<([u8; 12], Vec<u8>)> = batch
             .dead
             .iter()
@@ -640,43 +817,52 @@ impl Projection {
             &self.meta,
             &self.deadlines,
             &self.lifecycles,
+            &self.history,
         )
-            .transaction(|(payments, offsets, actions, updates, dead_tree, meta, deadlines, lifecycles)| {
-                for (k, v) in &encoded {
-                    payments.insert(k.as_bytes(), v.as_slice())?;
-                }
-                for (k, p) in &batch.payments {
-                    index_lifecycle(lifecycles, k.as_bytes(), p.state.lifecycle)?;
-                }
-                for (partition, next) in &batch.positions {
-                    offsets.insert(&partition.to_be_bytes(), &next.to_be_bytes())?;
-                }
-                let first = bump(meta, Stream::Actions.seq_key(), batch.actions.len() as u64)?;
-                for (i, a) in batch.actions.iter().enumerate() {
-                    actions.insert(&(first + 1 + i as u64).to_be_bytes(), a.as_slice())?;
-                }
-                let first = bump(meta, Stream::Payments.seq_key(), batch.updates.len() as u64)?;
-                for (i, u) in batch.updates.iter().enumerate() {
-                    updates.insert(&(first + 1 + i as u64).to_be_bytes(), u.as_slice())?;
-                }
-                for (k, v) in &dead {
-                    dead_tree.insert(k, v.as_slice())?;
-                }
-                bump(meta, b"count/applied", batch.applied)?;
-                bump(meta, b"count/duplicates", batch.duplicates)?;
-                bump(meta, b"count/dead", batch.dead.len() as u64)?;
-                for (p, wm) in &batch.watermarks {
-                    meta.insert(watermark_key(*p), &(*wm as u64).to_be_bytes())?;
-                }
-                for (k, present) in &index {
-                    if *present {
-                        deadlines.insert(k.as_slice(), &[])?;
-                    } else {
-                        deadlines.remove(k.as_slice())?;
+            .transaction(
+                |(payments, offsets, actions, updates, dead_tree, meta, deadlines, lifecycles, tx_history)| {
+                    for (k, v) in &encoded {
+                        payments.insert(k.as_bytes(), v.as_slice())?;
                     }
-                }
-                Ok(())
-            })?;
+                    for (hk, ev) in &history {
+                        match ev {
+                            Some(ev) => tx_history.insert(hk.as_slice(), ev.as_slice())?,
+                            None => tx_history.remove(hk.as_slice())?,
+                        };
+                    }
+                    for (k, p) in &batch.payments {
+                        index_lifecycle(lifecycles, k.as_bytes(), p.state.lifecycle)?;
+                    }
+                    for (partition, next) in &batch.positions {
+                        offsets.insert(&partition.to_be_bytes(), &next.to_be_bytes())?;
+                    }
+                    let first = bump(meta, Stream::Actions.seq_key(), batch.actions.len() as u64)?;
+                    for (i, a) in batch.actions.iter().enumerate() {
+                        actions.insert(&(first + 1 + i as u64).to_be_bytes(), a.as_slice())?;
+                    }
+                    let first = bump(meta, Stream::Payments.seq_key(), batch.updates.len() as u64)?;
+                    for (i, u) in batch.updates.iter().enumerate() {
+                        updates.insert(&(first + 1 + i as u64).to_be_bytes(), u.as_slice())?;
+                    }
+                    for (k, v) in &dead {
+                        dead_tree.insert(k, v.as_slice())?;
+                    }
+                    bump(meta, b"count/applied", batch.applied)?;
+                    bump(meta, b"count/duplicates", batch.duplicates)?;
+                    bump(meta, b"count/dead", batch.dead.len() as u64)?;
+                    for (p, wm) in &batch.watermarks {
+                        meta.insert(watermark_key(*p), &(*wm as u64).to_be_bytes())?;
+                    }
+                    for (k, present) in &index {
+                        if *present {
+                            deadlines.insert(k.as_slice(), &[])?;
+                        } else {
+                            deadlines.remove(k.as_slice())?;
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
         self.db.flush()?;
         Ok(())
     }
@@ -689,16 +875,8 @@ pub type StateHash = (Vec<u8>, [u8; 32]);
 /// postcard (fields in declaration order, maps sorted, no framing). The ledger of emitted actions is not
 /// part of it: it records arrival order, the state does not.
 pub fn state_hash(state: &PaymentState) -> Result<[u8; 32], StoreError> {
-    let mut buf = Vec::with_capacity(4096);
+    let mut buf = Vec::with_capacity(1024);
     encode_state(state, &mut buf)
-}
-
-/// Appends `state` in postcard to `out` and returns its hash.
-fn encode_state(state: &PaymentState, out: &mut Vec<u8>) -> Result<[u8; 32], StoreError> {
-    use sha2::{Digest, Sha256};
-    let start = out.len();
-    postcard::to_io(state, &mut *out).map_err(|e| StoreError::Encode(e.to_string()))?;
-    Ok(Sha256::digest(&out[start..]).into())
 }
 
 /// A projection's digest from its payments' `(key, state_hash)` pairs, which must be in key order: SHA-256
@@ -726,45 +904,6 @@ fn confirmed_key(partition: u32) -> [u8; 14] {
     let mut k = *b"confirmed/\0\0\0\0";
     k[10..].copy_from_slice(&partition.to_be_bytes());
     k
-}
-
-/// Payments are stored with postcard (compact, non-self-describing serde): a projector batch decodes and
-/// re-encodes every payment it touches, history included, so the encoding is on the hot path. A version
-/// byte leads, so the format can change without guessing.
-///
-/// Format 2 (this release) added the API era of each event and the money fields of issue 10 (refunds
-/// known only from their Charge, pending refunds, Stripe's own refunds, disputes' funds, fraud warnings).
-/// Format 1 was the previous release's: its states were folded with the old money rules, so they are not
-/// converted but rebuilt from the log ([`Projection::rebuild_from_log`]).
-const PAYMENT_FORMAT: u8 = 2;
-/// The previous release's payment format.
-const PAYMENT_FORMAT_V1: u8 = 1;
-
-fn encode_payment(p: &Payment) -> Result<Vec<u8>, StoreError> {
-    Ok(encode_payment_hashed(p)?.0)
-}
-
-/// The stored encoding of `p` and its state hash, encoding the state once: postcard writes a struct's fields
-/// one after the other, so a `Payment` is its `state` followed by its `emitted`.
-fn encode_payment_hashed(p: &Payment) -> Result<(Vec<u8>, [u8; 32]), StoreError> {
-    let mut out = Vec::with_capacity(4096);
-    out.push(PAYMENT_FORMAT);
-    let hash = encode_state(&p.state, &mut out)?;
-    postcard::to_io(&p.emitted, &mut out).map_err(|e| StoreError::Encode(e.to_string()))?;
-    Ok((out, hash))
-}
-
-fn decode_payment(v: &[u8]) -> Result<Payment, StoreError> {
-    let corrupt = |why: String| StoreError::Corrupt { tree: "payments", why };
-    match v.split_first() {
-        Some((&PAYMENT_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
-        Some((&PAYMENT_FORMAT_V1, _)) => Err(corrupt(
-            "payment stored by an earlier release (format 1): open the data directory with `paystate serve` or \
-             `paystate project` once to rebuild it from its log, or replay the log again"
-                .into(),
-        )),
-        _ => Err(corrupt("unknown payment encoding".into())),
-    }
 }
 
 /// What [`Projection::rebuild_from_log`] did.

@@ -1,7 +1,9 @@
 //! The store on real sled in temporary directories.
 
-use paystate_core::{Payment, PaymentKey};
-use paystate_store::{decode_frames, put_frame, Batch, DeadLetter, LogRecord, Store, StoreError, Stream};
+use paystate_core::{Payment, PaymentKey, PaymentWithHistory};
+use paystate_store::{
+    decode_frames, put_frame, Batch, DeadLetter, LogRecord, Store, StoreError, StoredHistory, Stream,
+};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
@@ -22,11 +24,11 @@ fn scenario_events(
         .collect()
 }
 
-/// The payment `events` fold into.
-fn folded(events: Vec<paystate_core::PaymentEvent>) -> Payment {
-    let mut payment: Option<Payment> = None;
+/// The payment `events` fold into, with its history, in memory.
+fn folded(events: Vec<paystate_core::PaymentEvent>) -> PaymentWithHistory {
+    let mut payment: Option<PaymentWithHistory> = None;
     for ev in events {
-        payment.get_or_insert_with(|| Payment::new(ev.key.clone())).apply(ev).expect("apply");
+        payment.get_or_insert_with(|| PaymentWithHistory::new(ev.key.clone())).apply(ev).expect("apply");
     }
     payment.expect("payment")
 }
@@ -181,22 +183,45 @@ fn batches_commit_atomically_with_their_offset() {
     assert_eq!(proj.dead_letters().expect("dead")[0].reason, "body_not_json");
 }
 
-/// Every lifecycle's payment (history, refunds, disputes, ledger) survives the store's encoding exactly.
+/// Every lifecycle's payment, its events applied through the store's own history (one batch per delivery,
+/// in a shuffled order with every event delivered twice, so that late events refold from stored entries and
+/// duplicates are recognized from them), ends as the in-memory fold of the same events: the same state and
+/// ledger, the same history in causal order.
 #[test]
-fn realistic_payments_round_trip_through_the_store() {
+fn payments_folded_through_the_stored_history_equal_the_in_memory_fold() {
+    use paystate_core::History;
     use paystate_testkit::scenario::Scenario;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 1).expect("open");
+    let proj = &store.projection;
     let mut rng = paystate_testkit::synth::Rng::new(5);
-    let mut batch = Batch::default();
+    let mut late_events = 0;
     for scenario in Scenario::ALL {
-        let p = folded(scenario_events(scenario, &mut rng));
-        batch.payments.insert(p.state.key.to_string(), p);
+        let events = scenario_events(scenario, &mut rng);
+        let want = folded(events.clone());
+        let mut delivery: Vec<_> = events.iter().chain(events.iter()).cloned().collect();
+        for i in (1..delivery.len()).rev() {
+            delivery.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let key = want.state().key.clone();
+        for ev in delivery {
+            let mut p = proj.payment(&key.to_string()).expect("get").unwrap_or_else(|| Payment::new(key.clone()));
+            let mut batch = Batch::default();
+            let changes = batch.history.entry(key.to_string()).or_default();
+            let mut history = StoredHistory::new(proj, &key, changes);
+            if p.state.last_event.as_ref().is_some_and(|l| *l > paystate_core::EventPosition::of(&ev)) {
+                late_events += 1;
+            }
+            p.apply(ev, &mut history).expect("apply");
+            assert_eq!(history.all().expect("all").len() as u64, p.state.events_applied);
+            batch.payments.insert(key.to_string(), p);
+            proj.commit(&batch).expect("commit");
+        }
+        let got = proj.payment_with_history(&key.to_string()).expect("get").expect("stored");
+        assert_eq!(got, want, "{scenario:?}");
+        assert_eq!(proj.history(&key.to_string()).expect("history"), want.events.events(), "{scenario:?}");
     }
-    store.projection.commit(&batch).expect("commit");
-    for (key, p) in &batch.payments {
-        assert_eq!(store.projection.payment(key).expect("get").as_ref(), Some(p), "{key}");
-    }
+    assert!(late_events > 10, "only {late_events} late events: the refold from stored entries went untested");
 }
 
 /// The lifecycle index follows every payment through its lifecycles: after each batch, listing one
@@ -212,15 +237,15 @@ fn the_lifecycle_index_agrees_with_a_full_scan_after_every_batch() {
     let mut lifecycles_seen = BTreeSet::new();
     let payments: Vec<Vec<paystate_core::PaymentEvent>> =
         Scenario::ALL.iter().chain(Scenario::ALL.iter()).map(|s| scenario_events(*s, &mut rng)).collect();
-    let mut live: Vec<Option<Payment>> = vec![None; payments.len()];
+    let mut live: Vec<Option<PaymentWithHistory>> = vec![None; payments.len()];
     let rounds = payments.iter().map(Vec::len).max().unwrap_or(0);
     for round in 0..rounds {
         let mut batch = Batch::default();
         for (i, events) in payments.iter().enumerate() {
             let Some(ev) = events.get(round) else { continue };
-            let p = live[i].get_or_insert_with(|| Payment::new(ev.key.clone()));
+            let p = live[i].get_or_insert_with(|| PaymentWithHistory::new(ev.key.clone()));
             p.apply(ev.clone()).expect("apply");
-            batch.payments.insert(p.state.key.to_string(), p.clone());
+            batch.payments.insert(p.state().key.to_string(), p.payment.clone());
         }
         store.projection.commit(&batch).expect("commit");
         for lifecycle in Lifecycle::ALL {
@@ -250,47 +275,78 @@ fn the_lifecycle_index_agrees_with_a_full_scan_after_every_batch() {
     assert!(lifecycles_seen.len() >= 7, "{lifecycles_seen:?}");
 }
 
-/// The stored payment's bytes are a format: `tests/fixtures/payment-format-2.hex` holds a payment of the
-/// release that introduced format 2, as it stored it. It must keep decoding to the same payment, and the
-/// current code must keep writing exactly these bytes. If this fails because a core struct changed, the
-/// stored format changed: bump `PAYMENT_FORMAT` (payments of format 2 are then rebuilt from the log at open,
-/// as format 1 is) and add the new format's golden file beside this one.
-#[test]
-fn the_stored_payment_format_is_pinned_by_golden_bytes() {
-    let golden_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/payment-format-2.hex");
-    let hex = std::fs::read_to_string(&golden_path).expect("golden file");
-    let golden: Vec<u8> =
-        (0..hex.trim().len()).step_by(2).map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).expect("hex")).collect();
-    assert_eq!(golden.first(), Some(&2), "format byte");
+fn golden_hex(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+}
 
+fn read_hex(name: &str) -> Vec<u8> {
+    let hex = std::fs::read_to_string(golden_hex(name)).expect("golden file");
+    let hex = hex.trim();
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+}
+
+/// The payment the golden files hold: the partial-refunds scenario of seed 2024.
+fn golden_payment() -> PaymentWithHistory {
     let mut rng = paystate_testkit::synth::Rng::new(2024);
-    let payment = folded(scenario_events(paystate_testkit::scenario::Scenario::PartialRefunds, &mut rng));
-    let key = payment.state.key.to_string();
+    folded(scenario_events(paystate_testkit::scenario::Scenario::PartialRefunds, &mut rng))
+}
 
-    // Decoding: the golden bytes, put where the store keeps payments, read back as this payment.
+/// `tests/fixtures/payment-format-2.hex` holds a payment as the previous release stored it (format 2, its
+/// history inside the state). A projection holding it is migrated when opened: the payment reads back as
+/// the same payment with the same history, the stored value is of format 3, and opening again does nothing.
+#[test]
+fn a_payment_of_the_previous_format_is_migrated_with_its_history() {
+    let golden = read_hex("payment-format-2.hex");
+    assert_eq!(golden.first(), Some(&2), "format byte");
+    let want = golden_payment();
+    let key = want.state().key.to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let db = until_unlocked(|| sled::open(dir.path().join("projection")));
         db.open_tree("payments").expect("tree").insert(key.as_bytes(), golden.as_slice()).expect("insert");
         db.flush().expect("flush");
     }
-    let projection = until_unlocked(|| Store::open_projection(dir.path()));
-    assert_eq!(projection.payment(&key).expect("decode").as_ref(), Some(&payment));
-    drop(projection);
-
-    // Encoding: what the store writes for it today.
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let projection = Store::open_projection(dir.path()).expect("open");
-        let mut batch = Batch::default();
-        batch.payments.insert(key.clone(), payment.clone());
-        projection.commit(&batch).expect("commit");
+    for _ in 0..2 {
+        let projection = until_unlocked(|| Store::open_projection(dir.path()));
+        assert_eq!(projection.payment_with_history(&key).expect("decode").as_ref(), Some(&want));
+        assert_eq!(projection.history(&key).expect("history").len() as u64, want.state().events_applied);
     }
     let db = until_unlocked(|| sled::open(dir.path().join("projection")));
     let stored = db.open_tree("payments").expect("tree").get(key.as_bytes()).expect("get").expect("stored");
+    assert_eq!(stored.first(), Some(&3), "migrated to format 3");
+}
+
+/// The stored payment's bytes are a format: `tests/fixtures/payment-format-3.hex` holds the golden payment
+/// as this format stores it and `history-format-1.hex` its first history entry. The store must keep writing
+/// exactly these bytes and reading them back. If this fails because a core struct changed, the stored
+/// format changed: bump the format in `crates/paystate-store/src/format.rs`, decode the old one there (as
+/// format 2 is) and add the new golden files beside these (`PAYSTATE_WRITE_GOLDEN=1` writes them).
+#[test]
+fn the_stored_formats_are_pinned_by_golden_bytes() {
+    let want = golden_payment();
+    let key = want.state().key.to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let projection = Store::open_projection(dir.path()).expect("open");
+        projection.restore(0, std::slice::from_ref(&want), 1).expect("store");
+    }
+    let db = until_unlocked(|| sled::open(dir.path().join("projection")));
+    let stored = db.open_tree("payments").expect("tree").get(key.as_bytes()).expect("get").expect("stored");
+    let (_, first) = db.open_tree("history").expect("tree").first().expect("read").expect("an entry");
+    drop(db);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>() + "\n";
+    if std::env::var_os("PAYSTATE_WRITE_GOLDEN").is_some() {
+        std::fs::write(golden_hex("payment-format-3.hex"), hex(&stored)).expect("write");
+        std::fs::write(golden_hex("history-format-1.hex"), hex(&first)).expect("write");
+    }
     assert!(
-        stored.as_ref() == golden.as_slice(),
-        "the stored payment format changed: bump PAYMENT_FORMAT (see the doc comment)"
+        stored.as_ref() == read_hex("payment-format-3.hex"),
+        "the stored payment format changed: see the doc comment"
     );
+    assert!(
+        first.as_ref() == read_hex("history-format-1.hex"),
+        "the history entry format changed: see the doc comment"
+    );
+    let projection = until_unlocked(|| Store::open_projection(dir.path()));
+    assert_eq!(projection.payment_with_history(&key).expect("decode").as_ref(), Some(&want));
 }

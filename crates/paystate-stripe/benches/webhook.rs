@@ -4,7 +4,7 @@
 //! groups of one run with each other rather than with another machine.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use paystate_core::{Payment, PaymentEvent};
+use paystate_core::{PaymentEvent, PaymentWithHistory};
 use paystate_stripe::{map_event, parse_event, Mapped, Webhook, WebhookSecret};
 use paystate_testkit::scenario::{generate, Scenario};
 use paystate_testkit::synth::{PaymentSim, Rng};
@@ -89,7 +89,7 @@ fn apply(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 for evs in set {
-                    let mut p = Payment::new(evs[0].key.clone());
+                    let mut p = PaymentWithHistory::new(evs[0].key.clone());
                     for e in evs {
                         black_box(p.apply(e.clone()).expect("same payment"));
                     }

@@ -3,7 +3,7 @@
 //! beside it. Events go through the real path (bytes, envelope, mapping, fold) and every order of them
 //! must give the same state.
 
-use paystate_core::{Action, Lifecycle, Payment, PaymentEvent};
+use paystate_core::{Action, Lifecycle, PaymentEvent, PaymentWithHistory};
 use paystate_stripe::{map_event, parse_event, Mapped};
 use serde_json::{json, Value};
 
@@ -48,7 +48,7 @@ fn refund(id: &str, status: &str, amount: i64, created: i64, reason: Option<&str
            "payment_intent": PI, "reason": reason, "status": status})
 }
 
-fn fold(bodies: &[Value]) -> (Payment, Vec<Action>, Vec<PaymentEvent>) {
+fn fold(bodies: &[Value]) -> (PaymentWithHistory, Vec<Action>, Vec<PaymentEvent>) {
     let events: Vec<PaymentEvent> = bodies
         .iter()
         .map(|b| {
@@ -59,7 +59,7 @@ fn fold(bodies: &[Value]) -> (Payment, Vec<Action>, Vec<PaymentEvent>) {
             }
         })
         .collect();
-    let mut p = Payment::new(events[0].key.clone());
+    let mut p = PaymentWithHistory::new(events[0].key.clone());
     let mut actions = Vec::new();
     for e in &events {
         actions.extend(p.apply(e.clone()).expect("one payment").actions);
@@ -71,11 +71,11 @@ fn fold(bodies: &[Value]) -> (Payment, Vec<Action>, Vec<PaymentEvent>) {
         if k % 2 == 1 {
             order.reverse();
         }
-        let mut q = Payment::new(events[0].key.clone());
+        let mut q = PaymentWithHistory::new(events[0].key.clone());
         for e in order {
             q.apply(e).expect("one payment");
         }
-        assert_eq!(q.state, p.state, "order {k}");
+        assert_eq!(q.payment.state, p.payment.state, "order {k}");
     }
     (p, actions, events)
 }
@@ -109,7 +109,7 @@ fn no_expand_refund_known_only_from_the_charge() {
             Some(json!({"amount_refunded": 1200, "refunded": false})),
         ),
     ]);
-    let s = &p.state;
+    let s = &p.payment.state;
     assert_eq!((s.amount_received, s.amount_refunded, s.amount_refund_pending), (5000, 5000, 0));
     assert_eq!(s.lifecycle, Lifecycle::Refunded);
     assert_eq!(kinds(&actions, "refund_succeeded"), 2);
@@ -159,7 +159,7 @@ fn pre_basil_partial_capture_is_no_refund() {
             Some(json!({"amount_captured": 0, "captured": false, "amount_refunded": 0})),
         ));
         let (p, actions, _) = fold(&bodies);
-        let s = &p.state;
+        let s = &p.payment.state;
         assert_eq!((s.amount_received, s.amount_refunded, s.amount_refund_pending), (6000, 0, 0), "{v}");
         assert_eq!(s.lifecycle, Lifecycle::Succeeded, "{v}");
         assert_eq!(kinds(&actions, "refund_succeeded"), 0, "{v}");
@@ -185,7 +185,7 @@ fn released_authorisation_is_no_refund() {
             Some(json!({"amount_refunded": 0})),
         ),
     ]);
-    let s = &p.state;
+    let s = &p.payment.state;
     assert_eq!((s.amount_received, s.amount_refunded, s.lifecycle), (0, 0, Lifecycle::Canceled));
     assert_eq!(kinds(&actions, "refund_succeeded"), 0);
     assert_eq!(kinds(&actions, "payment_canceled"), 1);
@@ -209,7 +209,7 @@ fn bank_debit_receives_nothing_until_paid() {
         event("evt_2", "payment_intent.processing", v, 100, intent("processing", 3000, 0, Some(py)), None),
     ];
     let (p, _, _) = fold(&pending);
-    assert_eq!((p.state.amount_received, p.state.lifecycle), (0, Lifecycle::Processing));
+    assert_eq!((p.payment.state.amount_received, p.payment.state.lifecycle), (0, Lifecycle::Processing));
     let mut failed = pending.to_vec();
     failed.push(event(
         "evt_3",
@@ -220,7 +220,10 @@ fn bank_debit_receives_nothing_until_paid() {
         None,
     ));
     let (p, _, _) = fold(&failed);
-    assert_eq!((p.state.amount_received, p.state.lifecycle, p.state.failure_count), (0, Lifecycle::Failed, 1));
+    assert_eq!(
+        (p.payment.state.amount_received, p.payment.state.lifecycle, p.payment.state.failure_count),
+        (0, Lifecycle::Failed, 1)
+    );
     let mut paid = pending.to_vec();
     paid.push(event(
         "evt_4",
@@ -231,7 +234,7 @@ fn bank_debit_receives_nothing_until_paid() {
         None,
     ));
     let (p, _, _) = fold(&paid);
-    assert_eq!((p.state.amount_received, p.state.lifecycle), (3000, Lifecycle::Succeeded));
+    assert_eq!((p.payment.state.amount_received, p.payment.state.lifecycle), (3000, Lifecycle::Succeeded));
 }
 
 /// A decline, then at once another card that needs 3-D Secure (same second); later a `charge.updated`
@@ -248,8 +251,8 @@ fn same_second_retry_and_a_late_update_of_the_declined_charge() {
         event("evt_3", "payment_intent.requires_action", v, 100, intent("requires_action", 2500, 0, Some(CH)), None),
         event("evt_4", "charge.updated", v, 5000, declined, Some(json!({"description": null}))),
     ]);
-    assert_eq!(p.state.lifecycle, Lifecycle::RequiresAction);
-    assert_eq!(p.state.failure_count, 1);
+    assert_eq!(p.payment.state.lifecycle, Lifecycle::RequiresAction);
+    assert_eq!(p.payment.state.failure_count, 1);
 }
 
 /// A lost chargeback: funds withdrawn when it opened, never reinstated.
@@ -266,7 +269,7 @@ fn lost_dispute_keeps_its_funds() {
         event("evt_3", "charge.dispute.funds_withdrawn", v, 9000, du("needs_response"), None),
         event("evt_4", "charge.dispute.closed", v, 99_000, du("lost"), Some(json!({"status": "under_review"}))),
     ]);
-    let s = &p.state;
+    let s = &p.payment.state;
     assert_eq!((s.amount_disputed, s.amount_lost_to_disputes), (4000, 4000));
     assert_eq!(kinds(&actions, "dispute_closed"), 1);
 }

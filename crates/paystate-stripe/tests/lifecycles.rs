@@ -2,7 +2,7 @@
 //! and map the bodies, deliver them in many orders with duplicates and twins, and check that the state is
 //! always the same and equals the scenario's independently written truth, and that actions are sound.
 
-use paystate_core::{ActionKind, Applied, Effect, Lifecycle, Payment, PaymentEvent, PaymentState};
+use paystate_core::{ActionKind, Applied, Effect, Lifecycle, PaymentEvent, PaymentState, PaymentWithHistory};
 use paystate_stripe::{map_event, parse_event, Mapped};
 use paystate_testkit::scenario::{generate_with, Scenario, Truth, CHECKED_ACTIONS};
 use paystate_testkit::synth::{Rng, Versions};
@@ -53,26 +53,26 @@ fn payment_events(scenario: Scenario, seed: u64) -> (Vec<PaymentEvent>, Truth) {
 }
 
 /// Applies `events` in order; returns the payment and every emitted action kind by subject.
-fn run(events: &[PaymentEvent]) -> (Payment, Vec<(ActionKind, String, String)>) {
-    let mut p = Payment::new(events[0].key.clone());
+fn run(events: &[PaymentEvent]) -> (PaymentWithHistory, Vec<(ActionKind, String, String)>) {
+    let mut p = PaymentWithHistory::new(events[0].key.clone());
     let mut actions = Vec::new();
     for ev in events {
         let Applied { actions: new, .. } = p.apply(ev.clone()).expect("same payment");
         for a in new {
             actions.push((a.kind, a.subject.clone(), a.id.to_string()));
         }
-        let s = &p.state;
+        let s = &p.payment.state;
         assert!(s.amount_refunded <= s.amount_received.max(0), "refunded above received: {s:?}");
         assert!(s.amount_refunded + s.amount_refund_pending <= s.amount_received.max(0), "pending too: {s:?}");
     }
     // Stripe's time moves on past every grace period: the failures still worth it are announced.
     let grace = paystate_core::DEFAULT_FAILURE_GRACE_SECS;
     let end = events.iter().map(|e| e.created).max().unwrap_or_default() + grace;
-    assert!(p.next_deadline(grace).is_none_or(|d| d <= end));
-    for a in p.advance(end, grace) {
+    assert!(p.payment.next_deadline(grace).is_none_or(|d| d <= end));
+    for a in p.payment.advance(end, grace) {
         actions.push((a.kind, a.subject.clone(), a.id.to_string()));
     }
-    assert_eq!(p.next_deadline(grace), None, "nothing left to announce");
+    assert_eq!(p.payment.next_deadline(grace), None, "nothing left to announce");
     (p, actions)
 }
 
@@ -88,8 +88,7 @@ fn check_truth(s: &PaymentState, t: &Truth) {
     assert_eq!(s.disputed, t.disputed);
     assert_eq!(s.dispute_status.map(|d| format!("{d:?}")), t.dispute_status.as_ref().map(|d| to_camel(d)));
     assert_eq!(s.failure_count, t.failure_count, "{what}");
-    let types: Vec<&str> = s.history.iter().map(|h| h.event.event_type.as_str()).collect();
-    assert_eq!(s.history.len(), t.events, "{what}: {types:?}");
+    assert_eq!(s.events_applied, t.events as u64, "{what}");
     assert_eq!(s.amount_refund_pending, t.amount_refund_pending, "{what}");
     assert_eq!(s.amount_disputed, t.amount_disputed, "{what}");
     assert_eq!(s.amount_lost_to_disputes, t.amount_lost_to_disputes, "{what}");
@@ -152,8 +151,8 @@ fn every_scenario_in_stripe_order_matches_its_truth() {
         for seed in 0..90u64 {
             let (events, truth) = payment_events(scenario, seed * 100 + i as u64);
             let (p, actions) = run(&events);
-            check_truth(&p.state, &truth);
-            check_actions(&actions, &p.state, &truth, true);
+            check_truth(&p.payment.state, &truth);
+            check_actions(&actions, &p.payment.state, &truth, true);
         }
     }
 }
@@ -173,7 +172,7 @@ proptest! {
         let scenario = Scenario::ALL[scenario_ix];
         let (events, truth) = payment_events(scenario, seed);
         let (reference, _) = run(&events);
-        check_truth(&reference.state, &truth);
+        check_truth(&reference.payment.state, &truth);
 
         let mut rng = Rng::new(order_seed);
         let mut delivery: Vec<PaymentEvent> = events.clone();
@@ -191,20 +190,24 @@ proptest! {
         shuffle(&mut delivery, &mut rng);
         let (p, actions) = run(&delivery);
         // Twins may swap which event id represents the change; everything else is identical.
+        let untwin = |id: &paystate_core::EventId| paystate_core::EventId::new(id.as_str().trim_end_matches("_twin"));
         let normalize = |s: &PaymentState| {
             let mut s = s.clone();
-            for h in &mut s.history { h.event.id = paystate_core::EventId::new(h.event.id.as_str().trim_end_matches("_twin")); h.event.created = 0; }
-            s.first_event_at = None;
-            s.last_event_at = None;
+            if let Some(last) = &mut s.last_event { last.id = untwin(&last.id); }
             s
         };
+        let events_of = |p: &PaymentWithHistory| -> Vec<PaymentEvent> {
+            p.events.events().iter().cloned().map(|mut e| { e.id = untwin(&e.id); e }).collect()
+        };
         if twin_ix.is_none() {
-            prop_assert_eq!(&p.state, &reference.state);
+            prop_assert_eq!(&p.payment.state, &reference.payment.state);
+            prop_assert_eq!(&p.events, &reference.events);
         } else {
-            prop_assert_eq!(normalize(&p.state), normalize(&reference.state));
+            prop_assert_eq!(normalize(&p.payment.state), normalize(&reference.payment.state));
+            prop_assert_eq!(events_of(&p), events_of(&reference));
         }
-        check_truth(&p.state, &truth);
-        check_actions(&actions, &p.state, &truth, false);
+        check_truth(&p.payment.state, &truth);
+        check_actions(&actions, &p.payment.state, &truth, false);
 
         // Idempotence: everything again changes nothing and emits nothing.
         let mut again = p.clone();
@@ -224,11 +227,13 @@ fn history_lifecycles_are_prefix_folds() {
     for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
         let (events, _) = payment_events(scenario, 9_000 + i as u64);
         let (p, _) = run(&events);
-        for (k, entry) in p.state.history.iter().enumerate() {
-            let (prefix, _) = run(&p.state.history[..=k].iter().map(|h| h.event.clone()).collect::<Vec<_>>());
-            assert_eq!(prefix.state.lifecycle, entry.lifecycle, "{scenario:?} entry {k}");
+        let timeline = p.timeline();
+        assert_eq!(timeline.len(), events.len(), "{scenario:?}");
+        for (k, entry) in timeline.iter().enumerate() {
+            let (prefix, _) = run(&p.events.events()[..=k]);
+            assert_eq!(prefix.payment.state.lifecycle, entry.lifecycle, "{scenario:?} entry {k}");
         }
-        *by_scenario.entry(format!("{scenario:?}")).or_default() += p.state.history.len();
+        *by_scenario.entry(format!("{scenario:?}")).or_default() += timeline.len();
     }
     assert_eq!(by_scenario.len(), Scenario::ALL.len());
 }

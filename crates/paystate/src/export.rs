@@ -9,7 +9,7 @@
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use paystate_core::{Payment, PaymentState};
+use paystate_core::{PaymentEvent, PaymentState, PaymentWithHistory};
 use paystate_store::Projection;
 use serde::Serialize;
 use std::io::Write;
@@ -123,27 +123,27 @@ fn payment_row(s: &PaymentState) -> Result<Vec<Cell>> {
         text(s.last_failure_code.as_deref()),
         text(s.customer.as_deref()),
         Cell::Text(Some(serde_json::to_string(&s.metadata)?)),
-        Cell::Int(Some(i64::try_from(s.history.len()).unwrap_or(i64::MAX))),
-        text(s.history.last().map(|h| h.event.id.as_str())),
+        Cell::Int(Some(i64::try_from(s.events_applied).unwrap_or(i64::MAX))),
+        text(s.last_event.as_ref().map(|e| e.id.as_str())),
         Cell::Time(s.first_event_at),
         Cell::Time(s.last_event_at),
     ])
 }
 
-/// One row per applied event, in causal order: the payment is refolded event by event, so each row has the
-/// amounts right after its event.
-fn transition_rows(s: &PaymentState, rows: &mut Vec<Vec<Cell>>) -> Result<()> {
-    let mut p = Payment::new(s.key.clone());
-    for h in &s.history {
-        let before = p.state.lifecycle;
-        p.apply(h.event.clone()).with_context(|| format!("refolding {}", s.key))?;
-        let after = &p.state;
+/// One row per applied event (`events`, the payment's history in causal order): the payment is refolded
+/// event by event, so each row has the amounts right after its event.
+fn transition_rows(s: &PaymentState, events: &[PaymentEvent], rows: &mut Vec<Vec<Cell>>) -> Result<()> {
+    let mut p = PaymentWithHistory::new(s.key.clone());
+    for ev in events {
+        let before = p.state().lifecycle;
+        p.apply(ev.clone()).with_context(|| format!("refolding {}", s.key))?;
+        let after = p.state();
         rows.push(vec![
             text(Some(s.key.payment.as_str())),
             text(s.key.account.as_ref().map(|a| a.as_str())),
-            text(Some(h.event.id.as_str())),
-            text(Some(&h.event.event_type)),
-            Cell::Time(Some(h.event.created)),
+            text(Some(ev.id.as_str())),
+            text(Some(&ev.event_type)),
+            Cell::Time(Some(ev.created)),
             text(Some(before.as_str())),
             text(Some(after.lifecycle.as_str())),
             Cell::Int(Some(after.amount)),
@@ -319,7 +319,7 @@ pub fn export(projection: &Projection, what: What, format: Format, out: Option<&
         }
         match what {
             What::Payments => rows.push(payment_row(&p.state)?),
-            What::Transitions => transition_rows(&p.state, &mut rows)?,
+            What::Transitions => transition_rows(&p.state, &projection.history(&p.state.key.to_string())?, &mut rows)?,
         }
         if rows.len() >= CHUNK {
             sink.write(columns, &rows)?;

@@ -1,7 +1,7 @@
 //! Reading a data directory: `export`, `show`, `verify`.
 
 use anyhow::{bail, Context, Result};
-use paystate_core::PaymentState;
+use paystate_core::{HistoryEntry, PaymentEvent, PaymentState};
 use paystate_projector::Projector;
 use paystate_store::{Projection, Store};
 use paystate_testkit::scenario::{Truth, CHECKED_ACTIONS};
@@ -50,12 +50,14 @@ pub fn show(data_dir: &Path, id: &str, account: Option<&str>, as_of: Option<i64>
         Some(a) => format!("{a}/{id}"),
         None => id.to_owned(),
     };
-    let Some(p) = projection.payment(&key)? else { bail!("no payment {key} in {}", data_dir.display()) };
-    let (all_events, emitted) = (p.state.history.len(), p.emitted.len());
-    let state = match as_of {
-        Some(t) => p.state.as_of(t),
-        None => p.state,
+    let Some(p) = projection.payment_with_history(&key)? else { bail!("no payment {key} in {}", data_dir.display()) };
+    let (all_events, emitted) = (p.events.events().len(), p.payment.emitted.len());
+    let events: Vec<PaymentEvent> = match as_of {
+        Some(t) => p.events.events().iter().take_while(|e| e.created <= t).cloned().collect(),
+        None => p.events.into_events(),
     };
+    let state = PaymentState::fold_all(p.payment.state.key.clone(), &events);
+    let history = paystate_core::timeline(&state.key, &events);
     if as_json {
         println!("{}", serde_json::to_string(&state.summary())?);
         return Ok(());
@@ -65,16 +67,16 @@ pub fn show(data_dir: &Path, id: &str, account: Option<&str>, as_of: Option<i64>
             .ok()
             .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_default();
-        println!("as of     {when} ({t}): {} of {all_events} events", state.history.len());
+        println!("as of     {when} ({t}): {} of {all_events} events", events.len());
     }
-    print!("{}", render(&state));
+    print!("{}", render(&state, &history));
     if as_of.is_none() {
         println!("actions emitted: {emitted}");
     }
     Ok(())
 }
 
-fn render(s: &PaymentState) -> String {
+fn render(s: &PaymentState, history: &[HistoryEntry]) -> String {
     let mut out = String::new();
     let money = |v: i64| paystate_stripe::currency::format_amount(v, s.currency.as_deref().unwrap_or(""));
     out += &format!("payment   {}\n", s.key);
@@ -118,7 +120,7 @@ fn render(s: &PaymentState) -> String {
         out += &format!("metadata  {k} = {v}\n");
     }
     out += "history (causal order):\n";
-    for h in &s.history {
+    for h in history {
         out += &format!(
             "  {}  {:<36} {:<24} -> {}\n",
             h.event.created,

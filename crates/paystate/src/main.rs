@@ -15,7 +15,7 @@ mod simulate;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use paystate_core::{Payment, PaymentKey, PaymentState};
+use paystate_core::{PaymentKey, PaymentWithHistory};
 use paystate_stripe::{parse_event, WebhookSecret};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -243,7 +243,7 @@ fn fold(files: &[PathBuf], shuffle: Option<u64>, history: bool) -> Result<()> {
             bodies.swap(i, j);
         }
     }
-    let mut payments: BTreeMap<PaymentKey, Payment> = BTreeMap::new();
+    let mut payments: BTreeMap<PaymentKey, PaymentWithHistory> = BTreeMap::new();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut ignored = 0usize;
@@ -251,7 +251,8 @@ fn fold(files: &[PathBuf], shuffle: Option<u64>, history: bool) -> Result<()> {
     for body in &bodies {
         // The same fold as the projectors and replay.
         let folded = paystate_projector::fold_record(body, None, |key| {
-            Ok::<_, std::convert::Infallible>(payments.entry(key.clone()).or_insert_with(|| Payment::new(key.clone())))
+            let p = payments.entry(key.clone()).or_insert_with(|| PaymentWithHistory::new(key.clone()));
+            Ok::<_, std::convert::Infallible>((&mut p.payment, &mut p.events))
         });
         match folded {
             Ok(paystate_projector::Folded::Applied { actions, created, .. }) => {
@@ -276,23 +277,23 @@ fn fold(files: &[PathBuf], shuffle: Option<u64>, history: bool) -> Result<()> {
     // The files' Stripe time reached `latest`: failures whose grace period ended by then are announced.
     let grace = paystate_core::DEFAULT_FAILURE_GRACE_SECS;
     for p in payments.values_mut() {
-        for action in p.advance(latest, grace) {
+        for action in p.payment.advance(latest, grace) {
             writeln!(out, "{}", json!({ "action": action }))?;
         }
     }
     for p in payments.values() {
-        writeln!(out, "{}", json!({ "payment": view(&p.state, history) }))?;
+        writeln!(out, "{}", json!({ "payment": view(p, history) }))?;
     }
     eprintln!("{} events, {} payments, {} not folded", bodies.len(), payments.len(), ignored);
     Ok(())
 }
 
 /// A payment as people and downstream tools read it (no fold internals).
-fn view(s: &PaymentState, history: bool) -> Value {
-    let mut v = json!(s.summary());
+fn view(p: &PaymentWithHistory, history: bool) -> Value {
+    let mut v = json!(p.state().summary());
     if history {
-        v["history"] = s
-            .history
+        v["history"] = p
+            .timeline()
             .iter()
             .map(|h| json!({"event": h.event.id, "type": h.event.event_type, "created": h.event.created, "lifecycle": h.lifecycle}))
             .collect();

@@ -375,7 +375,7 @@ fn store_options(budget_mb: u64) -> paystate_store::StoreOptions {
     let queue_records = usize::try_from((budget / 8) / (8 << 10)).unwrap_or(usize::MAX).clamp(64, 4096);
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
-            "migrating the log {elapsed_precise} [{bar:40}] {human_pos}/{human_len}",
+            "migrating the data directory {elapsed_precise} [{bar:40}] {human_pos}/{human_len}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );

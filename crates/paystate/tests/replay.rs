@@ -8,7 +8,7 @@
 mod common;
 
 use common::{build_store, golden_bodies, paystate};
-use paystate_core::{Payment, PaymentEvent};
+use paystate_core::{PaymentEvent, PaymentWithHistory};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -52,13 +52,13 @@ fn until_each_event_time_equals_the_fold_of_the_events_created_by_then() {
     let mut checked_as_of = 0;
     for t in times {
         // The truth: the core's fold of the events created by t, applied newest first.
-        let mut expected: BTreeMap<String, Payment> = BTreeMap::new();
+        let mut expected: BTreeMap<String, PaymentWithHistory> = BTreeMap::new();
         for e in events.iter().rev().filter(|e| e.created <= t) {
-            let p = expected.entry(e.key.to_string()).or_insert_with(|| Payment::new(e.key.clone()));
+            let p = expected.entry(e.key.to_string()).or_insert_with(|| PaymentWithHistory::new(e.key.clone()));
             p.apply(e.clone()).expect("apply");
         }
         let expected: BTreeMap<String, Value> =
-            expected.into_iter().map(|(k, p)| (k, json!(p.state.summary()))).collect();
+            expected.into_iter().map(|(k, p)| (k, json!(p.state().summary()))).collect();
 
         let out = dir.path().join(format!("until-{t}"));
         let (text, err, ok) = paystate(&["replay", "--source", s(&live), "--until", &t.to_string(), "--out", s(&out)]);

@@ -292,35 +292,60 @@ fn a_data_directory_of_the_previous_release_opens() {
 }
 
 /// `tests/fixtures/datadir-v2/data.tgz`: a data directory of the release before the segment log (its log
-/// in sled, payments in format 2; see its README). `serve` migrates the log once, and the projection gives
-/// the digest the previous release printed, without emitting any action again.
+/// in sled, payments in format 2; see its README). `serve` migrates the log and the payments once; see
+/// [`check_old_data_dir`].
 #[test]
-fn a_data_directory_of_the_sled_log_release_opens_with_the_same_digest() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/datadir-v2");
-    let untar = Command::new("tar").arg("xzf").arg(fixture.join("data.tgz")).arg("-C").arg(dir.path()).status();
+fn a_data_directory_of_the_sled_log_release_opens_and_projects_the_same() {
+    let (_dir, data) = check_old_data_dir("datadir-v2", (93, 116));
+    assert!(!data.join("log").exists() && data.join("segments").join("LOG").is_file(), "the log was migrated");
+}
+
+/// Opens the fixture `name` (a data directory of an earlier release, with the truth of its payments) with
+/// `serve`, and checks what a user relies on: every acknowledged event is still in the log (`log_ends`), the
+/// projection equals a replay of that log by this release (same digest), each payment matches its truth,
+/// its history lists its events with the lifecycle the truth gives after the last, and the previous
+/// release's 70 actions are there, none emitted again. Returns the temporary directory and the data
+/// directory in it (serve stopped).
+fn check_old_data_dir(name: &str, log_ends: (u64, u64)) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name);
+    let untar = Command::new("tar").arg("xzf").arg(fixture.join("data.tgz")).arg("-C").arg(dir).status();
     assert!(untar.expect("tar runs").success());
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     let (mut server, admin) = serve_two_partitions(&data);
     let (status, _, body) = ndjson::get(&format!("{admin}/v1/status?digest=true"));
     assert_eq!(status, 200, "{body}");
     let live: Value = serde_json::from_str(&body).expect("status json");
-    assert_eq!(live["digest"], "e0c424873d0f5b0065f4d6169792ba7c13c6d1fc051f3ad4ec702f04e4ed7d12", "{body}");
-    assert_eq!(live["partitions"][0]["log_end"], 93, "{body}");
-    assert_eq!(live["partitions"][1]["log_end"], 116, "{body}");
+    assert_eq!(live["partitions"][0]["log_end"], log_ends.0, "{body}");
+    assert_eq!(live["partitions"][1]["log_end"], log_ends.1, "{body}");
     assert_eq!(live["lag"], 0, "{body}");
+    let digest = live["digest"].as_str().expect("digest").to_owned();
+    let replayed = replay(&["--source", &admin], &dir.join("replayed"));
+    assert!(replayed.contains(&digest), "live {digest}, replay: {replayed}");
     let text = verify(&["--admin", &admin], &fixture.join("truth.jsonl"));
     assert!(text.trim_end().ends_with("40 passed, 0 failed"), "{text}");
     let actions = ndjson::blocking_get_all(&format!("{admin}/v1/streams/actions"));
     let ids: BTreeSet<&str> = actions.iter().filter_map(|a| a["id"].as_str()).collect();
     assert_eq!((ids.len(), actions.len()), (70, 70), "the previous release's 70 actions, none again");
-    // The lifecycle index, built at the first open, lists what the truth says of each payment.
     let truth = std::fs::read_to_string(fixture.join("truth.jsonl")).expect("truth");
     let mut by_lifecycle: std::collections::BTreeMap<String, usize> = Default::default();
     for line in truth.lines() {
         let t: Value = serde_json::from_str(line).expect("truth line");
-        *by_lifecycle.entry(t["lifecycle"].as_str().expect("lifecycle").to_owned()).or_default() += 1;
+        let lifecycle = t["lifecycle"].as_str().expect("lifecycle");
+        *by_lifecycle.entry(lifecycle.to_owned()).or_default() += 1;
+        let mut url = format!("{admin}/v1/payments/{}/history", t["id"].as_str().expect("id"));
+        if let Some(a) = t["account"].as_str() {
+            url += &format!("?account={a}");
+        }
+        let (status, _, body) = ndjson::get(&url);
+        assert_eq!(status, 200, "{body}");
+        let history: Value = serde_json::from_str(&body).expect("history");
+        let history = history["history"].as_array().expect("entries");
+        assert_eq!(Some(history.len() as u64), t["events"].as_u64(), "{url}");
+        assert_eq!(history.last().map(|h| &h["lifecycle"]), Some(&t["lifecycle"]), "{url}");
     }
+    // The lifecycle index lists what the truth says of each payment.
     assert!(by_lifecycle.len() >= 4, "{by_lifecycle:?}");
     for (lifecycle, n) in &by_lifecycle {
         let (status, _, body) = ndjson::get(&format!("{admin}/v1/payments?lifecycle={lifecycle}&limit=1000"));
@@ -333,7 +358,7 @@ fn a_data_directory_of_the_sled_log_release_opens_with_the_same_digest() {
     let pid = server.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     assert!(server.0.wait().expect("wait").success());
-    assert!(!data.join("log").exists() && data.join("segments").join("LOG").is_file(), "the log was migrated");
+    (tmp, data)
 }
 
 /// `serve --partitions 2` on `data`, on ports of its choosing; returns it and its admin URL.

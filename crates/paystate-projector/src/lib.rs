@@ -455,11 +455,12 @@ impl<'a> Folder<'a> {
 /// The format of a payment update's `snapshot` (see [`snapshot`]).
 pub const SNAPSHOT_FORMAT: u64 = 2;
 
-/// A payment's full fold state as a payment update carries it for restores (format [`SNAPSHOT_FORMAT`]):
-/// `{"format": 2, "state": …, "emitted": […], "events": […]}`, the events in causal order. Format 1 (the
-/// previous release) was the payment itself, its events inside `state.history`: see [`parse_snapshot`].
+/// What a payment update carries for restores (format [`SNAPSHOT_FORMAT`]): `{"format": 2, "key": …,
+/// "emitted": […], "events": […]}`, the events in causal order. The state is not carried: a restore folds
+/// it from the events (and the update's `payment` has it for readers). Format 1 (the previous release) was
+/// the payment itself, its events inside `state.history`: see [`parse_snapshot`].
 pub fn snapshot(p: &Payment, events: &[PaymentEvent]) -> Result<serde_json::Value, serde_json::Error> {
-    Ok(json!({"format": SNAPSHOT_FORMAT, "state": p.state, "emitted": p.emitted, "events": events}))
+    Ok(json!({"format": SNAPSHOT_FORMAT, "key": p.state.key, "emitted": p.emitted, "events": events}))
 }
 
 /// A snapshot of either format back as a payment with its history. The state is folded again from the
@@ -468,13 +469,9 @@ pub fn snapshot(p: &Payment, events: &[PaymentEvent]) -> Result<serde_json::Valu
 pub fn parse_snapshot(v: &serde_json::Value) -> Result<PaymentWithHistory, String> {
     #[derive(serde::Deserialize)]
     struct V2 {
-        state: KeyOnly,
+        key: PaymentKey,
         emitted: std::collections::BTreeSet<paystate_core::ActionId>,
         events: Vec<PaymentEvent>,
-    }
-    #[derive(serde::Deserialize)]
-    struct KeyOnly {
-        key: PaymentKey,
     }
     #[derive(serde::Deserialize)]
     struct V1State {
@@ -489,7 +486,7 @@ pub fn parse_snapshot(v: &serde_json::Value) -> Result<PaymentWithHistory, Strin
     let (key, emitted, events) = match v.get("format").and_then(|f| f.as_u64()) {
         Some(SNAPSHOT_FORMAT) => {
             let s = V2::deserialize(v).map_err(|e| format!("snapshot format 2: {e}"))?;
-            (s.state.key, s.emitted, s.events)
+            (s.key, s.emitted, s.events)
         }
         None => {
             let s = V1::deserialize(v).map_err(|e| format!("snapshot format 1: {e}"))?;

@@ -135,10 +135,11 @@ impl<'a> StoredHistory<'a> {
         StoredHistory { projection, key: key.to_string().into_bytes(), changes }
     }
 
+    /// The stored events under `prefix` that the changes do not supersede.
     fn stored(&self, prefix: Vec<u8>) -> Result<Vec<PaymentEvent>, StoreError> {
         let mut out = Vec::new();
-        for item in self.projection.history.scan_prefix(prefix) {
-            let ev = decode_event(&item?.1)?;
+        for ev in self.projection.events_under(prefix) {
+            let ev = ev?;
             if !self.changes.contains_key(&ev.id) {
                 out.push(ev);
             }
@@ -401,6 +402,9 @@ impl Projection {
         let mut converted = 0u64;
         let mut todo: Vec<(sled::IVec, sled::IVec)> = Vec::new();
         let mut flush = |todo: &mut Vec<(sled::IVec, sled::IVec)>| -> Result<(), StoreError> {
+            if todo.is_empty() {
+                return Ok(()); // nothing to migrate: no progress to show
+            }
             let (mut payments, mut history) = (sled::Batch::default(), sled::Batch::default());
             for (k, v) in todo.drain(..) {
                 let (payment, events) = decode_payment_v2(&v)?;
@@ -434,7 +438,13 @@ impl Projection {
     /// A payment's applied events as stored, in causal order (what `/history`, `show` and time travel
     /// read).
     pub fn history(&self, key: &str) -> Result<Vec<PaymentEvent>, StoreError> {
-        self.history.scan_prefix(history_prefix(key.as_bytes())).values().map(|v| decode_event(&v?)).collect()
+        self.events_under(history_prefix(key.as_bytes())).collect()
+    }
+
+    /// The stored history entries under a key prefix (see [`crate::format::history_key`]), decoded, in key
+    /// order (which is causal order).
+    fn events_under(&self, prefix: Vec<u8>) -> impl Iterator<Item = Result<PaymentEvent, StoreError>> + '_ {
+        self.history.scan_prefix(prefix).values().map(|v| decode_event(&v?))
     }
 
     /// A payment with its applied events, when stored.

@@ -52,11 +52,13 @@ pub fn show(data_dir: &Path, id: &str, account: Option<&str>, as_of: Option<i64>
     };
     let Some(p) = projection.payment_with_history(&key)? else { bail!("no payment {key} in {}", data_dir.display()) };
     let (all_events, emitted) = (p.events.events().len(), p.payment.emitted.len());
-    let events: Vec<PaymentEvent> = match as_of {
-        Some(t) => p.events.events().iter().take_while(|e| e.created <= t).cloned().collect(),
-        None => p.events.into_events(),
+    let (state, events) = match as_of {
+        Some(t) => {
+            let events: Vec<PaymentEvent> = p.events.events().iter().take_while(|e| e.created <= t).cloned().collect();
+            (PaymentState::fold_all(p.payment.state.key.clone(), &events), events)
+        }
+        None => (p.payment.state, p.events.into_events()),
     };
-    let state = PaymentState::fold_all(p.payment.state.key.clone(), &events);
     let history = paystate_core::timeline(&state.key, &events);
     if as_json {
         println!("{}", serde_json::to_string(&state.summary())?);

@@ -45,6 +45,8 @@ pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 /// Default time a client has to send a webhook's body.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a client has to send a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much the webhook endpoint takes on at once, and how long it waits for a client.
 #[derive(Debug, Clone)]
@@ -529,11 +531,55 @@ pub fn ingress_admin_router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests; a client
+/// has [`DEFAULT_HEADER_TIMEOUT`] to send each request's headers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    serve_with(listener, router, DEFAULT_HEADER_TIMEOUT, shutdown).await
+}
+
+/// [`serve`] with a given header-read timeout: a connection that has not sent a request's complete
+/// headers within `header_timeout` of the request's first byte (or of the connection's opening) is closed
+/// (hyper answers 408 where it can). `axum::serve` sets no timer, so a slow client could hold a
+/// connection open for ever; this serves each connection with hyper's HTTP/1 builder and tokio's timer.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: the listener stays; new connections wait.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

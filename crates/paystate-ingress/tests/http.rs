@@ -27,10 +27,15 @@ fn now() -> i64 {
 }
 
 async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
-    start_with(mode, body_limit, paystate_ingress::Limits::default()).await
+    start_with(mode, body_limit, paystate_ingress::Limits::default(), paystate_ingress::DEFAULT_HEADER_TIMEOUT).await
 }
 
-async fn start_with(mode: Option<Mode>, body_limit: usize, limits: paystate_ingress::Limits) -> Harness {
+async fn start_with(
+    mode: Option<Mode>,
+    body_limit: usize,
+    limits: paystate_ingress::Limits,
+    header_timeout: std::time::Duration,
+) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 4).expect("store");
     let appender = store.log.start_appender();
@@ -57,7 +62,12 @@ async fn start_with(mode: Option<Mode>, body_limit: usize, limits: paystate_ingr
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let public = format!("http://{}", public_l.local_addr().expect("addr"));
     let admin_url = format!("http://{}", admin_l.local_addr().expect("addr"));
-    tokio::spawn(paystate_ingress::serve(public_l, public_router(ingress), std::future::pending()));
+    tokio::spawn(paystate_ingress::serve_with(
+        public_l,
+        public_router(ingress),
+        header_timeout,
+        std::future::pending(),
+    ));
     tokio::spawn(paystate_ingress::serve(admin_l, admin_router(admin), std::future::pending()));
     Harness { public, admin: admin_url, store, projector, appender, _dir: dir, client: reqwest::Client::new() }
 }
@@ -305,7 +315,7 @@ async fn a_log_that_cannot_append_answers_503_never_200() {
 async fn a_slow_body_is_timed_out_and_a_flood_beyond_the_limit_is_refused_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let limits = paystate_ingress::Limits::new(1, std::time::Duration::from_millis(300));
-    let h = start_with(None, 1 << 20, limits).await;
+    let h = start_with(None, 1 << 20, limits, paystate_ingress::DEFAULT_HEADER_TIMEOUT).await;
     let addr = h.public.trim_start_matches("http://").to_owned();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     slow.write_all(
@@ -351,6 +361,53 @@ async fn a_slow_body_is_timed_out_and_a_flood_beyond_the_limit_is_refused_at_onc
         h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(h.log_total(), stored + 1);
+}
+
+/// A client that trickles its headers (slowloris) is cut off once the header-read timeout has passed,
+/// a connection that sends nothing at all too, and a well-behaved client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_do_not_arrive_in_time_close_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = std::time::Duration::from_millis(500);
+    let h = start_with(None, 1 << 20, paystate_ingress::Limits::default(), timeout).await;
+    let addr = h.public.trim_start_matches("http://").to_owned();
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let started = std::time::Instant::now();
+    let header = b"POST /webhooks/stripe HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-pad: ";
+    // One byte at a time, each well inside the timeout: the request's headers never complete.
+    let mut closed_after = None;
+    for &b in header.iter().chain(std::iter::repeat(&b'a')) {
+        if trickle.write_all(&[b]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(std::time::Duration::from_millis(100), trickle.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => {
+                let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            }
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the trickling client was never cut off");
+    }
+    let closed_after = closed_after.expect("closed");
+    assert!(closed_after >= timeout, "closed after {closed_after:?}, before the timeout");
+    // The silent connection is closed too (read gives end of file or an answer, not a hang).
+    let mut buf = [0u8; 512];
+    let silent_read = tokio::time::timeout(std::time::Duration::from_secs(20), silent.read(&mut buf)).await;
+    assert!(silent_read.is_ok(), "a connection that sent nothing was kept open");
+    // Meanwhile and after, a well-behaved client is answered.
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let body = event_body(7, false);
+    let (status, reply) =
+        h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
+    assert_eq!(status, 200, "{reply}");
 }
 
 /// The streams' retention: once entries are removed, a reader whose cursor is older is answered 410 with

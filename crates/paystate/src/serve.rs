@@ -47,6 +47,9 @@ pub struct WebhookArgs {
     /// Seconds a client has to send a webhook's body; beyond, 408.
     #[arg(long, default_value_t = paystate_ingress::DEFAULT_BODY_TIMEOUT.as_secs())]
     pub body_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers; beyond, the connection is closed.
+    #[arg(long, default_value_t = paystate_ingress::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub header_timeout_secs: u64,
 }
 
 impl WebhookArgs {
@@ -330,12 +333,15 @@ pub async fn run_ingress(args: IngressArgs) -> Result<()> {
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
     let metrics = Arc::new(Metrics::default());
     let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions, Arc::clone(&metrics))?;
+    let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let (public, admin) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     announce("ingress", Some(public.local_addr()?), admin.local_addr()?)?;
     tracing::info!(brokers = %cfg.brokers, topic = %cfg.raw_topic, partitions, "ingress to kafka");
     let stop = stop_channel();
     let admin_server = tokio::spawn(paystate_ingress::serve(admin, ingress_admin_router(metrics), wait_for(&stop)));
-    paystate_ingress::serve(public, public_router(ingress), wait_for(&stop)).await.context("public server")?;
+    paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop))
+        .await
+        .context("public server")?;
     flush(sink).await?;
     stopped(admin_server).await
 }
@@ -403,6 +409,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let appender = store.log.start_appender();
     let metrics = Arc::new(Metrics::default());
     let ingress = args.webhook.ingress(Arc::new(appender.handle()), args.partitions, Arc::clone(&metrics))?;
+    let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let projector = Arc::new(
         Projector::new(store.log.clone(), store.projection.clone(), args.batch_max)
             .with_failure_grace(args.failure_grace_secs)
@@ -428,7 +435,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down: no new webhooks, finishing in-flight appends");
         let _ = stop_tx.send(true);
     });
-    let public_server = tokio::spawn(paystate_ingress::serve(public, public_router(ingress), wait_for(&stop_rx)));
+    let public_server =
+        tokio::spawn(paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop_rx)));
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
     let projector_task = tokio::spawn(Arc::clone(&projector).run(store.log.subscribe(), wait_for(&ingress_done_rx)));
@@ -448,6 +456,7 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
     let projection = open_projection(&args.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions, Arc::clone(&metrics))?;
+    let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     announce("serve", Some(public.local_addr()?), admin_listener.local_addr()?)?;
     let stop = stop_channel();
@@ -464,7 +473,9 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
     let admin = Admin { projection, log: projector.ends(), publishes: true, committed: projector.subscribe(), metrics };
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
-    paystate_ingress::serve(public, public_router(ingress), wait_for(&stop)).await.context("public server")?;
+    paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop))
+        .await
+        .context("public server")?;
     flush(sink).await?;
     let _ = ingress_done_tx.send(true);
     join_projector(handle).await?;

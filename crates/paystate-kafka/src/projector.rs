@@ -377,7 +377,7 @@ impl Shared {
                 };
                 let (key, partition) = match stream {
                     Stream::Actions => {
-                        let a: Action = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                        let a: Action = paystate_projector::published::parse_action(bytes).map_err(bad)?;
                         let key = a.key.to_string();
                         let p = partition_of(key.as_bytes(), self.partitions);
                         if lock(&self.published_ids).get(&p).is_some_and(|ids| ids.contains(a.id.as_str())) {

@@ -10,15 +10,15 @@
 //! cannot be parsed or mapped goes to the dead-letter tree with its reason and never stalls its partition.
 //! Actions are appended to the `actions` stream once each (the core's ledger refuses a second emission).
 
-use paystate_core::{Action, ApplyError, Effect, History, Payment, PaymentEvent, PaymentKey, PaymentWithHistory};
+use paystate_core::{Action, ApplyError, Effect, History, Payment, PaymentEvent, PaymentKey};
 use paystate_store::{
     Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, RecordRef, StoreError, StoredHistory, Stream,
 };
 use paystate_stripe::{map_event, parse_event, Mapped};
-use serde::Deserialize;
-use serde_json::json;
 
+pub mod published;
 pub mod replay;
+pub use published::{parse_snapshot, snapshot, ACTION_FORMAT, SNAPSHOT_FORMAT, UPDATE_FORMAT};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -354,7 +354,7 @@ impl<'a> Folder<'a> {
                 Folded::Applied { key, created, actions } => {
                     self.batch.applied += 1;
                     for action in &actions {
-                        self.batch.actions.push(serde_json::to_vec(action)?);
+                        self.batch.actions.push(published::action(action)?);
                     }
                     if let Some(p) = self.batch.payments.get(&key) {
                         reindex(&mut self.batch.deadlines, partition, &key, before.flatten(), p.next_deadline(grace));
@@ -404,7 +404,7 @@ impl<'a> Folder<'a> {
             let actions = p.advance(now, self.grace);
             let next = p.next_deadline(self.grace);
             for action in &actions {
-                self.batch.actions.push(serde_json::to_vec(action)?);
+                self.batch.actions.push(published::action(action)?);
             }
             reindex(&mut self.batch.deadlines, partition, &key, Some(at), next);
             self.touched.push((key, partition, offset));
@@ -423,14 +423,15 @@ impl<'a> Folder<'a> {
         for (key, partition, offset) in touched.iter().rev() {
             if seen.insert(key.clone()) {
                 if let Some(p) = batch.payments.get(key) {
-                    let mut update =
-                        json!({"key": key, "partition": partition, "offset": offset, "payment": p.state.summary()});
-                    if snapshots {
-                        let changes = batch.history.entry(key.clone()).or_default();
-                        let events = StoredHistory::new(projection, &p.state.key, changes).all()?;
-                        update["snapshot"] = snapshot(p, &events)?;
-                    }
-                    batch.updates.push(serde_json::to_vec(&update)?);
+                    let snapshot = match snapshots {
+                        true => {
+                            let changes = batch.history.entry(key.clone()).or_default();
+                            let events = StoredHistory::new(projection, &p.state.key, changes).all()?;
+                            Some(snapshot(p, &events)?)
+                        }
+                        false => None,
+                    };
+                    batch.updates.push(published::update(key, *partition, *offset, p, snapshot)?);
                 }
             }
         }
@@ -450,53 +451,6 @@ impl<'a> Folder<'a> {
         }
         Ok(progress)
     }
-}
-
-/// The format of a payment update's `snapshot` (see [`snapshot`]).
-pub const SNAPSHOT_FORMAT: u64 = 2;
-
-/// What a payment update carries for restores (format [`SNAPSHOT_FORMAT`]): `{"format": 2, "key": …,
-/// "emitted": […], "events": […]}`, the events in causal order. The state is not carried: a restore folds
-/// it from the events (and the update's `payment` has it for readers). Format 1 (the previous release) was
-/// the payment itself, its events inside `state.history`: see [`parse_snapshot`].
-pub fn snapshot(p: &Payment, events: &[PaymentEvent]) -> Result<serde_json::Value, serde_json::Error> {
-    Ok(json!({"format": SNAPSHOT_FORMAT, "key": p.state.key, "emitted": p.emitted, "events": events}))
-}
-
-/// A snapshot of either format back as a payment with its history. The state is folded again from the
-/// events, so that a snapshot written by an earlier release (whose state lacks later fields) restores the
-/// state this release computes.
-pub fn parse_snapshot(v: &serde_json::Value) -> Result<PaymentWithHistory, String> {
-    #[derive(serde::Deserialize)]
-    struct V2 {
-        key: PaymentKey,
-        emitted: std::collections::BTreeSet<paystate_core::ActionId>,
-        events: Vec<PaymentEvent>,
-    }
-    #[derive(serde::Deserialize)]
-    struct V1State {
-        key: PaymentKey,
-        history: Vec<paystate_core::HistoryEntry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct V1 {
-        state: V1State,
-        emitted: std::collections::BTreeSet<paystate_core::ActionId>,
-    }
-    let (key, emitted, events) = match v.get("format").and_then(|f| f.as_u64()) {
-        Some(SNAPSHOT_FORMAT) => {
-            let s = V2::deserialize(v).map_err(|e| format!("snapshot format 2: {e}"))?;
-            (s.key, s.emitted, s.events)
-        }
-        None => {
-            let s = V1::deserialize(v).map_err(|e| format!("snapshot format 1: {e}"))?;
-            (s.state.key, s.emitted, s.state.history.into_iter().map(|h| h.event).collect())
-        }
-        Some(f) => return Err(format!("unknown snapshot format {f} (written by a newer release?)")),
-    };
-    let events = paystate_core::EventList::from_events(events);
-    let state = paystate_core::PaymentState::fold_all(key, events.events());
-    Ok(PaymentWithHistory { payment: Payment { state, emitted }, events })
 }
 
 /// The payment `key` of the batch, read from the store the first time the batch needs it.

@@ -1,13 +1,13 @@
-//! The Kafka deployment end to end on tansu, a real Kafka-protocol broker with durable storage, started
-//! here on loopback: `paystate ingress`, two `paystate project` members of one group, `paystate simulate`.
+//! The Kafka deployment end to end on Apache Kafka (KRaft mode, started on loopback by
+//! `tests/kafka/cluster`): `paystate ingress`, two `paystate project` members of one group, `paystate simulate`.
 //! Midway one projector is SIGKILLed and a fresh one with an empty data directory joins. At the end the
 //! projection topics are read by an independent client (Python confluent-kafka): every payment's latest
 //! state equals its truth, no action id appears twice, one fulfill_order per paid payment, and every
 //! acknowledged event is in the raw topic. The member that takes over A's partitions must have restored
 //! them from the compacted payments topic rather than replaying the raw log from the start.
 //!
-//! Needs `tansu` (TANSU or PATH) and PYTHON with confluent-kafka: `tests/run` installs both. Without
-//! them this test fails; it never skips.
+//! Needs Java and Apache Kafka (`tests/kafka/cluster install`) and PYTHON with confluent-kafka: `tests/run`
+//! installs both. Without them these tests fail; they never skip.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -69,42 +69,55 @@ fn webhook_args<'a>(brokers: &'a str, partitions: &'a str) -> [&'a str; 10] {
     ]
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+/// An Apache Kafka cluster started by `tests/kafka/cluster` (which `tests/run` has installed) under
+/// `target/kafka-runs/`; stopped when dropped, its directory (each node's `server.log`) kept when the test
+/// failed.
+struct Kafka {
+    dir: PathBuf,
+    brokers: String,
 }
 
-fn tansu() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSU") {
-        return PathBuf::from(p);
+impl Kafka {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/kafka/cluster")
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|d| d.join("tansu")).find(|p| p.is_file()))
-        .unwrap_or_default();
-    on_path.unwrap_or_else(|| {
-        panic!("tansu not found (TANSU or PATH): tests/run installs it with `cargo install tansu --locked --version 0.6.0 --features libsql`")
-    })
+
+    fn start(name: &str, nodes: u32) -> Kafka {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/kafka-runs")
+            .join(format!("{name}-{}", std::process::id()));
+        let out = Command::new(Self::script())
+            .arg("start")
+            .arg(&dir)
+            .arg(nodes.to_string())
+            .output()
+            .expect("run tests/kafka/cluster (needs java and mvn; tests/run installs Kafka)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "Apache Kafka did not start (logs under {}):\n{stdout}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let brokers = stdout
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("brokers "))
+            .unwrap_or_else(|| panic!("tests/kafka/cluster printed no brokers line: {stdout}"))
+            .to_owned();
+        Kafka { dir, brokers }
+    }
 }
 
-fn start_tansu(dir: &Path) -> (Proc, String) {
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.join("tansu.log")).expect("log file");
-    let child = Command::new(tansu())
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine"])
-        // tansu resolves the SQLite path against its working directory.
-        .arg("sqlite://tansu.db")
-        .current_dir(dir)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn tansu");
-    let brokers = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&brokers).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen on {brokers}");
-        std::thread::sleep(Duration::from_millis(100));
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script()).arg("stop").arg(&self.dir).status();
+        if std::thread::panicking() {
+            eprintln!("Kafka's logs are kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
-    (Proc { child, line: String::new() }, brokers)
 }
 
 /// Starts a paystate subcommand and reads its address line.
@@ -174,9 +187,10 @@ fn check(brokers: &str, dir: &Path, acked: bool) -> (bool, Value) {
 }
 
 #[test]
-fn scale_out_on_tansu_with_a_sigkilled_projector_and_a_fresh_one() {
+fn scale_out_on_apache_kafka_with_a_sigkilled_projector_and_a_fresh_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, brokers) = start_tansu(dir.path());
+    let kafka = Kafka::start("scale-out", 1);
+    let brokers = kafka.brokers.clone();
     let ingress =
         start(&[&["ingress"][..], &webhook_args(&brokers, "4")].concat(), Some(&dir.path().join("ingress.log")));
     let url = ingress.webhook_url();
@@ -280,7 +294,8 @@ fn http_get(url: &str) -> (u16, String) {
 #[test]
 fn serve_with_the_kafka_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, brokers) = start_tansu(dir.path());
+    let kafka = Kafka::start("serve", 1);
+    let brokers = kafka.brokers.clone();
     let data = dir.path().join("data");
     let serve_args = ["serve", "--log", "kafka", "--data-dir", data.to_str().expect("utf8")];
     let serve = start(&[&serve_args[..], &webhook_args(&brokers, "3")].concat(), Some(&dir.path().join("serve.log")));

@@ -33,6 +33,16 @@ fn folded(events: Vec<paystate_core::PaymentEvent>) -> PaymentWithHistory {
     payment.expect("payment")
 }
 
+/// Opens a projection's sled database directly, with the compression setting it was created with (sled
+/// refuses any other); a new one uncompressed, as the releases before compression made them.
+fn raw_sled(path: &std::path::Path) -> sled::Result<sled::Db> {
+    // sled's `conf` ends in a binary checksum: read it as bytes.
+    let compressed = std::fs::read(path.join("conf"))
+        .map(|c| String::from_utf8_lossy(&c).contains("use_compression: true"))
+        .unwrap_or(false);
+    sled::Config::new().path(path).use_compression(compressed).open()
+}
+
 /// Runs `open` until it does not fail on sled's file lock, up to a deadline: a sled database just dropped
 /// releases its lock only once its background flusher has stopped.
 fn until_unlocked<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
@@ -302,7 +312,7 @@ fn a_payment_of_the_previous_format_is_migrated_with_its_history() {
     let key = want.state().key.to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let db = until_unlocked(|| sled::open(dir.path().join("projection")));
+        let db = until_unlocked(|| raw_sled(&dir.path().join("projection")));
         db.open_tree("payments").expect("tree").insert(key.as_bytes(), golden.as_slice()).expect("insert");
         db.flush().expect("flush");
     }
@@ -311,7 +321,7 @@ fn a_payment_of_the_previous_format_is_migrated_with_its_history() {
         assert_eq!(projection.payment_with_history(&key).expect("decode").as_ref(), Some(&want));
         assert_eq!(projection.history(&key).expect("history").len() as u64, want.state().events_applied);
     }
-    let db = until_unlocked(|| sled::open(dir.path().join("projection")));
+    let db = until_unlocked(|| raw_sled(&dir.path().join("projection")));
     let stored = db.open_tree("payments").expect("tree").get(key.as_bytes()).expect("get").expect("stored");
     assert_eq!(stored.first(), Some(&3), "migrated to format 3");
 }
@@ -330,7 +340,7 @@ fn the_stored_formats_are_pinned_by_golden_bytes() {
         let projection = Store::open_projection(dir.path()).expect("open");
         projection.restore(0, std::slice::from_ref(&want), 1).expect("store");
     }
-    let db = until_unlocked(|| sled::open(dir.path().join("projection")));
+    let db = until_unlocked(|| raw_sled(&dir.path().join("projection")));
     let stored = db.open_tree("payments").expect("tree").get(key.as_bytes()).expect("get").expect("stored");
     let (_, first) = db.open_tree("history").expect("tree").first().expect("read").expect("an entry");
     drop(db);

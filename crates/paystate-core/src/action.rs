@@ -78,6 +78,12 @@ impl ActionId {
         ActionId(s)
     }
 
+    /// An id as an earlier [`ActionId::derive`] made it, read back from a store or a published record.
+    /// Not checked: the reader trusts what it wrote.
+    pub fn from_stored(id: impl Into<String>) -> Self {
+        ActionId(id.into())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

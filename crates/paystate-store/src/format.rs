@@ -8,15 +8,16 @@
 //! - **History entry** (`history` tree, key = [`history_key`]): format 1, one applied event.
 //!
 //! Payments and history entries are postcard (compact, non-self-describing serde): the projector encodes
-//! and decodes them on its hot path. Being positional, postcard ties a format to a struct layout, which is
-//! why the layout of each format that left a release is written down here and pinned by golden bytes
-//! (`tests/fixtures/payment-format-*.hex`).
+//! and decodes them on its hot path. Being positional, postcard ties a format to a struct layout, so each
+//! format has its own types (`stored.rs` for the current ones, format 2's below), never the core's structs,
+//! and is pinned by golden bytes (`tests/fixtures/payment-format-*.hex`, `history-format-*.hex`).
 
 use crate::error::StoreError;
-use paystate_core::{
-    ChargeFacts, DisputeState, EventId, FraudWarningState, HistoryEntry, IntentStatus, Lifecycle, Payment,
-    PaymentEvent, PaymentKey, PaymentState, RefundFacts, RefundState,
+use crate::stored::{
+    ActionIdV1, DisputeStateV1, DisputeStatusV1, EventV1, FoldV3, FraudWarningStateV1, IntentStatusV1, LifecycleV1,
+    Mirror, PaymentKeyV1, PaymentV3, RefundStateV1, StateV3,
 };
+use paystate_core::{Payment, PaymentEvent, PaymentState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The payment format this release writes.
@@ -41,7 +42,7 @@ fn encode_err(e: postcard::Error) -> StoreError {
 pub(crate) fn encode_state(state: &PaymentState, out: &mut Vec<u8>) -> Result<[u8; 32], StoreError> {
     use sha2::{Digest, Sha256};
     let start = out.len();
-    postcard::to_io(state, &mut *out).map_err(encode_err)?;
+    postcard::to_io(&StateV3::from_core(state), &mut *out).map_err(encode_err)?;
     Ok(Sha256::digest(&out[start..]).into())
 }
 
@@ -51,7 +52,7 @@ pub(crate) fn encode_payment(p: &Payment) -> Result<(Vec<u8>, [u8; 32]), StoreEr
     let mut out = Vec::with_capacity(1024);
     out.push(PAYMENT_FORMAT);
     let hash = encode_state(&p.state, &mut out)?;
-    postcard::to_io(&p.emitted, &mut out).map_err(encode_err)?;
+    postcard::to_io(&BTreeSet::<ActionIdV1>::from_core(&p.emitted), &mut out).map_err(encode_err)?;
     Ok((out, hash))
 }
 
@@ -59,7 +60,9 @@ pub(crate) fn encode_payment(p: &Payment) -> Result<(Vec<u8>, [u8; 32]), StoreEr
 pub(crate) fn decode_payment(v: &[u8]) -> Result<Payment, StoreError> {
     let corrupt = corrupt("payments");
     match v.split_first() {
-        Some((&PAYMENT_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
+        Some((&PAYMENT_FORMAT, rest)) => {
+            postcard::from_bytes::<PaymentV3>(rest).map(PaymentV3::into_core).map_err(|e| corrupt(e.to_string()))
+        }
         Some((&PAYMENT_FORMAT_V2, _)) => Err(corrupt(
             "payment stored by the previous release (format 2): open the data directory with this release's \
              `paystate serve` or `paystate project` once to migrate it"
@@ -76,59 +79,49 @@ pub(crate) fn decode_payment(v: &[u8]) -> Result<Payment, StoreError> {
 }
 
 /// The layout of format 2's state, field for field: the previous release's `PaymentState`, whose
-/// `history` sat between `last_event_at` and `fold`. The nested types are the core's, unchanged since.
+/// `history` sat between `last_event_at` and `fold`. The nested types, the fold's accumulators
+/// included, are those of format 3, unchanged since.
 #[derive(serde::Deserialize)]
 struct PaymentStateV2 {
-    key: PaymentKey,
+    key: PaymentKeyV1,
     _livemode: bool,
-    _status: Option<IntentStatus>,
-    _lifecycle: Lifecycle,
+    _status: Option<IntentStatusV1>,
+    _lifecycle: LifecycleV1,
     _amount: i64,
     _currency: Option<String>,
     _amount_received: i64,
     _amount_refunded: i64,
     _amount_refund_pending: i64,
-    _refunds: BTreeMap<String, RefundState>,
+    _refunds: BTreeMap<String, RefundStateV1>,
     _disputed: bool,
-    _dispute_status: Option<paystate_core::DisputeStatus>,
-    _disputes: BTreeMap<String, DisputeState>,
+    _dispute_status: Option<DisputeStatusV1>,
+    _disputes: BTreeMap<String, DisputeStateV1>,
     _amount_disputed: i64,
     _amount_lost_to_disputes: i64,
-    _early_fraud_warning: Option<FraudWarningState>,
+    _early_fraud_warning: Option<FraudWarningStateV1>,
     _latest_charge: Option<String>,
-    _latest_charge_status: Option<paystate_core::ChargeStatus>,
+    _latest_charge_status: Option<crate::stored::ChargeStatusV1>,
     _failure_count: u32,
     _last_failure_code: Option<String>,
     _customer: Option<String>,
     _metadata: BTreeMap<String, String>,
     _first_event_at: Option<i64>,
     _last_event_at: Option<i64>,
-    history: Vec<HistoryEntry>,
-    _fold: FoldStateV2,
+    history: Vec<HistoryEntryV2>,
+    _fold: FoldV3,
 }
 
-/// Format 2's fold accumulators (the core's `FoldState` of that release).
+/// Format 2's history entry: the event and the lifecycle after it.
 #[derive(serde::Deserialize)]
-#[allow(dead_code)] // read only to get past it: postcard is positional
-struct FoldStateV2 {
-    status_from_failure: bool,
-    seen_intent: bool,
-    intent_received: i64,
-    intent_succeeded_at: Option<i64>,
-    charges: BTreeMap<String, ChargeFacts>,
-    failed_attempts: BTreeMap<String, Option<String>>,
-    failed_at: BTreeMap<String, (i64, EventId)>,
-    recovered_at: BTreeSet<i64>,
-    action_subject: Option<String>,
-    refund_facts: BTreeMap<String, RefundFacts>,
-    fraud_warnings: BTreeSet<String>,
-    inferred_refunds: BTreeMap<String, i64>,
+struct HistoryEntryV2 {
+    event: EventV1,
+    _lifecycle: LifecycleV1,
 }
 
 #[derive(serde::Deserialize)]
 struct PaymentV2 {
     state: PaymentStateV2,
-    emitted: BTreeSet<paystate_core::ActionId>,
+    emitted: BTreeSet<ActionIdV1>,
 }
 
 /// Decodes a payment of format 2 into this release's payment and its history (causal order). The state is
@@ -141,9 +134,9 @@ pub(crate) fn decode_payment_v2(v: &[u8]) -> Result<(Payment, Vec<PaymentEvent>)
         _ => return Err(corrupt("not a payment of format 2".into())),
     };
     let old: PaymentV2 = postcard::from_bytes(rest).map_err(|e| corrupt(format!("format 2: {e}")))?;
-    let events: Vec<PaymentEvent> = old.state.history.into_iter().map(|h| h.event).collect();
-    let state = PaymentState::fold_all(old.state.key, &events);
-    Ok((Payment { state, emitted: old.emitted }, events))
+    let events: Vec<PaymentEvent> = old.state.history.into_iter().map(|h| h.event.into_core()).collect();
+    let state = PaymentState::fold_all(old.state.key.into_core(), &events);
+    Ok((Payment { state, emitted: old.emitted.into_core() }, events))
 }
 
 /// The key of one history entry: the payment key, a NUL (payment keys hold none), then the event's causal
@@ -176,7 +169,7 @@ pub(crate) fn history_second(payment: &[u8], second: i64) -> Vec<u8> {
 pub(crate) fn encode_event(ev: &PaymentEvent) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(256);
     out.push(HISTORY_FORMAT);
-    postcard::to_io(ev, &mut out).map_err(encode_err)?;
+    postcard::to_io(&EventV1::from_core(ev), &mut out).map_err(encode_err)?;
     Ok(out)
 }
 
@@ -184,7 +177,9 @@ pub(crate) fn encode_event(ev: &PaymentEvent) -> Result<Vec<u8>, StoreError> {
 pub(crate) fn decode_event(v: &[u8]) -> Result<PaymentEvent, StoreError> {
     let corrupt = corrupt("history");
     match v.split_first() {
-        Some((&HISTORY_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
+        Some((&HISTORY_FORMAT, rest)) => {
+            postcard::from_bytes::<EventV1>(rest).map(EventV1::into_core).map_err(|e| corrupt(e.to_string()))
+        }
         Some((f, _)) => Err(corrupt(format!("unknown history entry format {f} (written by a newer release?)"))),
         None => Err(corrupt("empty history entry".into())),
     }

@@ -13,6 +13,7 @@ pub mod log;
 mod migrate;
 pub mod projection;
 pub mod record;
+mod stored;
 
 pub use error::StoreError;
 pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogOptions, LogSink, LogView, Position};

@@ -366,6 +366,15 @@ pub fn status_json(
     let lag: u64 = parts.iter().map(|p| p.lag).sum();
     let totals = projection.totals()?;
     let mut v = json!({"partitions": parts, "lag": lag, "totals": totals, "payments": projection.payment_count()});
+    // With a consumer group (Kafka), this member's lag says nothing of partitions it does not own: the
+    // group's view does, and only it can say "caught up".
+    match log.group() {
+        Some(g) => {
+            v["caught_up"] = json!(g.caught_up);
+            v["group"] = json!(g);
+        }
+        None => v["caught_up"] = json!(lag == 0),
+    }
     if publishes {
         let mut outbox = serde_json::Map::new();
         for (name, stream) in [("actions", Stream::Actions), ("payments", Stream::Payments)] {
@@ -510,6 +519,40 @@ async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
         for p in parts {
             let _ = writeln!(out, "paystate_projector_lag{{partition=\"{}\"}} {}", p.partition, p.lag);
         }
+    }
+    if let Some(g) = a.log.group() {
+        use std::fmt::Write as _;
+        let gauge = |out: &mut String, name: &str, help: &str, value: usize| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        };
+        gauge(
+            &mut out,
+            "paystate_group_owned_partitions",
+            "Partitions of the raw topic this member owns.",
+            g.owned.len(),
+        );
+        gauge(
+            &mut out,
+            "paystate_group_unowned_partitions",
+            "Partitions of the raw topic no member of the group owns.",
+            g.unowned.len(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP paystate_group_lag Records between the group's committed offset and the partition's end."
+        );
+        let _ = writeln!(out, "# TYPE paystate_group_lag gauge");
+        for p in &g.partitions {
+            if let Some(lag) = p.lag {
+                let _ = writeln!(out, "paystate_group_lag{{partition=\"{}\"}} {lag}", p.partition);
+            }
+        }
+        gauge(
+            &mut out,
+            "paystate_group_caught_up",
+            "1 when every partition has an owner and no lag.",
+            usize::from(g.caught_up),
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -14,6 +14,7 @@
 //!
 //! Message formats are documented in `docs/KAFKA.md`.
 
+pub mod group;
 mod projector;
 mod replay;
 mod sink;

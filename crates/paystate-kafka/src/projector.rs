@@ -18,6 +18,7 @@
 //! newest restored update) and skips those action ids.
 //! On a revocation the outbox is published completely before the partition is released.
 
+use crate::group::GroupWatch;
 use crate::{record_of, KafkaConfig, KafkaLogError};
 use paystate_core::{partition_of, Action};
 use paystate_projector::{Folder, Progress};
@@ -97,7 +98,9 @@ pub struct RestoreReport {
 /// The raw topic's partition ends as this projector last saw them (for status and lag).
 #[derive(Debug)]
 pub struct KafkaEnds {
-    ends: Vec<AtomicU64>,
+    ends: Arc<Vec<AtomicU64>>,
+    /// The group's view, refreshed by the projector's [`GroupWatch`].
+    group: Arc<Mutex<Option<paystate_store::GroupView>>>,
 }
 
 impl LogView for KafkaEnds {
@@ -106,6 +109,9 @@ impl LogView for KafkaEnds {
     }
     fn end(&self, partition: u32) -> u64 {
         self.ends.get(partition as usize).map_or(0, |e| e.load(Ordering::Acquire))
+    }
+    fn group(&self) -> Option<paystate_store::GroupView> {
+        lock(&self.group).clone()
     }
 }
 
@@ -133,6 +139,12 @@ struct Shared {
     restores: Mutex<Vec<RestoreReport>>,
     /// The actions topic's confirmed ends at the start of the previous publish round (empty: 0, safe).
     previous_round_start: Mutex<HashMap<u32, u64>>,
+}
+
+/// Four hex digits that differ between processes started in the same second on one host.
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{:04x}", (nanos ^ std::process::id()) & 0xffff)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -545,6 +557,8 @@ pub struct KafkaProjector {
     /// A client of its own for the rare watermark query (a gap check): on the consumer's connection it
     /// would queue behind long fetches. Created at the first gap.
     watermarks: Mutex<Option<BaseConsumer>>,
+    /// Refreshes the group's view for status and metrics; stops with the projector.
+    _group_watch: GroupWatch,
 }
 
 impl std::fmt::Debug for KafkaProjector {
@@ -598,12 +612,24 @@ impl KafkaProjector {
             restores: Mutex::new(Vec::new()),
             previous_round_start: Mutex::new(HashMap::new()),
         });
-        let ends = Arc::new(KafkaEnds { ends: (0..partitions).map(|_| AtomicU64::new(0)).collect() });
+        let ends = Arc::new(KafkaEnds {
+            ends: Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect()),
+            group: Arc::new(Mutex::new(None)),
+        });
+        let owned = {
+            let shared = Arc::clone(&shared);
+            Arc::new(move || lock(&shared.next).keys().copied().collect::<Vec<u32>>())
+        };
+        let group_watch =
+            GroupWatch::start(cfg, &options.group, partitions, owned, Arc::clone(&ends.ends), Arc::clone(&ends.group))?;
+        // Named so that the group's view (and `kafka-consumer-groups`) tells members apart.
+        let client_id = format!("paystate-project-{}-{}", std::process::id(), unique_suffix());
         let session = options.session_timeout.as_millis().to_string();
         let heartbeat = (options.session_timeout.as_millis() / 4).max(100).to_string();
         let consumer: BaseConsumer<Context> = cfg
             .client(&[
                 ("group.id", &options.group),
+                ("client.id", &client_id),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
@@ -627,6 +653,7 @@ impl KafkaProjector {
             committed,
             last_publish: Mutex::new(Instant::now()),
             watermarks: Mutex::new(None),
+            _group_watch: group_watch,
         })
     }
 

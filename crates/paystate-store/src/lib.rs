@@ -109,6 +109,82 @@ fn created_compressed(path: &Path) -> Option<bool> {
 /// cache holds (measured: a 64 MB limit grew `serve`'s RSS from 212 to 337 MB when compression came in).
 const COMPRESSED_CACHE_DIVISOR: u64 = 3;
 
+/// A consumer group as the log's broker sees it (Kafka), for status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupView {
+    /// The group id.
+    pub group: String,
+    /// The group's state as the broker names it (`Stable`, `PreparingRebalance`, `CompletingRebalance`,
+    /// `Empty`, `Dead`; `Unknown` when it could not be described).
+    pub state: String,
+    /// Its members and their partitions of the raw topic.
+    pub members: Vec<GroupMember>,
+    /// This member's partitions.
+    pub owned: Vec<u32>,
+    /// Partitions no member owns.
+    pub unowned: Vec<u32>,
+    /// Each partition of the raw topic.
+    pub partitions: Vec<GroupPartition>,
+    /// Records between the group's committed offsets and the partitions' ends, summed (unknown parts
+    /// counted as 0; see `caught_up`).
+    pub lag: u64,
+    /// The group is stable, every partition has an owner, and every partition's committed offset is its
+    /// end. Never true while something is unknown.
+    pub caught_up: bool,
+    /// What could not be observed, if anything.
+    pub errors: Vec<String>,
+}
+
+impl GroupView {
+    /// A view from its parts; `unowned`, `lag` and `caught_up` are derived.
+    pub fn new(
+        group: String,
+        state: String,
+        members: Vec<GroupMember>,
+        mut owned: Vec<u32>,
+        partitions: Vec<GroupPartition>,
+        errors: Vec<String>,
+    ) -> GroupView {
+        owned.sort_unstable();
+        let unowned: Vec<u32> = partitions.iter().filter(|p| p.owner.is_none()).map(|p| p.partition).collect();
+        let lag = partitions.iter().filter_map(|p| p.lag).sum();
+        let caught_up = state == "Stable"
+            && errors.is_empty()
+            && unowned.is_empty()
+            && !partitions.is_empty()
+            && partitions.iter().all(|p| p.lag == Some(0));
+        GroupView { group, state, members, owned, unowned, partitions, lag, caught_up, errors }
+    }
+}
+
+/// One member of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupMember {
+    /// The broker's member id.
+    pub member_id: String,
+    /// The member's `client.id` (a projector's names its host and process).
+    pub client_id: String,
+    /// Where it connects from.
+    pub host: String,
+    /// Its partitions of the raw topic.
+    pub partitions: Vec<u32>,
+}
+
+/// One partition of the raw topic as the group sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupPartition {
+    /// Partition.
+    pub partition: u32,
+    /// The partition's end (high watermark), if known.
+    pub end: Option<u64>,
+    /// The group's committed offset, if any.
+    pub committed: Option<u64>,
+    /// `end - committed` (the end when nothing is committed), if known.
+    pub lag: Option<u64>,
+    /// The `client.id` of the member that owns it.
+    pub owner: Option<String>,
+}
+
 /// How far the projection is behind the log in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionStatus {

@@ -152,6 +152,10 @@ pub trait LogView: Send + Sync {
         let _ = (partition, from, max);
         Err(StoreError::Unsupported("this log is not readable through the admin API"))
     }
+    /// The consumer group's view of the log, where readers of it form one (Kafka); `None` otherwise.
+    fn group(&self) -> Option<crate::GroupView> {
+        None
+    }
 }
 
 impl LogView for EmbeddedLog {

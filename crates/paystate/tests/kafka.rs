@@ -237,7 +237,44 @@ fn scale_out_on_apache_kafka_with_a_sigkilled_projector_and_a_fresh_one() {
         std::thread::sleep(Duration::from_secs(2));
     }
     eprintln!("projection topics match the truth after {:?}", started.elapsed());
-    let (b_status, c_status) = (status(&b.admin()), status(&c.admin()));
+    // The group's view, as both members report it: two members, every partition owned, none behind.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (b_status, c_status) = loop {
+        let (b_status, c_status) = (status(&b.admin()), status(&c.admin()));
+        if b_status["caught_up"] == true && c_status["caught_up"] == true {
+            break (b_status, c_status);
+        }
+        assert!(Instant::now() < deadline, "the members never reported the group caught up: {b_status} {c_status}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for s in [&b_status, &c_status] {
+        let g = &s["group"];
+        assert_eq!(g["state"], "Stable", "{g}");
+        assert_eq!(g["members"].as_array().map(Vec::len), Some(2), "{g}");
+        assert_eq!(g["unowned"], serde_json::json!([]), "{g}");
+        let parts = g["partitions"].as_array().expect("partitions");
+        assert_eq!(parts.len(), 4, "{g}");
+        assert!(parts.iter().all(|p| p["lag"] == 0 && p["owner"].is_string()), "{g}");
+        let owned: usize = g["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["partitions"].as_array().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(owned, 4, "each partition has exactly one owner: {g}");
+    }
+    let (mut b_owned, mut c_owned) = (b_status["group"]["owned"].clone(), c_status["group"]["owned"].clone());
+    assert!(
+        b_owned.as_array().is_some_and(|o| !o.is_empty()) && c_owned.as_array().is_some_and(|o| !o.is_empty()),
+        "both members own partitions: {b_owned} {c_owned}"
+    );
+    b_owned.as_array_mut().expect("owned").append(c_owned.as_array_mut().expect("owned"));
+    let mut all: Vec<u64> = b_owned.as_array().expect("owned").iter().filter_map(Value::as_u64).collect();
+    all.sort_unstable();
+    assert_eq!(all, vec![0, 1, 2, 3], "the members' own views add up to the topic");
+    let metrics = http_get(&format!("{}/metrics", b.admin())).1;
+    assert!(metrics.contains("paystate_group_unowned_partitions 0"), "{metrics}");
+    assert!(metrics.contains("paystate_group_caught_up 1"), "{metrics}");
     assert!(b.terminate().success(), "projector B exits 0 on SIGTERM");
     assert!(c.terminate().success(), "projector C exits 0 on SIGTERM");
     assert!(ingress.terminate().success(), "ingress exits 0 on SIGTERM");

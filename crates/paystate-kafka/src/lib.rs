@@ -82,6 +82,19 @@ pub enum KafkaLogError {
     /// Reading a topic took longer than allowed.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Another projector took raw partition `partition` while this one still meant to publish for it
+    /// (this one was paused through a rebalance): the broker refuses its writes. The process must stop;
+    /// restarted, it rejoins the group as a new member.
+    #[error(
+        "fenced: another projector now owns raw partition {partition} and the broker refuses this one's \
+         writes for it ({why}); stopping (restart to rejoin the group)"
+    )]
+    Fenced {
+        /// The raw partition.
+        partition: u32,
+        /// The broker's error.
+        why: String,
+    },
 }
 
 /// Where the Kafka log is and what it is called.

@@ -11,12 +11,24 @@
 //!
 //! **Outbox.** Actions and payment updates are committed to sled streams with the batch; the publisher
 //! produces them (actions first, then updates, so a restored state never claims an action that was not
-//! delivered) with an idempotent producer and moves its cursor only after every delivery report of a round.
-//! Anything produced but not confirmed before a crash is produced again; to keep the actions topic free of
-//! repeats, a projector that takes a partition first reads what that partition of the actions topic already
-//! holds (from its last confirmed offset, or after a restore from the `paystate-actions-from` header of the
-//! newest restored update) and skips those action ids.
-//! On a revocation the outbox is published completely before the partition is released.
+//! delivered) and moves its cursor only after the round is committed. Anything produced but not committed
+//! before a crash is produced again; to keep the actions topic free of repeats, a projector that takes a
+//! partition first reads what that partition of the actions topic already holds (from its last confirmed
+//! offset, or after a restore from the `paystate-actions-from` header of the newest restored update) and
+//! skips those action ids. On a revocation the outbox is published completely before the partition is
+//! released.
+//!
+//! **Fencing.** Raw partition P's actions and updates go to partition P of both projection topics, and only
+//! through a transactional producer whose `transactional.id` is `<group>.<raw topic>.<P>`, created when the
+//! partition is taken: its `init_transactions` makes the broker abort whatever the previous owner left open
+//! and refuse that owner's producer from then on (zombie fencing). A member that was paused through a
+//! rebalance (`SIGSTOP`, a long stall) and comes back can therefore not add anything to P's topics once
+//! the new owner holds P: its commit fails with a fencing error and the projector stops
+//! ([`KafkaLogError::Fenced`]). Each publish round of a partition is one transaction, so consumers with
+//! `isolation.level=read_committed` see a round whole or not at all. Outbox entries of a partition this
+//! member does not own when they are due are set aside in the store (not lost: a crash may have left them,
+//! before the group handed the partition back) and published, deduplicated, when it takes that partition
+//! again; whoever else takes it meanwhile derives them again from the raw topic.
 
 use crate::group::GroupWatch;
 use crate::{record_of, KafkaConfig, KafkaLogError};
@@ -25,8 +37,9 @@ use paystate_projector::{Folder, Progress};
 use paystate_store::{LogRecord, LogView, Projection, Stream};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -55,6 +68,9 @@ pub struct ProjectorOptions {
     pub gather: Duration,
     /// Session timeout: how soon the group notices a dead member.
     pub session_timeout: Duration,
+    /// How long the member may go without polling (a stalled projector) before it is put out of the
+    /// group and its partitions move; at least `session_timeout`.
+    pub max_poll_interval: Duration,
     /// The raw topic's partition count when the caller knows it (from [`crate::ensure_topics`]); `None`:
     /// asked from the cluster.
     pub partitions: Option<u32>,
@@ -71,6 +87,7 @@ impl Default for ProjectorOptions {
             batch_max: 512,
             gather: Duration::from_millis(5),
             session_timeout: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(300),
             partitions: None,
             failure_grace_secs: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
             stream_retention: paystate_projector::DEFAULT_STREAM_RETENTION,
@@ -128,7 +145,10 @@ struct Shared {
     cfg: KafkaConfig,
     projection: Projection,
     partitions: u32,
-    producer: FutureProducer,
+    /// The consumer group: the prefix of the transactional ids.
+    group: String,
+    /// One transactional producer per owned raw partition (see the module docs: fencing).
+    producers: Mutex<HashMap<u32, FutureProducer>>,
     runtime: tokio::runtime::Handle,
     /// Next raw offset to apply, per owned partition.
     next: Mutex<HashMap<u32, u64>>,
@@ -136,6 +156,9 @@ struct Shared {
     published_ids: Mutex<HashMap<u32, HashSet<String>>>,
     /// A failure in a rebalance callback; the run loop returns it.
     fatal: Mutex<Option<KafkaLogError>>,
+    /// Set for good once the projector failed: from then on it neither publishes nor takes partitions,
+    /// even while its consumer is closed (taking one would fence its new owner).
+    failed: AtomicBool,
     restores: Mutex<Vec<RestoreReport>>,
     /// The actions topic's confirmed ends at the start of the previous publish round (empty: 0, safe).
     previous_round_start: Mutex<HashMap<u32, u64>>,
@@ -175,16 +198,23 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            // Everything committed for these partitions goes out before another member takes them.
-            if let Err(e) = self.shared.publish() {
-                tracing::error!(error = %e, "publishing the outbox before a revocation failed");
+            // Everything committed for these partitions goes out before another member takes them (unless
+            // this member already failed: fenced, it must not write at all).
+            let failed = self.shared.failed.load(Ordering::Acquire);
+            match if failed { Ok(()) } else { self.shared.publish() } {
+                Ok(()) => {}
+                Err(e @ KafkaLogError::Fenced { .. }) => self.shared.fail(e),
+                // What is left is set aside at the next round and published if the partition comes back.
+                Err(e) => tracing::error!(error = %e, "publishing the outbox before a revocation failed"),
             }
             let mut next = lock(&self.shared.next);
             let mut ids = lock(&self.shared.published_ids);
+            let mut producers = lock(&self.shared.producers);
             for e in tpl.elements() {
                 if let Ok(p) = u32::try_from(e.partition()) {
                     next.remove(&p);
                     ids.remove(&p);
+                    producers.remove(&p);
                 }
             }
             tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
@@ -193,6 +223,12 @@ impl ConsumerContext for Context {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            if self.shared.failed.load(Ordering::Acquire) {
+                // A failed member (fenced, say) takes nothing, even while it is closed: it would fence the
+                // members that hold the partitions now.
+                tracing::info!("partitions assigned to a failed projector: not taken");
+                return;
+            }
             let parts: Vec<u32> = tpl.elements().iter().filter_map(|e| u32::try_from(e.partition()).ok()).collect();
             let mut positioned = TopicPartitionList::new();
             match self.shared.take_partitions(&parts) {
@@ -219,6 +255,7 @@ impl ConsumerContext for Context {
 impl Shared {
     fn fail(&self, e: KafkaLogError) {
         tracing::error!(error = %e, "projector failure in a rebalance");
+        self.failed.store(true, Ordering::Release);
         lock(&self.fatal).get_or_insert(e);
     }
 
@@ -226,11 +263,33 @@ impl Shared {
     /// which actions their actions-topic partitions already hold, and returns the raw offset each resumes
     /// at. One reader client reads all of them at once.
     fn take_partitions(&self, parts: &[u32]) -> Result<Vec<(u32, u64)>, KafkaLogError> {
+        // Fence the previous owners first: their open transactions are aborted, so what is read below is
+        // all they will ever have published.
+        for &p in parts {
+            let producer = self.transactional_producer(p)?;
+            lock(&self.producers).insert(p, producer);
+        }
         let reader = reader(&self.cfg)?;
         let mut stored = Vec::new();
         let mut missing = Vec::new();
+        let mut payments_ends = HashMap::new();
         for &p in parts {
+            let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
+            let (_, high) = reader.fetch_watermarks(&self.cfg.payments_topic, pi, Duration::from_secs(30))?;
+            let high = u64::try_from(high).unwrap_or(0);
+            payments_ends.insert(p, high);
             match self.projection.stored_position(p)? {
+                // Another member published for p since this store last did: what is held here is behind
+                // what the topics say, so it is dropped and p restored from them instead.
+                Some(_) if high > self.projection.payments_end(p)? => {
+                    tracing::info!(
+                        partition = p,
+                        topic_end = high,
+                        written_up_to = self.projection.payments_end(p)?,
+                        "another member published for this partition since this store did: restoring it"
+                    );
+                    missing.push(p);
+                }
                 Some(pos) => stored.push((p, pos, self.projection.confirmed_end(p)?)),
                 None => missing.push(p),
             }
@@ -238,7 +297,13 @@ impl Shared {
         let mut positions: Vec<(u32, u64)> = stored.iter().map(|(p, pos, _)| (*p, *pos)).collect();
         let mut scan_from: Vec<(u32, u64)> = stored.iter().map(|(p, _, c)| (*p, *c)).collect();
         if !missing.is_empty() {
+            let forgotten = self.projection.forget_partitions(&missing, self.partitions)?;
+            if forgotten > 0 {
+                tracing::info!(partitions = ?missing, payments = forgotten, "local state of the partitions dropped");
+            }
             for report in self.restore(&reader, &missing)? {
+                let end = payments_ends.get(&report.partition).copied().unwrap_or(0);
+                self.projection.set_payments_end(report.partition, end)?;
                 positions.push((report.partition, report.resume_at));
                 scan_from.push((report.partition, report.actions_from));
                 lock(&self.restores).push(report);
@@ -263,11 +328,67 @@ impl Shared {
             Ok(())
         })?;
         lock(&self.published_ids).extend(ids);
+        for &p in parts {
+            self.publish_aside(p)?;
+        }
         let mut next = lock(&self.next);
         for (p, pos) in &positions {
             next.insert(*p, *pos);
         }
         Ok(positions)
+    }
+
+    /// A transactional producer for raw partition `p`, initialised: from here on the broker refuses the
+    /// producer of any earlier owner of `p`.
+    fn transactional_producer(&self, p: u32) -> Result<FutureProducer, KafkaLogError> {
+        let id = format!("{}.{}.{p}", self.group, self.cfg.raw_topic);
+        let producer: FutureProducer = self
+            .cfg
+            .client(&[
+                ("transactional.id", &id),
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("compression.type", "lz4"),
+                ("linger.ms", "2"),
+                // The publisher never gives up on its own: a round waits until the broker is back (and a
+                // transaction may stay open that long; a new owner aborts it at once).
+                ("message.timeout.ms", "300000"),
+                ("transaction.timeout.ms", "300000"),
+            ])
+            .create()?;
+        producer.init_transactions(Duration::from_secs(60)).map_err(|e| txn_error(p, e))?;
+        tracing::debug!(partition = p, transactional_id = %id, "transactional producer ready");
+        Ok(producer)
+    }
+
+    /// Publishes the outbox entries set aside for `p` (see the module docs), actions deduplicated against
+    /// the actions topic, and forgets them.
+    fn publish_aside(&self, p: u32) -> Result<(), KafkaLogError> {
+        let aside = self.projection.take_aside(p)?;
+        if aside.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(aside.len());
+        let (mut actions, mut updates) = (Vec::new(), Vec::new());
+        for (stream, key, bytes) in &aside {
+            keys.push(key.clone());
+            if let Some(item) = self.outbox_item(*stream, 0, bytes)? {
+                match stream {
+                    Stream::Actions => actions.push(item),
+                    Stream::Payments => updates.push(item),
+                }
+            }
+        }
+        let producers = lock(&self.producers);
+        let producer = producers.get(&p).ok_or_else(|| KafkaLogError::NotConfirmed(format!("no producer for {p}")))?;
+        self.publish_transaction(producer, Stream::Actions, p, &actions)?;
+        if let Some(end) = self.publish_transaction(producer, Stream::Payments, p, &updates)? {
+            self.projection.set_payments_end(p, end + 1)?;
+        }
+        drop(producers);
+        tracing::info!(partition = p, actions = actions.len(), updates = updates.len(), "set-aside outbox published");
+        self.projection.drop_aside(&keys)?;
+        Ok(())
     }
 
     /// Restores partitions from the compacted payments topic (see the module docs).
@@ -368,10 +489,6 @@ impl Shared {
     }
 
     fn publish_stream(&self, stream: Stream, end: u64) -> Result<(), KafkaLogError> {
-        let topic = match stream {
-            Stream::Actions => &self.cfg.actions_topic,
-            Stream::Payments => &self.cfg.payments_topic,
-        };
         loop {
             let from = self.projection.published(stream)?;
             if from >= end {
@@ -379,60 +496,167 @@ impl Shared {
             }
             let entries = self.projection.read_stream(stream, from, 2048)?;
             let Some(&(last, _)) = entries.last() else { return Ok(()) };
-            let mut pending = Vec::with_capacity(entries.len());
+            let mut by_partition: BTreeMap<u32, Vec<OutboxItem<'_>>> = BTreeMap::new();
             for (cursor, bytes) in &entries {
-                let bad = |why: String| KafkaLogError::BadMessage {
-                    topic: format!("outbox/{topic}"),
-                    partition: -1,
-                    offset: i64::try_from(*cursor).unwrap_or(-1),
-                    why,
-                };
-                let (key, partition) = match stream {
-                    Stream::Actions => {
-                        let a: Action = paystate_projector::published::parse_action(bytes).map_err(bad)?;
-                        let key = a.key.to_string();
-                        let p = partition_of(key.as_bytes(), self.partitions);
-                        if lock(&self.published_ids).get(&p).is_some_and(|ids| ids.contains(a.id.as_str())) {
-                            continue; // already in the topic (produced before a crash or by a previous owner)
-                        }
-                        (key, p)
-                    }
-                    Stream::Payments => {
-                        let u: UpdateEnvelope = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-                        (u.key, u.partition)
-                    }
-                };
-                let pi = i32::try_from(partition).map_err(|_| bad("partition".into()))?;
-                let mut record = FutureRecord::to(topic).partition(pi).key(&key).payload(bytes);
-                if stream == Stream::Payments {
-                    let from = lock(&self.previous_round_start).get(&partition).copied().unwrap_or(0).to_string();
-                    record =
-                        record.headers(OwnedHeaders::new().insert(Header { key: ACTIONS_FROM, value: Some(&from) }));
+                if let Some(item) = self.outbox_item(stream, *cursor, bytes)? {
+                    by_partition.entry(item.partition).or_default().push(item);
                 }
-                let delivery = self
-                    .producer
-                    .send_result(record)
-                    .map_err(|(e, _)| KafkaLogError::NotConfirmed(format!("{topic}: {e}")))?;
-                pending.push(delivery);
             }
             let mut confirmed: BTreeMap<u32, u64> = BTreeMap::new();
-            for delivery in pending {
-                match self.runtime.block_on(delivery) {
-                    Ok(Ok(d)) => {
-                        if let (Ok(p), Ok(o)) = (u32::try_from(d.partition), u64::try_from(d.offset)) {
-                            let e = confirmed.entry(p).or_insert(0);
-                            *e = (*e).max(o + 1);
+            let mut aside = Vec::new();
+            {
+                let producers = lock(&self.producers);
+                for (p, items) in &by_partition {
+                    match producers.get(p) {
+                        Some(producer) => {
+                            if let Some(end) = self.publish_transaction(producer, stream, *p, items)? {
+                                // Actions: where a later scan starts. Payments: the end expected when nobody
+                                // else writes, past the commit marker.
+                                confirmed.insert(*p, if stream == Stream::Payments { end + 1 } else { end });
+                            }
                         }
+                        None => aside.extend(items.iter().map(|i| (*p, i.cursor, i.bytes.to_vec()))),
                     }
-                    Ok(Err((e, _))) => return Err(KafkaLogError::NotConfirmed(format!("{topic}: {e}"))),
-                    Err(_) => return Err(KafkaLogError::NotConfirmed(format!("{topic}: delivery report lost"))),
                 }
             }
-            if stream == Stream::Payments {
-                confirmed.clear(); // confirmed ends are kept for the actions topic only
+            if !aside.is_empty() {
+                tracing::info!(entries = aside.len(), ?stream, "outbox entries of partitions not owned set aside");
             }
-            self.projection.mark_published(stream, last, &confirmed)?;
+            self.projection.mark_published(stream, last, &confirmed, &aside)?;
         }
+    }
+
+    /// Decodes one outbox entry: its key and partition; `None` for an action already in the topic.
+    fn outbox_item<'a>(
+        &self,
+        stream: Stream,
+        cursor: u64,
+        bytes: &'a [u8],
+    ) -> Result<Option<OutboxItem<'a>>, KafkaLogError> {
+        let bad = |why: String| KafkaLogError::BadMessage {
+            topic: format!("outbox/{}", self.topic_of(stream)),
+            partition: -1,
+            offset: i64::try_from(cursor).unwrap_or(-1),
+            why,
+        };
+        let (key, partition) = match stream {
+            Stream::Actions => {
+                let a: Action = paystate_projector::published::parse_action(bytes).map_err(bad)?;
+                let key = a.key.to_string();
+                let p = partition_of(key.as_bytes(), self.partitions);
+                if lock(&self.published_ids).get(&p).is_some_and(|ids| ids.contains(a.id.as_str())) {
+                    return Ok(None); // already in the topic (produced before a crash or by a previous owner)
+                }
+                (key, p)
+            }
+            Stream::Payments => {
+                let u: UpdateEnvelope = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                (u.key, u.partition)
+            }
+        };
+        Ok(Some(OutboxItem { cursor, key, partition, bytes }))
+    }
+
+    fn topic_of(&self, stream: Stream) -> &str {
+        match stream {
+            Stream::Actions => &self.cfg.actions_topic,
+            Stream::Payments => &self.cfg.payments_topic,
+        }
+    }
+
+    /// Produces `items` (all of raw partition `p`) to partition `p` of the stream's topic in one transaction
+    /// of `producer`, and returns the offset after the last one, once committed.
+    fn publish_transaction(
+        &self,
+        producer: &FutureProducer,
+        stream: Stream,
+        p: u32,
+        items: &[OutboxItem<'_>],
+    ) -> Result<Option<u64>, KafkaLogError> {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let topic = self.topic_of(stream);
+        let pi = i32::try_from(p).map_err(|_| KafkaLogError::NotConfirmed(format!("partition {p}")))?;
+        let from = lock(&self.previous_round_start).get(&p).copied().unwrap_or(0).to_string();
+        producer.begin_transaction().map_err(|e| self.abort(producer, p, e))?;
+        let mut pending = Vec::with_capacity(items.len());
+        for item in items {
+            let mut record = FutureRecord::to(topic).partition(pi).key(&item.key).payload(item.bytes);
+            if stream == Stream::Payments {
+                record = record.headers(OwnedHeaders::new().insert(Header { key: ACTIONS_FROM, value: Some(&from) }));
+            }
+            match producer.send_result(record) {
+                Ok(delivery) => pending.push(delivery),
+                Err((e, _)) => return Err(self.abort(producer, p, e)),
+            }
+        }
+        let mut end = 0u64;
+        for delivery in pending {
+            match self.runtime.block_on(delivery) {
+                Ok(Ok(d)) => {
+                    if let Ok(o) = u64::try_from(d.offset) {
+                        end = end.max(o + 1);
+                    }
+                }
+                Ok(Err((e, _))) => return Err(self.abort(producer, p, e)),
+                Err(_) => {
+                    let e = KafkaError::Canceled;
+                    return Err(self.abort(producer, p, e));
+                }
+            }
+        }
+        producer.commit_transaction(Duration::from_secs(300)).map_err(|e| self.abort(producer, p, e))?;
+        Ok(Some(end))
+    }
+
+    /// Aborts the open transaction of `producer` where `e` allows it, and classifies `e` (a fatal error is
+    /// classified by the producer's fatal error, which tells fencing apart).
+    fn abort(&self, producer: &FutureProducer, p: u32, e: KafkaError) -> KafkaLogError {
+        // After a fatal error (being fenced is one) what fails next says little (a purged message): the
+        // producer's fatal error is the cause.
+        let err = match producer.client().fatal_error() {
+            Some((code, why)) => txn_error(p, KafkaError::MessageProduction(code)).with_detail(&why),
+            None => txn_error(p, e),
+        };
+        if !matches!(err, KafkaLogError::Fenced { .. }) {
+            if let Err(abort) = producer.abort_transaction(Duration::from_secs(60)) {
+                tracing::warn!(partition = p, error = %abort, "aborting the transaction failed");
+            }
+        }
+        err
+    }
+}
+
+impl KafkaLogError {
+    /// The error with the broker's own words added.
+    fn with_detail(self, detail: &str) -> KafkaLogError {
+        match self {
+            KafkaLogError::Fenced { partition, why } => {
+                KafkaLogError::Fenced { partition, why: format!("{why}: {detail}") }
+            }
+            KafkaLogError::NotConfirmed(why) => KafkaLogError::NotConfirmed(format!("{why}: {detail}")),
+            other => other,
+        }
+    }
+}
+
+/// One outbox entry on its way to a topic.
+struct OutboxItem<'a> {
+    cursor: u64,
+    key: String,
+    partition: u32,
+    bytes: &'a [u8],
+}
+
+/// Classifies a producer error of partition `p`'s transactional producer: being fenced (another member
+/// took the partition) is [`KafkaLogError::Fenced`]; anything else means the round was not confirmed.
+fn txn_error(p: u32, e: KafkaError) -> KafkaLogError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch) => {
+            KafkaLogError::Fenced { partition: p, why: e.to_string() }
+        }
+        _ => KafkaLogError::NotConfirmed(format!("transaction of partition {p}: {e}")),
     }
 }
 
@@ -450,7 +674,10 @@ pub(crate) fn reader(cfg: &KafkaConfig) -> Result<BaseConsumer<ReaderContext>, K
         .client(&[
             ("group.id", "paystate-reader"),
             ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
+            // Only committed transactions, and an end-of-partition event: with transactions, the last
+            // offsets before a partition's end are commit markers that no consumer is handed.
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
         ])
         .create_with_context(ReaderContext)?)
@@ -537,7 +764,10 @@ pub(crate) fn read_partitions(
                     ends.remove(&m.partition());
                 }
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+            // The end as it is now, at or past the one queried: markers and aborted records end there.
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(pi))) => {
+                ends.remove(&pi);
+            }
             Some(Err(e)) => return Err(e.into()),
             None => {}
         }
@@ -590,25 +820,17 @@ impl KafkaProjector {
             Some(n) => n,
             None => crate::topic_partitions(cfg, &cfg.raw_topic, Duration::from_secs(10))?,
         };
-        let producer: FutureProducer = cfg
-            .client(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("compression.type", "lz4"),
-                ("linger.ms", "2"),
-                // The publisher never gives up on its own: a round waits until the broker is back.
-                ("message.timeout.ms", "300000"),
-            ])
-            .create()?;
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             projection,
             partitions,
-            producer,
+            group: options.group.clone(),
+            producers: Mutex::new(HashMap::new()),
             runtime,
             next: Mutex::new(HashMap::new()),
             published_ids: Mutex::new(HashMap::new()),
             fatal: Mutex::new(None),
+            failed: AtomicBool::new(false),
             restores: Mutex::new(Vec::new()),
             previous_round_start: Mutex::new(HashMap::new()),
         });
@@ -626,6 +848,7 @@ impl KafkaProjector {
         let client_id = format!("paystate-project-{}-{}", std::process::id(), unique_suffix());
         let session = options.session_timeout.as_millis().to_string();
         let heartbeat = (options.session_timeout.as_millis() / 4).max(100).to_string();
+        let max_poll = options.max_poll_interval.max(options.session_timeout).as_millis().to_string();
         let consumer: BaseConsumer<Context> = cfg
             .client(&[
                 ("group.id", &options.group),
@@ -635,6 +858,7 @@ impl KafkaProjector {
                 ("auto.offset.reset", "earliest"),
                 ("session.timeout.ms", &session),
                 ("heartbeat.interval.ms", &heartbeat),
+                ("max.poll.interval.ms", &max_poll),
                 ("partition.assignment.strategy", "range"),
                 ("statistics.interval.ms", "1000"),
             ])
@@ -690,8 +914,22 @@ impl KafkaProjector {
     }
 
     /// Gathers one batch (waiting up to 100 ms for the first record), commits it in one sled transaction,
-    /// then publishes the outbox.
+    /// then publishes the outbox. After an error the projector is failed for good (see
+    /// [`KafkaLogError::Fenced`]): drop it and start a new one.
     pub fn step(&self) -> Result<Progress, KafkaLogError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(lock(&self.shared.fatal)
+                .take()
+                .unwrap_or_else(|| KafkaLogError::NotConfirmed("the projector failed before".into())));
+        }
+        let result = self.gather_and_commit();
+        if result.is_err() {
+            self.shared.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn gather_and_commit(&self) -> Result<Progress, KafkaLogError> {
         let mut by_partition: BTreeMap<u32, Vec<(u64, LogRecord)>> = BTreeMap::new();
         let mut count = 0usize;
         let mut deadline: Option<Instant> = None;
@@ -755,6 +993,10 @@ impl KafkaProjector {
                     }
                 }
             }
+        }
+        // A failure in a rebalance callback (fenced, say) stops the projector before it writes anything.
+        if let Some(e) = lock(&self.shared.fatal).take() {
+            return Err(e);
         }
         // Only partitions still owned (a rebalance during the gather may have taken some away).
         let owned: HashSet<u32> = lock(&self.shared.next).keys().copied().collect();

@@ -89,6 +89,9 @@ fn read_topic(cfg: &KafkaConfig, topic: &str) -> Vec<Msg> {
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
+        // Committed transactions only; their commit markers end a partition, so its end is an event.
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
     let mut out = Vec::new();
@@ -102,7 +105,12 @@ fn read_topic(cfg: &KafkaConfig, topic: &str) -> Vec<Msg> {
         consumer.assign(&tpl).expect("assign");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let m = match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => m,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                _ => continue,
+            };
+            {
                 let names = m.headers().map(|h| h.iter().map(|x| x.key.to_owned()).collect()).unwrap_or_default();
                 out.push((
                     m.partition(),

@@ -184,6 +184,19 @@ fn deadline_key(partition: u32, at: i64, key: &str) -> Vec<u8> {
     k
 }
 
+/// Key of a set-aside outbox entry: partition, stream (0 actions, 1 payments), cursor, all big-endian, so a
+/// partition's entries read actions first, each stream in commit order.
+fn aside_key(partition: u32, stream: Stream, cursor: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.push(match stream {
+        Stream::Actions => 0,
+        Stream::Payments => 1,
+    });
+    k.extend_from_slice(&cursor.to_be_bytes());
+    k
+}
+
 fn watermark_key(partition: u32) -> Vec<u8> {
     let mut k = b"watermark/".to_vec();
     k.extend_from_slice(&partition.to_be_bytes());
@@ -218,6 +231,9 @@ pub struct Projection {
     lifecycles: sled::Tree,
     /// A payment's applied events, one entry each (see [`crate::format::history_key`]).
     history: sled::Tree,
+    /// Outbox entries set aside for a partition this store did not own when they were due (see
+    /// [`Projection::mark_published`]): key = partition, stream, cursor (big-endian); value = the entry.
+    aside: sled::Tree,
 }
 
 fn lifecycle_of_key(payment: &[u8]) -> Vec<u8> {
@@ -304,6 +320,7 @@ impl Projection {
             deadlines: db.open_tree("deadlines")?,
             lifecycles: db.open_tree("lifecycles")?,
             history: db.open_tree("history")?,
+            aside: db.open_tree("outbox/aside")?,
         })
     }
 
@@ -569,18 +586,137 @@ impl Projection {
     /// Records that `stream` is published and confirmed up to `cursor`, and the actions topic's confirmed
     /// ends per partition. Not flushed on its own: losing it only means publishing again, which readers
     /// dedupe by action id (and the projector by scanning the topic).
+    ///
+    /// For the payments stream, `confirmed` holds the payments topic's end expected after the round (see
+    /// [`Projection::payments_end`]) instead.
+    ///
+    /// `aside` are the entries of the round that were not published because their partition was not this
+    /// store's to publish (`(partition, cursor, entry)`): they are kept, in the same transaction that
+    /// moves the cursor past them, until [`Projection::take_aside`] hands them to whoever publishes that
+    /// partition again from this store.
     pub fn mark_published(
         &self,
         stream: Stream,
         cursor: u64,
         confirmed: &BTreeMap<u32, u64>,
+        aside: &[(u32, u64, Vec<u8>)],
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(stream.published_key(), &cursor.to_be_bytes());
-        for (p, end) in confirmed {
-            batch.insert(&confirmed_key(*p), &end.to_be_bytes());
+        (&self.meta, &self.aside).transaction(|(meta, tx_aside)| {
+            meta.insert(stream.published_key(), &cursor.to_be_bytes())?;
+            for (p, end) in confirmed {
+                match stream {
+                    Stream::Actions => meta.insert(&confirmed_key(*p), &end.to_be_bytes())?,
+                    Stream::Payments => meta.insert(&payments_end_key(*p), &end.to_be_bytes())?,
+                };
+            }
+            for (p, at, entry) in aside {
+                tx_aside.insert(aside_key(*p, stream, *at), entry.as_slice())?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        if !aside.is_empty() {
+            self.db.flush()?;
         }
-        self.meta.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The end (high watermark) of `partition` of the payments topic as this store's last write left it
+    /// (0 when it never wrote there): a larger end means another member wrote there since.
+    pub fn payments_end(&self, partition: u32) -> Result<u64, StoreError> {
+        Ok(match self.meta.get(payments_end_key(partition))? {
+            Some(v) => u64_of("meta", &v)?,
+            None => 0,
+        })
+    }
+
+    /// Records the end of `partition` of the payments topic as a restore found it.
+    pub fn set_payments_end(&self, partition: u32, end: u64) -> Result<(), StoreError> {
+        self.meta.insert(payments_end_key(partition), &end.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Forgets everything this store holds of raw partitions `parts` (of `partitions`): their payments
+    /// with their histories and index entries, deadlines, position, cursors and set-aside outbox entries.
+    /// For a partition whose local state can no longer be trusted (another member published for it since),
+    /// before it is restored from the topics. The positions go first, flushed: a crash half-way leaves the
+    /// partitions "never held", so they are forgotten again and restored at the next take. Returns the
+    /// number of payments removed.
+    pub fn forget_partitions(&self, parts: &[u32], partitions: u32) -> Result<u64, StoreError> {
+        if parts.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        for p in parts {
+            batch.remove(&p.to_be_bytes());
+        }
+        self.offsets.apply_batch(batch)?;
+        self.db.flush()?;
+        let (mut payments, mut lifecycles, mut history) =
+            (sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
+        let mut removed = 0;
+        for k in self.payments.iter().keys() {
+            let k = k?;
+            if !parts.contains(&paystate_core::partition_of(&k, partitions)) {
+                continue;
+            }
+            payments.remove(k.clone());
+            let of_key = lifecycle_of_key(&k);
+            if let Some(old) = self.lifecycles.get(&of_key)? {
+                lifecycles.remove(lifecycle_index_key(&String::from_utf8_lossy(&old), &k));
+            }
+            lifecycles.remove(of_key);
+            for h in self.history.scan_prefix(history_prefix(&k)).keys() {
+                history.remove(h?);
+            }
+            removed += 1;
+        }
+        self.history.apply_batch(history)?;
+        self.lifecycles.apply_batch(lifecycles)?;
+        self.payments.apply_batch(payments)?;
+        let (mut meta, mut deadlines, mut aside) =
+            (sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
+        for p in parts {
+            for k in self.deadlines.scan_prefix(p.to_be_bytes()).keys() {
+                deadlines.remove(k?);
+            }
+            for k in self.aside.scan_prefix(p.to_be_bytes()).keys() {
+                aside.remove(k?);
+            }
+            meta.remove(&confirmed_key(*p));
+            meta.remove(&payments_end_key(*p));
+            meta.remove(watermark_key(*p));
+        }
+        self.deadlines.apply_batch(deadlines)?;
+        self.aside.apply_batch(aside)?;
+        self.meta.apply_batch(meta)?;
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    /// The outbox entries set aside for `partition`, actions first, each stream in commit order, with the
+    /// key to pass to [`Projection::drop_aside`] once they are published.
+    pub fn take_aside(&self, partition: u32) -> Result<Vec<(Stream, Vec<u8>, sled::IVec)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.aside.scan_prefix(partition.to_be_bytes()) {
+            let (k, v) = item?;
+            let stream = match k.get(4) {
+                Some(0) => Stream::Actions,
+                Some(1) => Stream::Payments,
+                _ => return Err(StoreError::Corrupt { tree: "outbox/aside", why: format!("key {k:?}") }),
+            };
+            out.push((stream, k.to_vec(), v));
+        }
+        Ok(out)
+    }
+
+    /// Forgets set-aside entries (their keys from [`Projection::take_aside`]) once they are published.
+    pub fn drop_aside(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k.as_slice());
+        }
+        self.aside.apply_batch(batch)?;
+        self.db.flush()?;
         Ok(())
     }
 
@@ -913,6 +1049,13 @@ fn dead_key(d: &DeadLetter) -> [u8; 12] {
 fn confirmed_key(partition: u32) -> [u8; 14] {
     let mut k = *b"confirmed/\0\0\0\0";
     k[10..].copy_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// Key of the payments topic's end (high watermark) expected after this store's last write to a partition.
+fn payments_end_key(partition: u32) -> [u8; 17] {
+    let mut k = *b"payments-end/\0\0\0\0";
+    k[13..].copy_from_slice(&partition.to_be_bytes());
     k
 }
 

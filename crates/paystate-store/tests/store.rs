@@ -402,3 +402,43 @@ fn every_kind_of_stored_payment_and_event_keeps_its_bytes() {
         assert_eq!(projection.payment_with_history(&key).expect("decode").as_ref(), Some(p), "{key}");
     }
 }
+
+/// `forget_partitions` drops exactly the chosen partitions' payments (with their histories and lifecycle
+/// index entries), positions and set-aside outbox entries, and leaves every other partition as it was.
+#[test]
+fn forgetting_partitions_drops_them_and_nothing_else() {
+    use paystate_core::Lifecycle;
+    use paystate_store::Stream;
+    const PARTITIONS: u32 = 4;
+    let payments = golden_payments();
+    let partition = |p: &PaymentWithHistory| paystate_core::partition_of(p.state().key.to_string().as_bytes(), 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let projection = Store::open_projection(dir.path()).expect("open");
+    for p in 0..PARTITIONS {
+        let of_p: Vec<PaymentWithHistory> = payments.iter().filter(|x| partition(x) == p).cloned().collect();
+        projection.restore(p, &of_p, 10 + u64::from(p)).expect("store");
+    }
+    projection
+        .mark_published(Stream::Payments, 0, &Default::default(), &[(1, 7, b"one".to_vec()), (3, 8, b"three".to_vec())])
+        .expect("aside");
+    let forgotten: Vec<u32> = vec![1, 2];
+    let gone = payments.iter().filter(|x| forgotten.contains(&partition(x))).count() as u64;
+    assert!(gone > 0 && gone < payments.len() as u64, "the scenarios span the partitions");
+    assert_eq!(projection.forget_partitions(&forgotten, PARTITIONS).expect("forget"), gone);
+    for p in &payments {
+        let key = p.state().key.to_string();
+        let kept = !forgotten.contains(&partition(p));
+        let stored = projection.payment_with_history(&key).expect("read");
+        assert_eq!(stored.as_ref(), kept.then_some(p), "{key}");
+        assert_eq!(projection.history(&key).expect("history").is_empty(), !kept, "{key}");
+    }
+    let indexed: usize =
+        Lifecycle::ALL.iter().map(|l| projection.payments_in(*l, None, 1000, |_| true).expect("index").len()).sum();
+    assert_eq!(indexed as u64, payments.len() as u64 - gone, "the lifecycle index lost exactly those");
+    for p in 0..PARTITIONS {
+        let held = projection.stored_position(p).expect("position");
+        assert_eq!(held, (!forgotten.contains(&p)).then_some(10 + u64::from(p)), "partition {p}");
+        let aside = projection.take_aside(p).expect("aside");
+        assert_eq!(aside.len(), usize::from(p == 3), "set-aside entries of partition {p}");
+    }
+}

@@ -186,30 +186,40 @@ fn check(brokers: &str, dir: &Path, acked: bool) -> (bool, Value) {
     (out.status.success(), v)
 }
 
+/// `paystate simulate` of `payments` payments into `url` (8 connections), writing `truth.jsonl` and
+/// `acked.txt` into `dir`.
+fn simulate(url: &str, payments: u32, seed: u32, dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["simulate", "--url", url, "--secret", SECRET, "--payments", &payments.to_string()])
+        .args(["--seed", &seed.to_string(), "--concurrency", "8", "--timeout-ms", "10000"])
+        .arg("--truth")
+        .arg(dir.join("truth.jsonl"))
+        .arg("--acked")
+        .arg(dir.join("acked.txt"))
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// An Apache Kafka node, an ingress into it (4 partitions) and the directory of the test's files.
+fn kafka_and_ingress(name: &str) -> (tempfile::TempDir, Kafka, Proc) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kafka = Kafka::start(name, 1);
+    let ingress =
+        start(&[&["ingress"][..], &webhook_args(&kafka.brokers, "4")].concat(), Some(&dir.path().join("ingress.log")));
+    (dir, kafka, ingress)
+}
+
 #[test]
 fn scale_out_on_apache_kafka_with_a_sigkilled_projector_and_a_fresh_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kafka = Kafka::start("scale-out", 1);
+    let (dir, kafka, ingress) = kafka_and_ingress("scale-out");
     let brokers = kafka.brokers.clone();
-    let ingress =
-        start(&[&["ingress"][..], &webhook_args(&brokers, "4")].concat(), Some(&dir.path().join("ingress.log")));
     let url = ingress.webhook_url();
     let a = projector(&brokers, &dir.path().join("a"), &dir.path().join("a.log"));
     let b = projector(&brokers, &dir.path().join("b"), &dir.path().join("b.log"));
 
     let started = Instant::now();
     let payments = 600;
-    let sim = Command::new(BIN)
-        .args(["simulate", "--url", &url, "--secret", SECRET, "--payments", &payments.to_string()])
-        .args(["--seed", "31", "--concurrency", "8", "--timeout-ms", "10000"])
-        .arg("--truth")
-        .arg(dir.path().join("truth.jsonl"))
-        .arg("--acked")
-        .arg(dir.path().join("acked.txt"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("simulate");
+    let sim = simulate(&url, payments, 31, dir.path()).stdout(Stdio::piped()).spawn().expect("simulate");
 
     // Midway: once projector A has published part of its projection, SIGKILL it and start a fresh member.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -383,4 +393,88 @@ fn serve_with_the_kafka_log() {
     assert!(st.success());
     let lines = std::fs::read_to_string(&export).expect("export file");
     assert_eq!(lines.lines().count(), 150, "one line per payment");
+}
+
+/// Fencing, on Apache Kafka: projector A (in this process, so that its stall is exact) has folded part of
+/// the raw topic and holds committed but unpublished outbox entries when it stops polling. B, of the same
+/// group with an empty store, is given every partition once A is put out of the group, restores them from
+/// the payments topic and catches up. When A comes back, the broker refuses its transactional producers:
+/// A stops with `Fenced` and adds nothing to the topics. An independent `read_committed` consumer then
+/// finds every payment's last value equal to its truth and no action id twice. Without fencing, A's stale
+/// entries (states older than B's) would land after B's.
+#[test]
+fn a_stalled_projector_is_fenced_and_adds_nothing_after_the_new_owner() {
+    use paystate_kafka::{KafkaConfig, KafkaLogError, KafkaProjector, ProjectorOptions};
+    use paystate_store::{LogView, Store, Stream};
+
+    let (dir, kafka, ingress) = kafka_and_ingress("fencing");
+    let brokers = kafka.brokers.clone();
+    let sim = simulate(&ingress.webhook_url(), 300, 41, dir.path()).output().expect("simulate");
+    assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
+    let acked = std::fs::read_to_string(dir.path().join("acked.txt")).expect("acked").lines().count() as u64;
+    assert!(acked > 1000, "{acked} deliveries acknowledged");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let cfg = KafkaConfig::new(brokers.clone());
+    let options = ProjectorOptions {
+        group: "fencing".into(),
+        batch_max: 16,
+        session_timeout: Duration::from_secs(6),
+        max_poll_interval: Duration::from_secs(6),
+        partitions: Some(4),
+        ..ProjectorOptions::default()
+    };
+    let store_a = Store::open_projection(&dir.path().join("a")).expect("store A");
+    let a = KafkaProjector::new(&cfg, store_a.clone(), options.clone(), runtime.handle().clone()).expect("A");
+    let unpublished = |s: &paystate_store::Projection| {
+        s.stream_end(Stream::Payments).expect("end") > s.published(Stream::Payments).expect("published")
+    };
+    let (mut consumed, deadline) = (0, Instant::now() + Duration::from_secs(120));
+    while consumed < acked / 3 || !unpublished(&store_a) {
+        consumed += a.step().expect("A steps").records;
+        assert!(Instant::now() < deadline, "A consumed {consumed} of {acked}");
+    }
+    assert!(store_a.published(Stream::Payments).expect("published") > 0, "A published part of what it folded");
+
+    // A stalls (no poll, no publish). B takes every partition and catches up with the raw topic.
+    let store_b = Store::open_projection(&dir.path().join("b")).expect("store B");
+    let b = KafkaProjector::new(&cfg, store_b.clone(), options, runtime.handle().clone()).expect("B");
+    let ends = b.ends();
+    let caught_up = || {
+        b.restores().len() == 4
+            && (0..4u32).all(|p| {
+                let end = ends.end(p);
+                end > 0 && store_b.stored_position(p).expect("position") == Some(end)
+            })
+            && !unpublished(&store_b)
+            && store_b.stream_end(Stream::Actions).expect("end") == store_b.published(Stream::Actions).expect("pub")
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !caught_up() {
+        b.step().expect("B steps");
+        assert!(Instant::now() < deadline, "B did not take over: restores {:?}", b.restores());
+    }
+    let restored: u64 = b.restores().iter().map(|r| r.payments).sum();
+    assert!(restored > 0, "B restored A's published payments: {:?}", b.restores());
+
+    // A comes back: fenced, it stops.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let err = loop {
+        match a.step() {
+            Ok(_) => assert!(Instant::now() < deadline, "A was never refused"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, KafkaLogError::Fenced { .. }), "A stopped with {err}");
+    assert!(unpublished(&store_a), "A's entries were never published");
+    drop(a);
+    for _ in 0..3 {
+        b.step().expect("B keeps running");
+    }
+
+    let (ok, v) = check(&brokers, dir.path(), true);
+    assert!(ok, "the projection topics after fencing: {v}");
+    assert_eq!(v["payments_checked"].as_u64(), Some(300), "{v}");
+    assert_eq!(v["duplicate_action_ids"], serde_json::json!([]), "{v}");
+    assert_eq!(v["mismatches"], serde_json::json!([]), "{v}");
 }

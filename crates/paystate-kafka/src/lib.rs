@@ -110,6 +110,9 @@ pub struct KafkaConfig {
     pub payments_topic: String,
     /// Actions topic.
     pub actions_topic: String,
+    /// Compacted topic of the payments' applied events (key = payment key, `#`, event id), from which a
+    /// restore rebuilds each payment's history; the payment updates carry only each batch's changes.
+    pub history_topic: String,
 }
 
 impl KafkaConfig {
@@ -121,6 +124,7 @@ impl KafkaConfig {
             raw_topic: "stripe.events".into(),
             payments_topic: "paystate.payments".into(),
             actions_topic: "paystate.actions".into(),
+            history_topic: "paystate.history".into(),
         }
     }
 
@@ -167,9 +171,9 @@ fn partitions_of(client: &BaseConsumer, topic: &str, timeout: Duration) -> Resul
     }
 }
 
-/// Creates the raw, payments (compacted) and actions topics with `partitions` partitions each when they do
-/// not exist, then checks that all three have the raw topic's partition count (partition p of each belongs
-/// to the same projector). Returns that count.
+/// Creates the raw, payments (compacted), actions and history (compacted) topics with `partitions`
+/// partitions each when they do not exist, then checks that all four have the raw topic's partition count
+/// (partition p of each belongs to the same projector). Returns that count.
 pub async fn ensure_topics(cfg: &KafkaConfig, partitions: u32, replication: i32) -> Result<u32, KafkaLogError> {
     let admin: AdminClient<DefaultClientContext> = cfg.client(&[]).create()?;
     let n = i32::try_from(partitions)
@@ -178,6 +182,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig, partitions: u32, replication: i32)
         NewTopic::new(&cfg.raw_topic, n, TopicReplication::Fixed(replication)),
         NewTopic::new(&cfg.payments_topic, n, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact"),
         NewTopic::new(&cfg.actions_topic, n, TopicReplication::Fixed(replication)),
+        NewTopic::new(&cfg.history_topic, n, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(topics.iter(), &opts).await? {
@@ -207,7 +212,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig, partitions: u32, replication: i32)
 
 fn check_partitions(cfg: &KafkaConfig, client: &BaseConsumer) -> Result<u32, KafkaLogError> {
     let raw = partitions_of(client, &cfg.raw_topic, Duration::from_secs(5))?;
-    for t in [&cfg.payments_topic, &cfg.actions_topic] {
+    for t in [&cfg.payments_topic, &cfg.actions_topic, &cfg.history_topic] {
         let n = partitions_of(client, t, Duration::from_secs(5))?;
         if n != raw {
             return Err(KafkaLogError::Topic {

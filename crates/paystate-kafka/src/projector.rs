@@ -32,8 +32,8 @@
 
 use crate::group::GroupWatch;
 use crate::{record_of, KafkaConfig, KafkaLogError};
-use paystate_core::{partition_of, Action};
-use paystate_projector::{Folder, Progress};
+use paystate_core::{partition_of, Action, PaymentEvent};
+use paystate_projector::{Folder, Progress, Snapshot};
 use paystate_store::{LogRecord, LogView, Projection, Stream};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -265,9 +265,20 @@ impl Shared {
     fn take_partitions(&self, parts: &[u32]) -> Result<Vec<(u32, u64)>, KafkaLogError> {
         // Fence the previous owners first: their open transactions are aborted, so what is read below is
         // all they will ever have published.
-        for &p in parts {
-            let producer = self.transactional_producer(p)?;
-            lock(&self.producers).insert(p, producer);
+        // In parallel: each init_transactions is a few round trips to the transaction coordinator.
+        let producers: Vec<(u32, Result<FutureProducer, KafkaLogError>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                parts.iter().map(|&p| (p, scope.spawn(move || self.transactional_producer(p)))).collect();
+            handles
+                .into_iter()
+                .map(|(p, h)| {
+                    let r = h.join().unwrap_or_else(|_| Err(KafkaLogError::NotConfirmed(format!("producer {p}"))));
+                    (p, r)
+                })
+                .collect()
+        });
+        for (p, producer) in producers {
+            lock(&self.producers).insert(p, producer?);
         }
         let reader = reader(&self.cfg)?;
         let mut stored = Vec::new();
@@ -433,19 +444,51 @@ impl Shared {
             }
             Ok(())
         })?;
+        // Snapshots of this release carry one batch's changes: the histories are in the history topic.
+        let mut parsed: HashMap<u32, Vec<Snapshot>> = HashMap::new();
+        for &p in parts {
+            for (_, (_, at, snapshot)) in latest.remove(&p).unwrap_or_default() {
+                let s = paystate_projector::parse_snapshot(&snapshot).map_err(|why| KafkaLogError::BadMessage {
+                    topic: topic.clone(),
+                    partition: i32::try_from(p).unwrap_or(-1),
+                    offset: at,
+                    why,
+                })?;
+                parsed.entry(p).or_default().push(s);
+            }
+        }
+        let need_history: Vec<(u32, u64)> = parts
+            .iter()
+            .filter(|p| parsed.get(p).is_some_and(|v| v.iter().any(|s| matches!(s, Snapshot::Changes { .. }))))
+            .map(|p| (*p, 0))
+            .collect();
+        let mut histories = self.read_histories(reader, &need_history)?;
         let mut reports = Vec::new();
         for &p in parts {
-            let resume_at = max_offset.get(&p).map_or(0, |m| m.0 + 1);
+            let mut resume_at = max_offset.get(&p).map_or(0, |m| m.0 + 1);
+            let mut actions_from = max_offset.get(&p).map_or(0, |m| m.1);
             let mut payments = Vec::new();
-            for (_, (_, at, snapshot)) in latest.remove(&p).unwrap_or_default() {
-                payments.push(paystate_projector::parse_snapshot(&snapshot).map_err(|why| {
-                    KafkaLogError::BadMessage {
-                        topic: topic.clone(),
-                        partition: i32::try_from(p).unwrap_or(-1),
-                        offset: at,
-                        why,
+            for s in parsed.remove(&p).unwrap_or_default() {
+                match s {
+                    Snapshot::Whole(w) => payments.push(*w),
+                    Snapshot::Changes { key, emitted, events_applied, .. } => {
+                        let events: Vec<_> =
+                            histories.remove(&key.to_string()).unwrap_or_default().into_values().collect();
+                        if events.len() as u64 != events_applied {
+                            tracing::warn!(
+                                partition = p,
+                                payment = %key,
+                                in_history_topic = events.len(),
+                                events_applied,
+                                "a payment's history is incomplete in the history topic: replaying the partition"
+                            );
+                            (resume_at, actions_from) = (0, 0);
+                            payments.clear();
+                            break;
+                        }
+                        payments.push(paystate_projector::published::whole(key, emitted, events));
                     }
-                })?);
+                }
             }
             self.projection.restore(p, &payments, resume_at)?;
             let report = RestoreReport {
@@ -453,7 +496,7 @@ impl Shared {
                 messages: messages.get(&p).copied().unwrap_or(0),
                 payments: payments.len() as u64,
                 resume_at,
-                actions_from: max_offset.get(&p).map_or(0, |m| m.1),
+                actions_from,
                 elapsed: started.elapsed(),
             };
             tracing::info!(
@@ -468,6 +511,41 @@ impl Shared {
             reports.push(report);
         }
         Ok(reports)
+    }
+
+    /// The events in the history topic of partitions `from` (each from its offset), by payment key and event
+    /// id, tombstones applied.
+    fn read_histories(
+        &self,
+        reader: &BaseConsumer<ReaderContext>,
+        from: &[(u32, u64)],
+    ) -> Result<HashMap<String, BTreeMap<String, PaymentEvent>>, KafkaLogError> {
+        let topic = self.cfg.history_topic.clone();
+        let mut out: HashMap<String, BTreeMap<String, PaymentEvent>> = HashMap::new();
+        read_partitions(reader, &topic, from, |p, m| {
+            let bad = |why: String| KafkaLogError::BadMessage {
+                topic: topic.clone(),
+                partition: i32::try_from(p).unwrap_or(-1),
+                offset: m.offset(),
+                why,
+            };
+            match m.payload() {
+                Some(bytes) => {
+                    let (key, ev) = paystate_projector::published::parse_history_message(bytes).map_err(bad)?;
+                    out.entry(key).or_default().insert(ev.id.as_str().to_owned(), ev);
+                }
+                None => {
+                    let k = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+                    let (key, id) = paystate_projector::published::parse_history_key(&k)
+                        .ok_or_else(|| bad(format!("tombstone key {k:?}")))?;
+                    if let Some(events) = out.get_mut(key) {
+                        events.remove(id);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Publishes the whole outbox: actions, then payment updates, each confirmed before the cursor moves.
@@ -551,10 +629,17 @@ impl Shared {
             }
             Stream::Payments => {
                 let u: UpdateEnvelope = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-                (u.key, u.partition)
+                let history = u.snapshot.as_ref().map(|s| history_messages(&u.key, s)).transpose().map_err(bad)?;
+                return Ok(Some(OutboxItem {
+                    cursor,
+                    key: u.key,
+                    partition: u.partition,
+                    bytes,
+                    history: history.unwrap_or_default(),
+                }));
             }
         };
-        Ok(Some(OutboxItem { cursor, key, partition, bytes }))
+        Ok(Some(OutboxItem { cursor, key, partition, bytes, history: Vec::new() }))
     }
 
     fn topic_of(&self, stream: Stream) -> &str {
@@ -581,7 +666,20 @@ impl Shared {
         let from = lock(&self.previous_round_start).get(&p).copied().unwrap_or(0).to_string();
         producer.begin_transaction().map_err(|e| self.abort(producer, p, e))?;
         let mut pending = Vec::with_capacity(items.len());
+        // The history messages of an update go before it (same transaction: a reader sees both or neither).
+        let mut history = Vec::new();
         for item in items {
+            for (key, value) in &item.history {
+                let record = FutureRecord::to(&self.cfg.history_topic).partition(pi).key(key);
+                let record = match value {
+                    Some(v) => record.payload(v.as_slice()),
+                    None => record, // a tombstone: the event was removed
+                };
+                match producer.send_result(record) {
+                    Ok(delivery) => history.push(delivery),
+                    Err((e, _)) => return Err(self.abort(producer, p, e)),
+                }
+            }
             let mut record = FutureRecord::to(topic).partition(pi).key(&item.key).payload(item.bytes);
             if stream == Stream::Payments {
                 record = record.headers(OwnedHeaders::new().insert(Header { key: ACTIONS_FROM, value: Some(&from) }));
@@ -589,6 +687,13 @@ impl Shared {
             match producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),
                 Err((e, _)) => return Err(self.abort(producer, p, e)),
+            }
+        }
+        for delivery in history {
+            match self.runtime.block_on(delivery) {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(self.abort(producer, p, e)),
+                Err(_) => return Err(self.abort(producer, p, KafkaError::Canceled)),
             }
         }
         let mut end = 0u64;
@@ -647,6 +752,31 @@ struct OutboxItem<'a> {
     key: String,
     partition: u32,
     bytes: &'a [u8],
+    /// For a payment update: its history messages.
+    history: Vec<HistoryMessage>,
+}
+
+/// A history-topic message: key, and value (`None`: a tombstone).
+type HistoryMessage = (String, Option<Vec<u8>>);
+
+/// The history-topic messages of a payment update's snapshot: one per event its batch applied, a
+/// tombstone per event it removed. Snapshots of earlier formats (whole histories) have none.
+fn history_messages(key: &str, snapshot: &serde_json::Value) -> Result<Vec<HistoryMessage>, String> {
+    use paystate_projector::published::history_key;
+    if snapshot.get("format").and_then(serde_json::Value::as_u64) != Some(paystate_projector::SNAPSHOT_FORMAT) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for ev in snapshot.get("applied").and_then(serde_json::Value::as_array).into_iter().flatten() {
+        let id = ev.get("id").and_then(serde_json::Value::as_str).ok_or("an applied event without id")?;
+        let value = paystate_projector::published::history_message(key, ev).map_err(|e| e.to_string())?;
+        out.push((history_key(key, id), Some(value)));
+    }
+    for id in snapshot.get("removed").and_then(serde_json::Value::as_array).into_iter().flatten() {
+        let id = id.as_str().ok_or("a removed event id that is not a string")?;
+        out.push((history_key(key, id), None));
+    }
+    Ok(out)
 }
 
 /// Classifies a producer error of partition `p`'s transactional producer: being fenced (another member

@@ -26,7 +26,7 @@ fn now() -> i64 {
 
 fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let c = MockCluster::new(3).expect("mock cluster");
-    for t in ["stripe.events", "paystate.payments", "paystate.actions"] {
+    for t in ["stripe.events", "paystate.payments", "paystate.actions", "paystate.history"] {
         c.create_topic(t, PARTITIONS as i32, 3).expect("topic");
     }
     c
@@ -293,12 +293,19 @@ async fn projector_applies_everything_once_despite_commit_errors_and_restores_fr
     assert_eq!(ids.len(), n, "no action id twice");
     assert_eq!(n as u64, totals.actions, "every action published");
     let updates = read_topic(&cfg, "paystate.payments");
+    let mut carried = 0;
     for (p, _, key, payload, _) in &updates {
         let v: serde_json::Value = serde_json::from_slice(payload).expect("json");
         assert_eq!(v["partition"].as_i64(), Some(i64::from(*p)), "same partition as the raw topic");
         assert_eq!(key.as_deref(), v["key"].as_str().map(str::as_bytes));
-        assert!(v["snapshot"].is_object());
+        assert_eq!(v["snapshot"]["format"], 3, "{v}");
+        carried += v["snapshot"]["applied"].as_array().expect("applied").len() as u64;
     }
+    // Updates carry only their batch's events: each applied event is in exactly one update (the topic grows
+    // with the events, not with their square), and once in the history topic.
+    assert_eq!(carried, totals.applied, "events carried by the updates");
+    let history = read_topic(&cfg, "paystate.history");
+    assert_eq!(history.len() as u64, totals.applied, "history messages");
 
     // A new member with an empty store restores every partition from the payments topic (not the raw
     // log) and ends with the same states.

@@ -12,13 +12,15 @@
 
 use paystate_core::{Action, ApplyError, Effect, History, Payment, PaymentEvent, PaymentKey};
 use paystate_store::{
-    Batch, DeadLetter, EmbeddedLog, LogRecord, Projection, RecordRef, StoreError, StoredHistory, Stream,
+    Batch, DeadLetter, EmbeddedLog, HistoryChanges, LogRecord, Projection, RecordRef, StoreError, StoredHistory, Stream,
 };
 use paystate_stripe::{map_event, parse_event, Mapped};
 
 pub mod published;
 pub mod replay;
-pub use published::{parse_snapshot, snapshot, ACTION_FORMAT, SNAPSHOT_FORMAT, UPDATE_FORMAT};
+pub use published::{
+    parse_snapshot, snapshot, Snapshot, ACTION_FORMAT, HISTORY_FORMAT, SNAPSHOT_FORMAT, UPDATE_FORMAT,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -424,11 +426,7 @@ impl<'a> Folder<'a> {
             if seen.insert(key.clone()) {
                 if let Some(p) = batch.payments.get(key) {
                     let snapshot = match snapshots {
-                        true => {
-                            let changes = batch.history.entry(key.clone()).or_default();
-                            let events = StoredHistory::new(projection, &p.state.key, changes).all()?;
-                            Some(snapshot(p, &events)?)
-                        }
+                        true => Some(snapshot(p, batch.history.get(key).unwrap_or(&HistoryChanges::new()))?),
                         false => None,
                     };
                     batch.updates.push(published::update(key, *partition, *offset, p, snapshot)?);

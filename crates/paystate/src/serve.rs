@@ -88,6 +88,9 @@ pub struct KafkaArgs {
     /// Actions topic.
     #[arg(long, default_value = "paystate.actions")]
     pub actions_topic: String,
+    /// Compacted topic of the payments' applied events (what a restore rebuilds histories from).
+    #[arg(long, default_value = "paystate.history")]
+    pub history_topic: String,
     /// Partitions of the topics when paystate creates them.
     #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
     pub kafka_partitions: u32,
@@ -107,6 +110,7 @@ impl KafkaArgs {
         cfg.raw_topic.clone_from(&self.raw_topic);
         cfg.payments_topic.clone_from(&self.payments_topic);
         cfg.actions_topic.clone_from(&self.actions_topic);
+        cfg.history_topic.clone_from(&self.history_topic);
         Ok(cfg)
     }
 

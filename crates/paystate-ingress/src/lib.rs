@@ -368,12 +368,17 @@ pub fn status_json(
     let mut v = json!({"partitions": parts, "lag": lag, "totals": totals, "payments": projection.payment_count()});
     // With a consumer group (Kafka), this member's lag says nothing of partitions it does not own: the
     // group's view does, and only it can say "caught up".
+    // A partition stopped at a retention gap is never caught up: records it needed are gone.
+    let gaps = log.retention_gaps();
     match log.group() {
         Some(g) => {
-            v["caught_up"] = json!(g.caught_up);
+            v["caught_up"] = json!(g.caught_up && gaps.is_empty());
             v["group"] = json!(g);
         }
-        None => v["caught_up"] = json!(lag == 0),
+        None => v["caught_up"] = json!(lag == 0 && gaps.is_empty()),
+    }
+    if !gaps.is_empty() {
+        v["retention_gaps"] = json!(gaps);
     }
     if publishes {
         let mut outbox = serde_json::Map::new();
@@ -553,6 +558,19 @@ async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
             "1 when every partition has an owner and no lag.",
             usize::from(g.caught_up),
         );
+    }
+    let gaps = a.log.retention_gaps();
+    if !gaps.is_empty() {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP paystate_retention_gap_records Records deleted from the log before the projector applied \
+             them; the partition is stopped.\n# TYPE paystate_retention_gap_records gauge"
+        );
+        for g in &gaps {
+            let missing = g.first_retained.saturating_sub(g.expected);
+            let _ = writeln!(out, "paystate_retention_gap_records{{partition=\"{}\"}} {missing}", g.partition);
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -78,6 +78,9 @@ pub struct ProjectorOptions {
     pub failure_grace_secs: i64,
     /// Entries each projection stream (the outbox) keeps once published.
     pub stream_retention: u64,
+    /// Skip records deleted by the raw topic's retention before they were applied (logged) instead of
+    /// stopping the partition and reporting it ([`KafkaEnds`]' retention gaps).
+    pub accept_retention_gaps: bool,
 }
 
 impl Default for ProjectorOptions {
@@ -91,6 +94,7 @@ impl Default for ProjectorOptions {
             partitions: None,
             failure_grace_secs: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
             stream_retention: paystate_projector::DEFAULT_STREAM_RETENTION,
+            accept_retention_gaps: false,
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct KafkaEnds {
     ends: Arc<Vec<AtomicU64>>,
     /// The group's view, refreshed by the projector's [`GroupWatch`].
     group: Arc<Mutex<Option<paystate_store::GroupView>>>,
+    /// Owned partitions stopped at a retention gap.
+    gaps: Mutex<BTreeMap<u32, paystate_store::RetentionGap>>,
 }
 
 impl LogView for KafkaEnds {
@@ -129,6 +135,9 @@ impl LogView for KafkaEnds {
     }
     fn group(&self) -> Option<paystate_store::GroupView> {
         lock(&self.group).clone()
+    }
+    fn retention_gaps(&self) -> Vec<paystate_store::RetentionGap> {
+        lock(&self.gaps).values().copied().collect()
     }
 }
 
@@ -210,11 +219,13 @@ impl ConsumerContext for Context {
             let mut next = lock(&self.shared.next);
             let mut ids = lock(&self.shared.published_ids);
             let mut producers = lock(&self.shared.producers);
+            let mut gaps = lock(&self.ends.gaps);
             for e in tpl.elements() {
                 if let Ok(p) = u32::try_from(e.partition()) {
                     next.remove(&p);
                     ids.remove(&p);
                     producers.remove(&p);
+                    gaps.remove(&p); // the next owner finds it again
                 }
             }
             tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
@@ -967,6 +978,7 @@ impl KafkaProjector {
         let ends = Arc::new(KafkaEnds {
             ends: Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect()),
             group: Arc::new(Mutex::new(None)),
+            gaps: Mutex::new(BTreeMap::new()),
         });
         let owned = {
             let shared = Arc::clone(&shared);
@@ -1077,6 +1089,9 @@ impl KafkaProjector {
                     let (Ok(p), Ok(offset)) = (u32::try_from(m.partition()), u64::try_from(m.offset())) else {
                         continue;
                     };
+                    if lock(&self.ends.gaps).contains_key(&p) {
+                        continue; // stopped at a retention gap
+                    }
                     let expected = lock(&self.shared.next).get(&p).copied();
                     let list = by_partition.entry(p).or_default();
                     let next = list.last().map(|(o, _)| o + 1).or(expected);
@@ -1088,14 +1103,32 @@ impl KafkaProjector {
                             // no longer starts at or before `n`.
                             let topic = &self.shared.cfg.raw_topic;
                             let low = self.low_watermark(topic, m.partition())?;
-                            if u64::try_from(low).is_ok_and(|low| low > n) {
+                            let low = u64::try_from(low).unwrap_or(0);
+                            if low > n && self.options.accept_retention_gaps {
+                                tracing::warn!(
+                                    partition = p,
+                                    expected = n,
+                                    first_retained = low,
+                                    "records deleted by retention before they were applied: skipped \
+                                     (--accept-retention-gaps)"
+                                );
+                            } else if low > n {
                                 tracing::error!(
                                     partition = p,
                                     expected = n,
-                                    got = offset,
-                                    low,
-                                    "records deleted by retention before they were applied"
+                                    first_retained = low,
+                                    "records deleted by retention before they were applied: the partition is \
+                                     stopped (restart with --accept-retention-gaps to skip them)"
                                 );
+                                let gap =
+                                    paystate_store::RetentionGap { partition: p, expected: n, first_retained: low };
+                                lock(&self.ends.gaps).insert(p, gap);
+                                let mut tpl = TopicPartitionList::new();
+                                tpl.add_partition(topic, m.partition());
+                                if let Err(e) = self.consumer.pause(&tpl) {
+                                    tracing::warn!(partition = p, error = %e, "pausing the partition failed");
+                                }
+                                continue;
                             } else {
                                 let at = Offset::Offset(i64::try_from(n).unwrap_or(i64::MAX));
                                 tracing::debug!(partition = p, expected = n, got = offset, "seeking back");

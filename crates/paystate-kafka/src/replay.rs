@@ -31,6 +31,7 @@ pub fn replay_topic(
     let mut folds: BTreeMap<u32, PartitionFold<'_>> =
         (0..partitions).map(|p| (p, PartitionFold::new(p, out, &per_partition))).collect();
     let from: Vec<(u32, u64)> = (0..partitions).map(|p| (p, 0)).collect();
+    let mut first: BTreeMap<u32, u64> = BTreeMap::new();
     read_partitions(&reader(cfg)?, &cfg.raw_topic, &from, |p, m| {
         let offset = u64::try_from(m.offset()).map_err(|_| KafkaLogError::BadMessage {
             topic: cfg.raw_topic.clone(),
@@ -38,12 +39,21 @@ pub fn replay_topic(
             offset: m.offset(),
             why: "negative offset".into(),
         })?;
+        first.entry(p).or_insert(offset);
         if let Some(fold) = folds.get_mut(&p) {
             fold.add(offset, record_of(m).as_ref());
         }
         progress.fetch_add(1, Ordering::Relaxed);
         Ok(())
     })?;
+    for (p, at) in first.iter().filter(|(_, at)| **at > 0) {
+        tracing::warn!(
+            partition = p,
+            first_retained = at,
+            "the raw topic's partition starts at offset {at}: the {at} records before it were deleted (retention) \
+             and are not in this rebuild; the payments they touched may be incomplete"
+        );
+    }
     let mut summary = ReplaySummary::default();
     for fold in folds.into_values() {
         summary.merge(&fold.write()?);

@@ -185,6 +185,18 @@ pub struct GroupPartition {
     pub owner: Option<String>,
 }
 
+/// A partition whose next records were deleted from the log (Kafka's retention) before they were applied:
+/// the projector stopped it rather than skip them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RetentionGap {
+    /// The partition.
+    pub partition: u32,
+    /// The offset the projection needs next.
+    pub expected: u64,
+    /// The first offset the log still holds: the records from `expected` up to it are gone.
+    pub first_retained: u64,
+}
+
 /// How far the projection is behind the log in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionStatus {

@@ -156,6 +156,10 @@ pub trait LogView: Send + Sync {
     fn group(&self) -> Option<crate::GroupView> {
         None
     }
+    /// Partitions the projector stopped because records it needed were deleted before it applied them.
+    fn retention_gaps(&self) -> Vec<crate::RetentionGap> {
+        Vec::new()
+    }
 }
 
 impl LogView for EmbeddedLog {

@@ -170,6 +170,11 @@ pub struct ServeArgs {
     /// answered 410 with the oldest cursor.
     #[arg(long, default_value_t = paystate_projector::DEFAULT_STREAM_RETENTION)]
     pub stream_retention_entries: u64,
+    /// With `--log kafka`: when records a partition needs next were deleted by the raw topic's retention
+    /// before they were applied, skip them (logged) instead of stopping the partition (the default: it is
+    /// reported in /v1/status and /metrics and never caught up).
+    #[arg(long)]
+    pub accept_retention_gaps: bool,
     /// Memory for the store's caches and queues, in MiB: a quarter is sled's page cache for the
     /// projection, an eighth the appender's queue (at 8 KiB a record, 64 to 4096 records). The rest of
     /// serve (HTTP, the projector's batch, the runtime) comes on top and does not grow with the log.
@@ -223,6 +228,11 @@ pub struct ProjectArgs {
     /// Consumer session timeout: how soon a dead member's partitions move.
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
+    /// Kafka: when records a partition needs next were deleted by the raw topic's retention before they
+    /// were applied, skip them (logged) instead of stopping the partition (the default: it is reported
+    /// in /v1/status and /metrics and never caught up).
+    #[arg(long)]
+    pub accept_retention_gaps: bool,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -361,6 +371,7 @@ pub async fn run_project(args: ProjectArgs) -> Result<()> {
         partitions: Some(partitions),
         failure_grace_secs: args.failure_grace_secs,
         stream_retention: args.stream_retention_entries,
+        accept_retention_gaps: args.accept_retention_gaps,
         ..ProjectorOptions::default()
     };
     let admin_listener = bind(args.admin_listen).await?;
@@ -471,6 +482,7 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
         partitions: Some(partitions),
         failure_grace_secs: args.failure_grace_secs,
         stream_retention: args.stream_retention_entries,
+        accept_retention_gaps: args.accept_retention_gaps,
         ..ProjectorOptions::default()
     };
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;

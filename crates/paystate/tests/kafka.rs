@@ -109,6 +109,19 @@ impl Kafka {
     }
 }
 
+impl Kafka {
+    /// Deletes `partition` of `topic` before `offset`, as retention would (kafka-delete-records).
+    fn delete_records(&self, topic: &str, partition: u32, offset: u64) {
+        let out = Command::new(Self::script())
+            .arg("delete-records")
+            .arg(&self.dir)
+            .args([&self.brokers, topic, &partition.to_string(), &offset.to_string()])
+            .output()
+            .expect("run tests/kafka/cluster delete-records");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 impl Drop for Kafka {
     fn drop(&mut self) {
         let _ = Command::new(Self::script()).arg("stop").arg(&self.dir).status();
@@ -477,4 +490,70 @@ fn a_stalled_projector_is_fenced_and_adds_nothing_after_the_new_owner() {
     assert_eq!(v["payments_checked"].as_u64(), Some(300), "{v}");
     assert_eq!(v["duplicate_action_ids"], serde_json::json!([]), "{v}");
     assert_eq!(v["mismatches"], serde_json::json!([]), "{v}");
+}
+
+/// Records lost to retention are never skipped silently: with partition 0 of the raw topic cut before
+/// offset 5 (kafka-delete-records, what retention does), a fresh projector stops partition 0 where it
+/// needs offset 0, reports the gap in `/v1/status` (never caught up) and applies nothing of it, while the
+/// other partitions are projected to their ends. One started with `accept_retention_gaps` skips the gap
+/// and projects partition 0 from offset 5 to its end.
+#[test]
+fn records_lost_to_retention_stop_the_partition_unless_accepted() {
+    use paystate_kafka::{KafkaConfig, KafkaProjector, ProjectorOptions};
+    use paystate_store::{LogView, Store};
+
+    let (dir, kafka, ingress) = kafka_and_ingress("retention");
+    let sim = simulate(&ingress.webhook_url(), 60, 5, dir.path()).output().expect("simulate");
+    assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
+    kafka.delete_records("stripe.events", 0, 5);
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let cfg = KafkaConfig::new(kafka.brokers.clone());
+    let run = |name: &str, accept: bool| {
+        let options = ProjectorOptions {
+            group: name.into(),
+            partitions: Some(4),
+            accept_retention_gaps: accept,
+            ..ProjectorOptions::default()
+        };
+        let store = Store::open_projection(&dir.path().join(name)).expect("store");
+        let p = KafkaProjector::new(&cfg, store.clone(), options, runtime.handle().clone()).expect("projector");
+        let ends = p.ends();
+        let done = |gap_expected: bool| {
+            (0..4u32).all(|q| {
+                let end = ends.end(q);
+                let at = store.stored_position(q).expect("position");
+                end > 5 && if q == 0 && gap_expected { at == Some(0) } else { at == Some(end) }
+            }) && (!gap_expected || !ends.retention_gaps().is_empty())
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(!accept) {
+            p.step().expect("step");
+            assert!(Instant::now() < deadline, "{name}: gaps {:?}", ends.retention_gaps());
+        }
+        let status = paystate_ingress::status_json(&store, &*ends, true).expect("status");
+        (ends.retention_gaps(), status, store.stored_position(0).expect("position"), ends.end(0))
+    };
+
+    let (gaps, status, at, _) = run("stopped", false);
+    assert_eq!(gaps, vec![paystate_store::RetentionGap { partition: 0, expected: 0, first_retained: 5 }]);
+    assert_eq!(at, Some(0), "nothing of partition 0 applied");
+    assert_eq!(status["caught_up"], false, "{status}");
+    assert_eq!(status["retention_gaps"][0]["first_retained"], 5, "{status}");
+
+    let (gaps, status, at, end) = run("accepted", true);
+    assert!(gaps.is_empty(), "{gaps:?}");
+    assert_eq!(at, Some(end), "partition 0 projected from offset 5 to its end");
+    assert!(status.get("retention_gaps").is_none(), "{status}");
+
+    // A replay of the topic says what it is missing.
+    let out = Command::new(BIN)
+        .args(["replay", "--kafka-brokers", &kafka.brokers, "--out"])
+        .arg(dir.path().join("replayed"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("starts at offset 5: the 5 records before it were deleted"), "{stderr}");
 }

@@ -70,6 +70,31 @@ impl Default for Limits {
     }
 }
 
+/// The log's partition count as the ingress knows it: fixed (the embedded log), or unknown until the
+/// ingress has reached its Kafka cluster (it starts anyway, answering 503 and not ready meanwhile: an event
+/// cannot be placed in a partition before the count is known).
+#[derive(Clone, Debug)]
+pub struct Partitions(Arc<std::sync::atomic::AtomicU32>);
+
+impl Partitions {
+    /// A count known from the start.
+    pub fn fixed(n: u32) -> Self {
+        Partitions(Arc::new(std::sync::atomic::AtomicU32::new(n)))
+    }
+    /// A count to be learnt ([`Partitions::set`]).
+    pub fn unknown() -> Self {
+        Partitions(Arc::new(std::sync::atomic::AtomicU32::new(0)))
+    }
+    /// The count, once known.
+    pub fn get(&self) -> Option<u32> {
+        Some(self.0.load(std::sync::atomic::Ordering::Acquire)).filter(|n| *n > 0)
+    }
+    /// Learns the count.
+    pub fn set(&self, n: u32) {
+        self.0.store(n, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Everything the webhook endpoint needs.
 #[derive(Clone)]
 pub struct Ingress {
@@ -80,7 +105,7 @@ pub struct Ingress {
     /// Largest accepted body.
     pub body_limit_bytes: usize,
     /// Log partitions.
-    pub partitions: u32,
+    pub partitions: Partitions,
     /// Where records go: the embedded log's appender or the Kafka producer.
     pub sink: Arc<dyn LogSink>,
     /// Counters.
@@ -181,7 +206,11 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
         }
     }
     let signature = String::from_utf8_lossy(signature.unwrap_or_default()).into_owned();
-    let (partition, record) = log_record(event, body.to_vec(), signature, now_ms, ing.partitions);
+    let Some(partitions) = ing.partitions.get() else {
+        ing.metrics.webhook("unavailable");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", "the log is not reachable yet");
+    };
+    let (partition, record) = log_record(event, body.to_vec(), signature, now_ms, partitions);
     let started = Instant::now();
     match ing.sink.append(partition, &record).await {
         Ok(pos) => {
@@ -576,7 +605,17 @@ async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
 }
 
 /// The admin listener of a process that runs only the ingress (`paystate ingress`): metrics and health.
-pub fn ingress_admin_router(metrics: Arc<Metrics>) -> Router {
+/// `/readyz` is 503 until the log's partition count is known (the Kafka cluster reached).
+pub fn ingress_admin_router(metrics: Arc<Metrics>, partitions: Partitions) -> Router {
+    let readyz = get(move || {
+        let partitions = partitions.clone();
+        async move {
+            match partitions.get() {
+                Some(_) => (StatusCode::OK, "ready\n"),
+                None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the log is not reachable yet\n"),
+            }
+        }
+    });
     Router::new()
         .route(
             "/metrics",
@@ -587,7 +626,7 @@ pub fn ingress_admin_router(metrics: Arc<Metrics>) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", readyz)
         .fallback(not_found)
         .with_state(metrics)
 }

@@ -45,7 +45,7 @@ async fn start_with(
         webhook,
         mode,
         body_limit_bytes: body_limit,
-        partitions: 4,
+        partitions: paystate_ingress::Partitions::fixed(4),
         sink: Arc::new(appender.handle()),
         metrics: metrics.clone(),
         limits,

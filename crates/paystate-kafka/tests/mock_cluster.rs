@@ -40,7 +40,7 @@ async fn ingress(cfg: &KafkaConfig, timeout: Duration) -> (String, Arc<Metrics>)
         webhook,
         mode: None,
         body_limit_bytes: 1 << 20,
-        partitions: PARTITIONS,
+        partitions: paystate_ingress::Partitions::fixed(PARTITIONS),
         sink: Arc::new(sink),
         metrics: Arc::clone(&metrics),
         limits: Default::default(),

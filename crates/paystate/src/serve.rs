@@ -1,7 +1,9 @@
 //! `paystate serve`: ingress, embedded log, projector and admin API in one process.
 
 use anyhow::{Context, Result};
-use paystate_ingress::{admin_router, ingress_admin_router, metrics::Metrics, public_router, Admin, Ingress, Mode};
+use paystate_ingress::{
+    admin_router, ingress_admin_router, metrics::Metrics, public_router, Admin, Ingress, Mode, Partitions,
+};
 use paystate_kafka::{KafkaConfig, KafkaProjector, KafkaSink, ProjectorOptions};
 use paystate_projector::Projector;
 use paystate_store::LogSink;
@@ -53,7 +55,7 @@ pub struct WebhookArgs {
 }
 
 impl WebhookArgs {
-    fn ingress(&self, sink: Arc<dyn LogSink>, partitions: u32, metrics: Arc<Metrics>) -> Result<Ingress> {
+    fn ingress(&self, sink: Arc<dyn LogSink>, partitions: Partitions, metrics: Arc<Metrics>) -> Result<Ingress> {
         let secrets =
             self.webhook_secrets.iter().map(|s| WebhookSecret::new(s.trim())).collect::<Result<Vec<_>, _>>()?;
         let webhook = Webhook::new(secrets, self.tolerance_secs)?;
@@ -68,7 +70,7 @@ impl WebhookArgs {
 }
 
 /// Where the Kafka log is: shared by `serve --log kafka`, `ingress` and `project`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers (`host:port,…`).
     #[arg(long, env = "PAYSTATE_KAFKA_BROKERS")]
@@ -343,21 +345,45 @@ fn stop_channel() -> watch::Receiver<bool> {
 
 /// `paystate ingress`: webhooks into the Kafka raw topic.
 pub async fn run_ingress(args: IngressArgs) -> Result<()> {
-    let (cfg, partitions) = args.kafka.connect().await?;
+    let cfg = args.kafka.config()?;
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
     let metrics = Arc::new(Metrics::default());
-    let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions, Arc::clone(&metrics))?;
+    // The ingress starts even while the cluster is unreachable: 503 and not ready until it knows the
+    // partition count (an event cannot be placed before), which a background task keeps asking for.
+    let partitions = Partitions::unknown();
+    let connecting = tokio::spawn(learn_partitions(args.kafka.clone(), partitions.clone()));
+    let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions.clone(), Arc::clone(&metrics))?;
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let (public, admin) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     announce("ingress", Some(public.local_addr()?), admin.local_addr()?)?;
-    tracing::info!(brokers = %cfg.brokers, topic = %cfg.raw_topic, partitions, "ingress to kafka");
     let stop = stop_channel();
-    let admin_server = tokio::spawn(paystate_ingress::serve(admin, ingress_admin_router(metrics), wait_for(&stop)));
+    let admin_server =
+        tokio::spawn(paystate_ingress::serve(admin, ingress_admin_router(metrics, partitions), wait_for(&stop)));
     paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop))
         .await
         .context("public server")?;
+    connecting.abort();
     flush(sink).await?;
     stopped(admin_server).await
+}
+
+/// Connects to the Kafka cluster (topics created or checked) until it answers, then sets `partitions`.
+async fn learn_partitions(kafka: KafkaArgs, partitions: Partitions) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match kafka.connect().await {
+            Ok((cfg, n)) => {
+                partitions.set(n);
+                tracing::info!(brokers = %cfg.brokers, topic = %cfg.raw_topic, partitions = n, "ingress to kafka: ready");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "Kafka not reachable: webhooks get 503 until it is");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// `paystate project`: a consumer-group member folding its partitions into its sled projection.
@@ -423,7 +449,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let appender = store.log.start_appender();
     let metrics = Arc::new(Metrics::default());
-    let ingress = args.webhook.ingress(Arc::new(appender.handle()), args.partitions, Arc::clone(&metrics))?;
+    let ingress =
+        args.webhook.ingress(Arc::new(appender.handle()), Partitions::fixed(args.partitions), Arc::clone(&metrics))?;
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let projector = Arc::new(
         Projector::new(store.log.clone(), store.projection.clone(), args.batch_max)
@@ -470,7 +497,7 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
     let projection = open_projection(&args.data_dir)?;
     let metrics = Arc::new(Metrics::default());
-    let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions, Arc::clone(&metrics))?;
+    let ingress = args.webhook.ingress(Arc::new(sink.clone()), Partitions::fixed(partitions), Arc::clone(&metrics))?;
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     announce("serve", Some(public.local_addr()?), admin_listener.local_addr()?)?;

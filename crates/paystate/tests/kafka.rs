@@ -110,15 +110,15 @@ impl Kafka {
 }
 
 impl Kafka {
+    /// Runs `tests/kafka/cluster <what> <dir> <args…>`.
+    fn control(&self, what: &str, args: &[&str]) {
+        let out = Command::new(Self::script()).arg(what).arg(&self.dir).args(args).output().expect("cluster script");
+        assert!(out.status.success(), "cluster {what}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Deletes `partition` of `topic` before `offset`, as retention would (kafka-delete-records).
     fn delete_records(&self, topic: &str, partition: u32, offset: u64) {
-        let out = Command::new(Self::script())
-            .arg("delete-records")
-            .arg(&self.dir)
-            .args([&self.brokers, topic, &partition.to_string(), &offset.to_string()])
-            .output()
-            .expect("run tests/kafka/cluster delete-records");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self.control("delete-records", &[&self.brokers, topic, &partition.to_string(), &offset.to_string()]);
     }
 }
 
@@ -213,12 +213,18 @@ fn simulate(url: &str, payments: u32, seed: u32, dir: &Path) -> Command {
     cmd
 }
 
-/// An Apache Kafka node, an ingress into it (4 partitions) and the directory of the test's files.
+/// An Apache Kafka node, an ingress into it, ready (it has created the topics, 4 partitions each), and the
+/// directory of the test's files.
 fn kafka_and_ingress(name: &str) -> (tempfile::TempDir, Kafka, Proc) {
     let dir = tempfile::tempdir().expect("tempdir");
     let kafka = Kafka::start(name, 1);
     let ingress =
         start(&[&["ingress"][..], &webhook_args(&kafka.brokers, "4")].concat(), Some(&dir.path().join("ingress.log")));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(&format!("{}/readyz", ingress.admin())).0 != 200 {
+        assert!(Instant::now() < deadline, "the ingress never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     (dir, kafka, ingress)
 }
 
@@ -556,4 +562,42 @@ fn records_lost_to_retention_stop_the_partition_unless_accepted() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("starts at offset 5: the 5 records before it were deleted"), "{stderr}");
+}
+
+/// The ingress starts while the cluster is down: `/readyz` says not ready and webhooks get 503 (nothing
+/// can be placed in a partition before the count is known); once the broker is back, without a restart
+/// of the ingress, it turns ready and every delivery of a simulate run is answered 200 and in the topic.
+#[test]
+fn the_ingress_starts_while_kafka_is_down_and_serves_once_it_is_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kafka = Kafka::start("down-at-start", 1);
+    kafka.control("kill", &["1"]);
+    let ingress =
+        start(&[&["ingress"][..], &webhook_args(&kafka.brokers, "4")].concat(), Some(&dir.path().join("ingress.log")));
+    let admin = ingress.admin();
+    let (code, body) = http_get(&format!("{admin}/readyz"));
+    assert_eq!(code, 503, "{body}");
+    let sim = simulate(&ingress.webhook_url(), 1, 3, dir.path())
+        .args(["--give-up-after-secs", "2"])
+        .output()
+        .expect("simulate");
+    assert!(!sim.status.success(), "accepted while the broker is down: {}", String::from_utf8_lossy(&sim.stdout));
+    let (_, metrics) = http_get(&format!("{admin}/metrics"));
+    let unavailable = metrics
+        .lines()
+        .find(|l| l.starts_with("paystate_webhooks_total{outcome=\"unavailable\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(unavailable.is_some_and(|n| n > 0), "503s counted as unavailable:\n{metrics}");
+
+    kafka.control("restart", &["1"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while http_get(&format!("{admin}/readyz")).0 != 200 {
+        assert!(Instant::now() < deadline, "the ingress never became ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sim = simulate(&ingress.webhook_url(), 40, 3, dir.path()).output().expect("simulate");
+    assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
+    let (ok, v) = check(&kafka.brokers, dir.path(), true);
+    assert_eq!(v["acked_missing"], serde_json::json!([]), "{v}");
+    assert!(v["acked"].as_u64().unwrap_or(0) > 100, "{v} ({ok})");
 }

@@ -403,11 +403,11 @@ impl Shared {
         }
         let producers = lock(&self.producers);
         let producer = producers.get(&p).ok_or_else(|| KafkaLogError::NotConfirmed(format!("no producer for {p}")))?;
-        self.publish_transaction(producer, Stream::Actions, p, &actions)?;
-        if let Some(end) = self.publish_transaction(producer, Stream::Payments, p, &updates)? {
-            self.projection.set_payments_end(p, end + 1)?;
-        }
+        let [_, updates_end] = self.publish_transaction(producer, p, &actions, &updates)?;
         drop(producers);
+        if let Some(end) = updates_end {
+            self.projection.set_payments_end(p, end + 1)?; // past the commit marker
+        }
         tracing::info!(partition = p, actions = actions.len(), updates = updates.len(), "set-aside outbox published");
         self.projection.drop_aside(&keys)?;
         Ok(())
@@ -571,48 +571,85 @@ impl Shared {
         let round_start: HashMap<u32, u64> = (0..self.partitions)
             .map(|p| Ok((p, self.projection.confirmed_end(p)?)))
             .collect::<Result<_, KafkaLogError>>()?;
-        self.publish_stream(Stream::Actions, actions_end)?;
-        self.publish_stream(Stream::Payments, updates_end)?;
+        // Rounds of at most a chunk of each stream, each partition's share of a round in one transaction.
+        // Updates join a round only once every action up to `actions_end` is in it or already out: an update
+        // carries the ledger of emitted actions, which a restore trusts.
+        loop {
+            let (a_from, u_from) =
+                (self.projection.published(Stream::Actions)?, self.projection.published(Stream::Payments)?);
+            if a_from >= actions_end && u_from >= updates_end {
+                break;
+            }
+            let actions = if a_from < actions_end {
+                self.projection.read_stream(Stream::Actions, a_from, 2048)?
+            } else {
+                Vec::new()
+            };
+            let actions_done = actions.last().is_none_or(|(c, _)| *c >= actions_end);
+            let updates = if actions_done && u_from < updates_end {
+                self.projection.read_stream(Stream::Payments, u_from, 2048)?
+            } else {
+                Vec::new()
+            };
+            if actions.is_empty() && updates.is_empty() {
+                break;
+            }
+            self.publish_round(&actions, &updates)?;
+        }
         *lock(&self.previous_round_start) = round_start;
         Ok(())
     }
 
-    fn publish_stream(&self, stream: Stream, end: u64) -> Result<(), KafkaLogError> {
-        loop {
-            let from = self.projection.published(stream)?;
-            if from >= end {
-                return Ok(());
-            }
-            let entries = self.projection.read_stream(stream, from, 2048)?;
-            let Some(&(last, _)) = entries.last() else { return Ok(()) };
-            let mut by_partition: BTreeMap<u32, Vec<OutboxItem<'_>>> = BTreeMap::new();
-            for (cursor, bytes) in &entries {
+    /// Publishes one round: `actions` and `updates` (outbox entries with their cursors), each partition's in
+    /// one transaction (actions first), those of partitions not owned set aside; then moves both cursors.
+    fn publish_round(&self, actions: &[(u64, Vec<u8>)], updates: &[(u64, Vec<u8>)]) -> Result<(), KafkaLogError> {
+        let mut by_partition: BTreeMap<u32, [Vec<OutboxItem<'_>>; 2]> = BTreeMap::new();
+        for (i, (stream, entries)) in [(Stream::Actions, actions), (Stream::Payments, updates)].into_iter().enumerate()
+        {
+            for (cursor, bytes) in entries {
                 if let Some(item) = self.outbox_item(stream, *cursor, bytes)? {
-                    by_partition.entry(item.partition).or_default().push(item);
+                    by_partition.entry(item.partition).or_default()[i].push(item);
                 }
             }
-            let mut confirmed: BTreeMap<u32, u64> = BTreeMap::new();
-            let mut aside = Vec::new();
-            {
-                let producers = lock(&self.producers);
-                for (p, items) in &by_partition {
-                    match producers.get(p) {
-                        Some(producer) => {
-                            if let Some(end) = self.publish_transaction(producer, stream, *p, items)? {
-                                // Actions: where a later scan starts. Payments: the end expected when nobody
-                                // else writes, past the commit marker.
-                                confirmed.insert(*p, if stream == Stream::Payments { end + 1 } else { end });
-                            }
+        }
+        let (mut confirmed_actions, mut confirmed_updates) = (BTreeMap::new(), BTreeMap::new());
+        let (mut aside_actions, mut aside_updates) = (Vec::new(), Vec::new());
+        {
+            let producers = lock(&self.producers);
+            for (p, [a, u]) in &by_partition {
+                match producers.get(p) {
+                    Some(producer) => {
+                        let [a_end, u_end] = self.publish_transaction(producer, *p, a, u)?;
+                        // Actions: where a later scan starts. Payments: the end expected when nobody else
+                        // writes, past the commit marker.
+                        if let Some(end) = a_end {
+                            confirmed_actions.insert(*p, end);
                         }
-                        None => aside.extend(items.iter().map(|i| (*p, i.cursor, i.bytes.to_vec()))),
+                        if let Some(end) = u_end {
+                            confirmed_updates.insert(*p, end + 1);
+                        }
+                    }
+                    None => {
+                        aside_actions.extend(a.iter().map(|i| (*p, i.cursor, i.bytes.to_vec())));
+                        aside_updates.extend(u.iter().map(|i| (*p, i.cursor, i.bytes.to_vec())));
                     }
                 }
             }
-            if !aside.is_empty() {
-                tracing::info!(entries = aside.len(), ?stream, "outbox entries of partitions not owned set aside");
-            }
-            self.projection.mark_published(stream, last, &confirmed, &aside)?;
         }
+        if !aside_actions.is_empty() || !aside_updates.is_empty() {
+            tracing::info!(
+                actions = aside_actions.len(),
+                updates = aside_updates.len(),
+                "outbox entries of partitions not owned set aside"
+            );
+        }
+        if let Some((last, _)) = actions.last() {
+            self.projection.mark_published(Stream::Actions, *last, &confirmed_actions, &aside_actions)?;
+        }
+        if let Some((last, _)) = updates.last() {
+            self.projection.mark_published(Stream::Payments, *last, &confirmed_updates, &aside_updates)?;
+        }
+        Ok(())
     }
 
     /// Decodes one outbox entry: its key and partition; `None` for an action already in the topic.
@@ -660,44 +697,62 @@ impl Shared {
         }
     }
 
-    /// Produces `items` (all of raw partition `p`) to partition `p` of the stream's topic in one transaction
-    /// of `producer`, and returns the offset after the last one, once committed.
+    /// Produces `actions` and then `updates` (all of raw partition `p`; an update's history messages before
+    /// it) to partition `p` of their topics in one transaction of `producer`, and returns, once committed,
+    /// the offset after the last action and after the last update (`None` where there were none).
     fn publish_transaction(
         &self,
         producer: &FutureProducer,
-        stream: Stream,
         p: u32,
-        items: &[OutboxItem<'_>],
-    ) -> Result<Option<u64>, KafkaLogError> {
-        if items.is_empty() {
-            return Ok(None);
+        actions: &[OutboxItem<'_>],
+        updates: &[OutboxItem<'_>],
+    ) -> Result<[Option<u64>; 2], KafkaLogError> {
+        if actions.is_empty() && updates.is_empty() {
+            return Ok([None, None]);
         }
-        let topic = self.topic_of(stream);
         let pi = i32::try_from(p).map_err(|_| KafkaLogError::NotConfirmed(format!("partition {p}")))?;
         let from = lock(&self.previous_round_start).get(&p).copied().unwrap_or(0).to_string();
         producer.begin_transaction().map_err(|e| self.abort(producer, p, e))?;
-        let mut pending = Vec::with_capacity(items.len());
-        // The history messages of an update go before it (same transaction: a reader sees both or neither).
+        // Deliveries of [actions, updates]; the history messages' only need to succeed.
+        let mut pending: [Vec<_>; 2] = [Vec::with_capacity(actions.len()), Vec::with_capacity(updates.len())];
         let mut history = Vec::new();
-        for item in items {
-            for (key, value) in &item.history {
-                let record = FutureRecord::to(&self.cfg.history_topic).partition(pi).key(key);
-                let record = match value {
-                    Some(v) => record.payload(v.as_slice()),
-                    None => record, // a tombstone: the event was removed
-                };
+        for (i, (stream, items)) in [(Stream::Actions, actions), (Stream::Payments, updates)].into_iter().enumerate() {
+            let topic = self.topic_of(stream);
+            for item in items {
+                for (key, value) in &item.history {
+                    let record = FutureRecord::to(&self.cfg.history_topic).partition(pi).key(key);
+                    let record = match value {
+                        Some(v) => record.payload(v.as_slice()),
+                        None => record, // a tombstone: the event was removed
+                    };
+                    match producer.send_result(record) {
+                        Ok(delivery) => history.push(delivery),
+                        Err((e, _)) => return Err(self.abort(producer, p, e)),
+                    }
+                }
+                let mut record = FutureRecord::to(topic).partition(pi).key(&item.key).payload(item.bytes);
+                if stream == Stream::Payments {
+                    let header = Header { key: ACTIONS_FROM, value: Some(&from) };
+                    record = record.headers(OwnedHeaders::new().insert(header));
+                }
                 match producer.send_result(record) {
-                    Ok(delivery) => history.push(delivery),
+                    Ok(delivery) => pending[i].push(delivery),
                     Err((e, _)) => return Err(self.abort(producer, p, e)),
                 }
             }
-            let mut record = FutureRecord::to(topic).partition(pi).key(&item.key).payload(item.bytes);
-            if stream == Stream::Payments {
-                record = record.headers(OwnedHeaders::new().insert(Header { key: ACTIONS_FROM, value: Some(&from) }));
-            }
-            match producer.send_result(record) {
-                Ok(delivery) => pending.push(delivery),
-                Err((e, _)) => return Err(self.abort(producer, p, e)),
+        }
+        let mut ends = [None, None];
+        for (i, deliveries) in pending.into_iter().enumerate() {
+            for delivery in deliveries {
+                match self.runtime.block_on(delivery) {
+                    Ok(Ok(d)) => {
+                        if let Ok(o) = u64::try_from(d.offset) {
+                            ends[i] = Some(ends[i].unwrap_or(0).max(o + 1));
+                        }
+                    }
+                    Ok(Err((e, _))) => return Err(self.abort(producer, p, e)),
+                    Err(_) => return Err(self.abort(producer, p, KafkaError::Canceled)),
+                }
             }
         }
         for delivery in history {
@@ -707,23 +762,8 @@ impl Shared {
                 Err(_) => return Err(self.abort(producer, p, KafkaError::Canceled)),
             }
         }
-        let mut end = 0u64;
-        for delivery in pending {
-            match self.runtime.block_on(delivery) {
-                Ok(Ok(d)) => {
-                    if let Ok(o) = u64::try_from(d.offset) {
-                        end = end.max(o + 1);
-                    }
-                }
-                Ok(Err((e, _))) => return Err(self.abort(producer, p, e)),
-                Err(_) => {
-                    let e = KafkaError::Canceled;
-                    return Err(self.abort(producer, p, e));
-                }
-            }
-        }
         producer.commit_transaction(Duration::from_secs(300)).map_err(|e| self.abort(producer, p, e))?;
-        Ok(Some(end))
+        Ok(ends)
     }
 
     /// Aborts the open transaction of `producer` where `e` allows it, and classifies `e` (a fatal error is

@@ -16,6 +16,7 @@
 
 pub mod group;
 mod projector;
+mod reader;
 mod replay;
 mod sink;
 

@@ -1,6 +1,6 @@
 //! Replay of the Kafka raw topic into a fresh projection (`paystate replay --kafka-brokers …`).
 
-use crate::projector::{read_partitions, reader};
+use crate::reader::{read_partitions, reader};
 use crate::{record_of, topic_partitions, KafkaConfig, KafkaLogError};
 use paystate_projector::replay::{PartitionFold, ReplayOptions, ReplaySummary};
 use paystate_store::Projection;

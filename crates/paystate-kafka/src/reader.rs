@@ -1,0 +1,119 @@
+//! Reading topic partitions from given offsets to their ends, without group membership: restores, the
+//! actions-topic scans and `paystate replay`.
+
+use crate::{KafkaConfig, KafkaLogError};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A client for reading partitions start to end (restores, scans, replay): no group membership, nothing
+/// committed.
+pub(crate) fn reader(cfg: &KafkaConfig) -> Result<BaseConsumer<ReaderContext>, KafkaLogError> {
+    Ok(cfg
+        .client(&[
+            ("group.id", "paystate-reader"),
+            ("enable.auto.commit", "false"),
+            // Only committed transactions, and an end-of-partition event: with transactions, the last
+            // offsets before a partition's end are commit markers that no consumer is handed.
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .create_with_context(ReaderContext)?)
+}
+
+/// The context of the reader used for restores and scans: the end of a partition is expected there, not
+/// an error worth a log line.
+pub(crate) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// Reads `topic`'s partitions, each from its given offset to its end as of now, all at once, calling `each`
+/// with the partition and the message. The ends of all the
+/// partitions come from one offsets query (a round trip per partition costs seconds on some brokers).
+pub(crate) fn read_partitions(
+    reader: &BaseConsumer<ReaderContext>,
+    topic: &str,
+    from: &[(u32, u64)],
+    mut each: impl FnMut(u32, &BorrowedMessage<'_>) -> Result<(), KafkaLogError>,
+) -> Result<(), KafkaLogError> {
+    if from.is_empty() {
+        return Ok(());
+    }
+    let mut query = TopicPartitionList::new();
+    for &(p, _) in from {
+        let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
+        query.add_partition_offset(topic, pi, Offset::End)?;
+    }
+    // Timestamp "latest" (-1): each partition's end offset. A slow broker gets a few chances.
+    let mut attempt = 0;
+    let ends_list = loop {
+        attempt += 1;
+        match reader.offsets_for_times(query.clone(), Duration::from_secs(30)) {
+            Ok(list) => break list,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %e, attempt, topic, "querying partition ends failed; retrying");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &(p, start) in from {
+        let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
+        let high = match ends_list.find_partition(topic, pi).map(|e| e.offset()) {
+            Some(Offset::Offset(h)) => h,
+            other => {
+                return Err(KafkaLogError::Topic {
+                    topic: topic.into(),
+                    why: format!("end of partition {p}: {other:?}"),
+                })
+            }
+        };
+        let start = i64::try_from(start).unwrap_or(i64::MAX);
+        if start < high {
+            ends.insert(pi, high);
+            tpl.add_partition_offset(topic, pi, Offset::Offset(start))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(());
+    }
+    reader.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(KafkaLogError::Timeout(format!("reading {topic} partitions {:?}", ends.keys())));
+        }
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let Some(&high) = ends.get(&m.partition()) else { continue };
+                if let Ok(p) = u32::try_from(m.partition()) {
+                    each(p, &m)?;
+                }
+                if m.offset() + 1 >= high {
+                    ends.remove(&m.partition());
+                }
+            }
+            // The end as it is now, at or past the one queried: markers and aborted records end there.
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(pi))) => {
+                ends.remove(&pi);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    reader.unassign()?;
+    Ok(())
+}

@@ -87,6 +87,7 @@ impl GroupWatch {
     pub fn start(
         cfg: &KafkaConfig,
         group: &str,
+        me: &str,
         partitions: u32,
         owned: Arc<dyn Fn() -> Vec<u32> + Send + Sync>,
         ends: Arc<Vec<AtomicU64>>,
@@ -97,11 +98,12 @@ impl GroupWatch {
             .create()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (v, s, topic, group) = (Arc::clone(&view), Arc::clone(&stop), cfg.raw_topic.clone(), group.to_owned());
+        let me = me.to_owned();
         let thread = std::thread::Builder::new()
             .name("kafka-group-watch".into())
             .spawn(move || {
                 while !s.load(Ordering::Acquire) {
-                    let next = observe(&client, &group, &topic, partitions, &owned(), &ends);
+                    let next = observe(&client, &group, &me, &topic, partitions, &owned(), &ends);
                     *v.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(next);
                     let mut slept = Duration::ZERO;
                     while slept < REFRESH && !s.load(Ordering::Acquire) {
@@ -129,6 +131,7 @@ impl Drop for GroupWatch {
 fn observe(
     client: &BaseConsumer,
     group: &str,
+    me: &str,
     topic: &str,
     partitions: u32,
     owned: &[u32],
@@ -199,5 +202,5 @@ fn observe(
         };
         parts.push(GroupPartition { partition: p, end, committed, lag, owner });
     }
-    GroupView::new(group.to_owned(), state, members, owned.to_vec(), parts, errors)
+    GroupView::new(group.to_owned(), state, members, me, owned.to_vec(), parts, errors)
 }

@@ -119,8 +119,10 @@ pub struct GroupView {
     pub state: String,
     /// Its members and their partitions of the raw topic.
     pub members: Vec<GroupMember>,
-    /// This member's partitions.
+    /// This member's partitions (taken: positioned, restored where needed, producers fenced in).
     pub owned: Vec<u32>,
+    /// Partitions the group assigned to this member that it has not taken yet.
+    pub pending: Vec<u32>,
     /// Partitions no member owns.
     pub unowned: Vec<u32>,
     /// Each partition of the raw topic.
@@ -136,11 +138,13 @@ pub struct GroupView {
 }
 
 impl GroupView {
-    /// A view from its parts; `unowned`, `lag` and `caught_up` are derived.
+    /// A view from its parts, as member `me` (its client id) sees it; `pending`, `unowned`, `lag` and
+    /// `caught_up` are derived.
     pub fn new(
         group: String,
         state: String,
         members: Vec<GroupMember>,
+        me: &str,
         mut owned: Vec<u32>,
         partitions: Vec<GroupPartition>,
         errors: Vec<String>,
@@ -148,12 +152,19 @@ impl GroupView {
         owned.sort_unstable();
         let unowned: Vec<u32> = partitions.iter().filter(|p| p.owner.is_none()).map(|p| p.partition).collect();
         let lag = partitions.iter().filter_map(|p| p.lag).sum();
+        // What the group assigned to this member and it has not taken yet (it is restoring or fencing):
+        // the group's offsets say nothing of those until it has.
+        let assigned = members.iter().find(|m| m.client_id == me).map(|m| m.partitions.clone());
+        let pending: Vec<u32> =
+            assigned.iter().flatten().copied().filter(|p| owned.binary_search(p).is_err()).collect();
         let caught_up = state == "Stable"
             && errors.is_empty()
+            && assigned.is_some()
+            && pending.is_empty()
             && unowned.is_empty()
             && !partitions.is_empty()
             && partitions.iter().all(|p| p.lag == Some(0));
-        GroupView { group, state, members, owned, unowned, partitions, lag, caught_up, errors }
+        GroupView { group, state, members, owned, pending, unowned, partitions, lag, caught_up, errors }
     }
 }
 

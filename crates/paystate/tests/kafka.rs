@@ -281,6 +281,7 @@ fn scale_out_on_apache_kafka_with_a_sigkilled_projector_and_a_fresh_one() {
         assert_eq!(g["state"], "Stable", "{g}");
         assert_eq!(g["members"].as_array().map(Vec::len), Some(2), "{g}");
         assert_eq!(g["unowned"], serde_json::json!([]), "{g}");
+        assert_eq!(g["pending"], serde_json::json!([]), "every assigned partition taken: {g}");
         let parts = g["partitions"].as_array().expect("partitions");
         assert_eq!(parts.len(), 4, "{g}");
         assert!(parts.iter().all(|p| p["lag"] == 0 && p["owner"].is_string()), "{g}");

@@ -432,10 +432,10 @@ impl KafkaProjector {
             let shared = Arc::clone(&shared);
             Arc::new(move || lock(&shared.next).keys().copied().collect::<Vec<u32>>())
         };
-        let group_watch =
-            GroupWatch::start(cfg, &options.group, partitions, owned, Arc::clone(&ends.ends), Arc::clone(&ends.group))?;
         // Named so that the group's view (and `kafka-consumer-groups`) tells members apart.
         let client_id = format!("paystate-project-{}-{}", std::process::id(), unique_suffix());
+        let (view, group_ends) = (Arc::clone(&ends.group), Arc::clone(&ends.ends));
+        let group_watch = GroupWatch::start(cfg, &options.group, &client_id, partitions, owned, group_ends, view)?;
         let session = options.session_timeout.as_millis().to_string();
         let heartbeat = (options.session_timeout.as_millis() / 4).max(100).to_string();
         let max_poll = options.max_poll_interval.max(options.session_timeout).as_millis().to_string();

@@ -87,8 +87,12 @@ pub struct Store {
 /// JSON and postcard, which compresses well). sled refuses to open a database with a different setting than
 /// the one it was created with, so a projection written before (uncompressed) keeps its setting, read from
 /// sled's own `conf` file.
-fn config(path: &Path) -> sled::Config {
-    let compressed = created_compressed(path).unwrap_or(true);
+///
+/// `compress_new` says whether a database created here is compressed. Not for bulk writers (replay): sled
+/// creates a zstd context for every page it compresses, which took 31.6 % of a replay's samples (perf, in
+/// `ZSTD_createCCtx_advanced`, plus the zeroing of those allocations) and slowed it several times.
+fn config(path: &Path, compress_new: bool) -> sled::Config {
+    let compressed = created_compressed(path).unwrap_or(compress_new);
     sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
@@ -275,9 +279,10 @@ impl Store {
     }
 
     /// [`Store::open_projection`] with sled's cache limited to `cache_bytes` (replay writes a projection
-    /// once and never reads it back, so a small cache costs nothing).
+    /// once and never reads it back, so a small cache costs nothing). A projection created here is not
+    /// compressed (see `config`): replay writes it in bulk.
     pub fn open_projection_with_cache(dir: &Path, cache_bytes: u64) -> Result<Projection, StoreError> {
-        let projection = Self::projection_db(dir, cache_bytes)?;
+        let projection = Self::projection_db_with(dir, cache_bytes, false)?;
         if !projection.needs_rebuild()? {
             projection.migrate_payments_v2(&|_, _| {})?;
             projection.ensure_lifecycle_index()?;
@@ -287,8 +292,12 @@ impl Store {
 
     /// The projection database of `dir` (created when missing), as it is on disk.
     fn projection_db(dir: &Path, cache_bytes: u64) -> Result<Projection, StoreError> {
+        Self::projection_db_with(dir, cache_bytes, true)
+    }
+
+    fn projection_db_with(dir: &Path, cache_bytes: u64, compress_new: bool) -> Result<Projection, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Encode(format!("creating {}: {e}", dir.display())))?;
-        let config = config(&dir.join("projection"));
+        let config = config(&dir.join("projection"), compress_new);
         let cache = match config.use_compression {
             true => cache_bytes / COMPRESSED_CACHE_DIVISOR,
             false => cache_bytes,

@@ -4,10 +4,11 @@
 //! states it produced (the [`Folder`] commit). On assignment the consumer is pointed at those offsets; the
 //! offsets committed to Kafka are for lag monitoring only.
 //!
-//! **Restore.** A partition this store never held is restored from the compacted payments topic: the
-//! latest update of every payment carries its full fold state (`snapshot`) and the raw offset it reflects.
+//! **Restore.** A partition this store never held (or holds behind what the topics say) is restored from
+//! the compacted payments and history topics: the latest update of every payment carries its ledger and
+//! event count (`snapshot`) and the raw offset it reflects, the history topic every applied event.
 //! Updates are published in commit order, so the highest offset found, M, means every change at or before
-//! M is in the topic; the partition resumes the raw topic at M + 1.
+//! M is in the topics; the partition resumes the raw topic at M + 1.
 //!
 //! **Outbox.** Actions and payment updates are committed to sled streams with the batch; the publisher
 //! produces them (actions first, then updates, so a restored state never claims an action that was not
@@ -304,14 +305,15 @@ impl Shared {
             let (_, high) = reader.fetch_watermarks(&self.cfg.payments_topic, pi, Duration::from_secs(30))?;
             let high = u64::try_from(high).unwrap_or(0);
             payments_ends.insert(p, high);
+            let written_up_to = self.projection.payments_end(p)?;
             match self.projection.stored_position(p)? {
                 // Another member published for p since this store last did: what is held here is behind
                 // what the topics say, so it is dropped and p restored from them instead.
-                Some(_) if high > self.projection.payments_end(p)? => {
+                Some(_) if high > written_up_to => {
                     tracing::info!(
                         partition = p,
                         topic_end = high,
-                        written_up_to = self.projection.payments_end(p)?,
+                        written_up_to,
                         "another member published for this partition since this store did: restoring it"
                     );
                     missing.push(p);

@@ -239,26 +239,22 @@ impl Shared {
                 }
             }
         }
+        // The offset of a confirmed delivery; a failed one aborts the transaction.
+        let confirmed = |delivery: rdkafka::producer::DeliveryFuture| match self.runtime.block_on(delivery) {
+            Ok(Ok(d)) => Ok(d.offset),
+            Ok(Err((e, _))) => Err(self.abort(producer, p, e)),
+            Err(_) => Err(self.abort(producer, p, KafkaError::Canceled)),
+        };
         let mut ends = [None, None];
         for (i, deliveries) in pending.into_iter().enumerate() {
             for delivery in deliveries {
-                match self.runtime.block_on(delivery) {
-                    Ok(Ok(d)) => {
-                        if let Ok(o) = u64::try_from(d.offset) {
-                            ends[i] = Some(ends[i].unwrap_or(0).max(o + 1));
-                        }
-                    }
-                    Ok(Err((e, _))) => return Err(self.abort(producer, p, e)),
-                    Err(_) => return Err(self.abort(producer, p, KafkaError::Canceled)),
+                if let Ok(o) = u64::try_from(confirmed(delivery)?) {
+                    ends[i] = Some(ends[i].unwrap_or(0).max(o + 1));
                 }
             }
         }
         for delivery in history {
-            match self.runtime.block_on(delivery) {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(self.abort(producer, p, e)),
-                Err(_) => return Err(self.abort(producer, p, KafkaError::Canceled)),
-            }
+            confirmed(delivery)?;
         }
         producer.commit_transaction(Duration::from_secs(300)).map_err(|e| self.abort(producer, p, e))?;
         Ok(ends)

@@ -3,7 +3,7 @@
 use super::*;
 
 impl Shared {
-    /// Restores partitions from the compacted payments topic (see the module docs).
+    /// Restores partitions from the compacted payments and history topics (see the module docs).
     pub(super) fn restore(
         &self,
         reader: &BaseConsumer<ReaderContext>,

@@ -216,18 +216,7 @@ async fn projector_applies_everything_once_despite_commit_errors_and_restores_fr
     for (i, scenario) in Scenario::ALL.iter().enumerate() {
         let (events, truth) = generate(*scenario, &mut rng, now() - 600 + i as i64);
         for ev in &events {
-            let body = ev.body();
-            let parsed = paystate_stripe::parse_event(&body).expect("parse");
-            let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
-            let p = paystate_core::partition_of(key.as_bytes(), PARTITIONS);
-            let record = paystate_store::LogRecord {
-                received_at_ms: 0,
-                event_id: parsed.id().to_owned(),
-                event_type: parsed.event_type().to_owned(),
-                payment_key: key,
-                signature: String::new(),
-                body,
-            };
+            let (p, record) = log_record(ev);
             // Twice: a duplicate delivery.
             records.push((p, record.clone()));
             records.push((p, record));
@@ -270,27 +259,15 @@ async fn projector_applies_everything_once_despite_commit_errors_and_restores_fr
     assert_eq!(totals.applied + totals.duplicates, sent, "{totals:?}");
     assert_eq!(totals.duplicates, sent / 2);
     for t in &truths {
-        let key = match &t.account {
-            Some(a) => format!("{a}/{}", t.id),
-            None => t.id.clone(),
-        };
+        let key = t.key();
         let p = projection.payment(&key).expect("read").unwrap_or_else(|| panic!("{key} missing"));
         assert_eq!(p.state.lifecycle.as_str(), t.lifecycle, "{key}");
         assert_eq!(p.state.amount_refunded, t.amount_refunded, "{key}");
     }
 
     // The projection topics: one payment update per payment at least, no action id twice.
-    let actions = read_topic(&cfg, "paystate.actions");
-    let mut ids: Vec<String> = actions
-        .iter()
-        .map(|m| {
-            serde_json::from_slice::<serde_json::Value>(&m.3).expect("json")["id"].as_str().expect("id").to_owned()
-        })
-        .collect();
-    let n = ids.len();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), n, "no action id twice");
+    let (n, distinct) = action_ids(&cfg);
+    assert_eq!(distinct, n, "no action id twice");
     assert_eq!(n as u64, totals.actions, "every action published");
     let updates = read_topic(&cfg, "paystate.payments");
     let mut carried = 0;
@@ -337,10 +314,7 @@ async fn projector_applies_everything_once_despite_commit_errors_and_restores_fr
         "the actions topic was read from its start for every partition: {restores:?}"
     );
     for t in &truths {
-        let key = match &t.account {
-            Some(a) => format!("{a}/{}", t.id),
-            None => t.id.clone(),
-        };
+        let key = t.key();
         let a = projection.payment(&key).expect("read");
         let b = fresh.payment(&key).expect("read");
         assert_eq!(a.map(|p| p.state), b.map(|p| p.state), "{key}");
@@ -348,4 +322,149 @@ async fn projector_applies_everything_once_despite_commit_errors_and_restores_fr
     // Nothing it re-derived was published twice.
     let again = read_topic(&cfg, "paystate.actions");
     assert_eq!(again.len(), n, "the restored member published no action again");
+}
+
+/// The actions topic's messages and distinct action ids.
+fn action_ids(cfg: &KafkaConfig) -> (usize, usize) {
+    let ids: Vec<String> = read_topic(cfg, "paystate.actions")
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(&m.3).expect("json")["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    (ids.len(), distinct.len())
+}
+
+/// Copies directory `from` into `to`, recursively (a closed store).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// The log record of one generated event, with its raw partition.
+fn log_record(ev: &paystate_testkit::synth::SynthEvent) -> (u32, paystate_store::LogRecord) {
+    let body = ev.body();
+    let parsed = paystate_stripe::parse_event(&body).expect("parse");
+    let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
+    let p = paystate_core::partition_of(key.as_bytes(), PARTITIONS);
+    let record = paystate_store::LogRecord {
+        received_at_ms: 0,
+        event_id: parsed.id().to_owned(),
+        event_type: parsed.event_type().to_owned(),
+        payment_key: key,
+        signature: String::new(),
+        body,
+    };
+    (p, record)
+}
+
+/// Appends `records` and runs a projector of `group` on the store in `dir` until it consumed them (and
+/// whatever else the raw topic holds past the store's positions) and published its outbox; then closes it
+/// and the store.
+async fn project(
+    cfg: &KafkaConfig,
+    dir: &std::path::Path,
+    group: &str,
+    records: Vec<(u32, paystate_store::LogRecord)>,
+) {
+    use paystate_store::{LogView, Stream};
+    let (cfg, dir, group) = (cfg.clone(), dir.to_owned(), group.to_owned());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let sink = KafkaSink::new(&cfg, Duration::from_secs(10)).expect("sink");
+        for (partition, record) in &records {
+            handle.block_on(LogSink::append(&sink, *partition, record)).expect("append");
+        }
+        let projection = Store::open_projection(&dir).expect("projection");
+        let opts = ProjectorOptions { group, ..ProjectorOptions::default() };
+        let p = KafkaProjector::new(&cfg, projection.clone(), opts, handle).expect("projector");
+        let ends = p.ends();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Until every partition is applied to the raw topic's end and the outbox is out.
+        let drained = || {
+            (0..PARTITIONS).all(|q| {
+                let end = ends.end(q);
+                end > 0 && projection.stored_position(q).expect("position") == Some(end)
+            }) && [Stream::Actions, Stream::Payments]
+                .iter()
+                .all(|s| projection.published(*s).expect("published") == projection.stream_end(*s).expect("end"))
+        };
+        while !drained() {
+            p.step().expect("step");
+            let at: Vec<_> = (0..PARTITIONS).map(|q| (projection.stored_position(q), ends.end(q))).collect();
+            assert!(Instant::now() < deadline, "the projector did not drain the raw topic in 60 s: {at:?}");
+        }
+        p.run(&AtomicBool::new(true)).expect("final publish");
+        projection.flush().expect("flush");
+    })
+    .await
+    .expect("join");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_behind_the_topics_restores_and_never_republishes_its_stale_outbox() {
+    use paystate_store::Stream;
+    let c = cluster();
+    let cfg = KafkaConfig::new(c.bootstrap_servers());
+    let mut rng = Rng::new(21);
+    let (mut first, mut second, mut truths) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, scenario) in Scenario::ALL.iter().enumerate() {
+        let (events, truth) = generate(*scenario, &mut rng, now() - 600 + i as i64);
+        let half = events.len() / 2;
+        first.extend(events[..half].iter().map(log_record));
+        second.extend(events[half..].iter().map(log_record));
+        truths.push(truth);
+    }
+    // Member A projects the first halves; a copy of its store is what it would be after a crash that lost
+    // the publisher's cursors (they are not flushed on their own): everything it derived looks unpublished.
+    let (a, stale) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    project(&cfg, a.path(), "g", first).await;
+    copy_dir(a.path(), stale.path());
+    {
+        let s = Store::open_projection(stale.path()).expect("projection");
+        for stream in [Stream::Actions, Stream::Payments] {
+            assert!(s.stream_end(stream).expect("end") > 0, "{stream:?} entries to go stale");
+            s.mark_published(stream, 0, &Default::default(), &[]).expect("rewind");
+        }
+        s.flush().expect("flush");
+    }
+    // A goes on with the second halves and publishes newer states; then the stale store takes over.
+    project(&cfg, a.path(), "g", second).await;
+    let before = read_topic(&cfg, "paystate.payments").len();
+    project(&cfg, stale.path(), "g", Vec::new()).await;
+
+    let updates = read_topic(&cfg, "paystate.payments");
+    assert_eq!(updates.len(), before, "the taking member had nothing new to publish, and published nothing");
+    // The last value of every key is the newest state: the one with the highest raw offset.
+    let mut last: std::collections::HashMap<String, (u64, u64, serde_json::Value)> = Default::default();
+    for (_, _, key, payload, _) in &updates {
+        let v: serde_json::Value = serde_json::from_slice(payload).expect("json");
+        let key = String::from_utf8(key.clone().expect("key")).expect("utf-8");
+        let offset = v["offset"].as_u64().expect("offset");
+        let e = last.entry(key).or_insert((0, 0, serde_json::Value::Null));
+        e.0 = e.0.max(offset);
+        (e.1, e.2) = (offset, v["payment"].clone());
+    }
+    for (key, (newest, last_offset, _)) in &last {
+        assert_eq!(last_offset, newest, "{key}: the topic's last value is not its newest state");
+    }
+    let restored = Store::open_projection(stale.path()).expect("projection");
+    for t in &truths {
+        let key = t.key();
+        let p = restored.payment(&key).expect("read").unwrap_or_else(|| panic!("{key} missing"));
+        assert_eq!(p.state.lifecycle.as_str(), t.lifecycle, "{key}");
+        assert_eq!(p.state.amount_refunded, t.amount_refunded, "{key}");
+        assert_eq!(last[&key].2["lifecycle"].as_str(), Some(t.lifecycle.as_str()), "{key}");
+    }
+    let (n, distinct) = action_ids(&cfg);
+    assert_eq!(distinct, n, "no action id twice");
 }

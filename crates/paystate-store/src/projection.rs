@@ -14,10 +14,10 @@ use crate::format::{
 use paystate_core::{EventId, History, Lifecycle, Payment, PaymentEvent, PaymentKey, PaymentState, PaymentWithHistory};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Which projection stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stream {
     /// Derived actions, in commit order.
     Actions,
@@ -54,6 +54,17 @@ impl Stream {
             Stream::Actions => b"published/actions",
             Stream::Payments => b"published/payments",
         }
+    }
+
+    /// Key of the cursor up to which this stream's entries of `partition` were dropped (see
+    /// [`Projection::forget_partitions`]).
+    fn dropped_key(self, partition: u32) -> Vec<u8> {
+        let mut k = match self {
+            Stream::Actions => b"dropped/actions/".to_vec(),
+            Stream::Payments => b"dropped/payments/".to_vec(),
+        };
+        k.extend_from_slice(&partition.to_be_bytes());
+        k
     }
 }
 
@@ -641,15 +652,26 @@ impl Projection {
     /// before it is restored from the topics. The positions go first, flushed: a crash half-way leaves the
     /// partitions "never held", so they are forgotten again and restored at the next take. Returns the
     /// number of payments removed.
+    ///
+    /// Their entries still in the outbox streams (derived here, not yet published when the partition moved)
+    /// are as stale as their states: in the same first step each stream's current end is recorded as the
+    /// partition's drop mark ([`Projection::outbox_drops`]), and the publisher skips the partition's
+    /// entries up to it.
     pub fn forget_partitions(&self, parts: &[u32], partitions: u32) -> Result<u64, StoreError> {
         if parts.is_empty() {
             return Ok(0);
         }
-        let mut batch = sled::Batch::default();
-        for p in parts {
-            batch.remove(&p.to_be_bytes());
-        }
-        self.offsets.apply_batch(batch)?;
+        let ends = [Stream::Actions, Stream::Payments].map(|s| self.stream_end(s).map(|end| (s, end)));
+        let ends = ends.into_iter().collect::<Result<Vec<_>, _>>()?;
+        (&self.offsets, &self.meta).transaction(|(offsets, meta)| {
+            for p in parts {
+                offsets.remove(&p.to_be_bytes())?;
+                for (stream, end) in &ends {
+                    meta.insert(stream.dropped_key(*p), &end.to_be_bytes())?;
+                }
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
         self.db.flush()?;
         let (mut payments, mut lifecycles, mut history) =
             (sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
@@ -691,6 +713,25 @@ impl Projection {
         self.meta.apply_batch(meta)?;
         self.db.flush()?;
         Ok(removed)
+    }
+
+    /// The drop marks of the outbox streams: for (stream, partition), the cursor up to which that
+    /// partition's entries are stale and must not be published (see [`Projection::forget_partitions`]).
+    pub fn outbox_drops(&self) -> Result<HashMap<(Stream, u32), u64>, StoreError> {
+        let mut out = HashMap::new();
+        for stream in [Stream::Actions, Stream::Payments] {
+            let prefix = stream.dropped_key(0);
+            let prefix = &prefix[..prefix.len() - 4];
+            for item in self.meta.scan_prefix(prefix) {
+                let (k, v) = item?;
+                let p = k[prefix.len()..]
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt { tree: "meta", why: format!("key {k:?}") })?;
+                out.insert((stream, p), u64_of("meta", &v)?);
+            }
+        }
+        Ok(out)
     }
 
     /// The outbox entries set aside for `partition`, actions first, each stream in commit order, with the

@@ -421,6 +421,14 @@ fn forgetting_partitions_drops_them_and_nothing_else() {
     projection
         .mark_published(Stream::Payments, 0, &Default::default(), &[(1, 7, b"one".to_vec()), (3, 8, b"three".to_vec())])
         .expect("aside");
+    // Outbox entries derived before the partitions moved (3 actions, 2 updates).
+    let batch = Batch {
+        actions: vec![b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()],
+        updates: vec![b"u1".to_vec(), b"u2".to_vec()],
+        ..Default::default()
+    };
+    projection.commit(&batch).expect("commit");
+    assert!(projection.outbox_drops().expect("drops").is_empty(), "nothing dropped yet");
     let forgotten: Vec<u32> = vec![1, 2];
     let gone = payments.iter().filter(|x| forgotten.contains(&partition(x))).count() as u64;
     assert!(gone > 0 && gone < payments.len() as u64, "the scenarios span the partitions");
@@ -441,4 +449,24 @@ fn forgetting_partitions_drops_them_and_nothing_else() {
         let aside = projection.take_aside(p).expect("aside");
         assert_eq!(aside.len(), usize::from(p == 3), "set-aside entries of partition {p}");
     }
+    // The forgotten partitions' outbox entries so far are marked stale, the others' are not.
+    let marks = |p: u32| {
+        let drops = projection.outbox_drops().expect("drops");
+        (drops.get(&(Stream::Actions, p)).copied(), drops.get(&(Stream::Payments, p)).copied())
+    };
+    let (a_end, u_end) =
+        (projection.stream_end(Stream::Actions).expect("end"), projection.stream_end(Stream::Payments).expect("end"));
+    assert_eq!((a_end, u_end), (3, 2));
+    for p in 0..PARTITIONS {
+        let expected = if forgotten.contains(&p) { (Some(a_end), Some(u_end)) } else { (None, None) };
+        assert_eq!(marks(p), expected, "drop marks of partition {p}");
+    }
+    // Entries derived after the forget are not stale; forgetting again moves only that partition's mark.
+    projection.commit(&Batch { updates: vec![b"u3".to_vec()], ..Default::default() }).expect("commit");
+    projection.forget_partitions(&[2], PARTITIONS).expect("forget");
+    assert_eq!(marks(1), (Some(3), Some(2)));
+    assert_eq!(marks(2), (Some(3), Some(3)));
+    drop(projection);
+    let reopened = Store::open_projection(dir.path()).expect("reopen");
+    assert_eq!(reopened.outbox_drops().expect("drops").len(), 4, "the marks are stored");
 }

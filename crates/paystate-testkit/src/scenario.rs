@@ -155,6 +155,16 @@ pub struct Truth {
     pub api_version: String,
 }
 
+impl Truth {
+    /// The payment key the projection files this payment under (`acct_…/pi_…` or `pi_…`).
+    pub fn key(&self) -> String {
+        match &self.account {
+            Some(a) => format!("{a}/{}", self.id),
+            None => self.id.clone(),
+        }
+    }
+}
+
 /// The action kinds whose count does not depend on delivery order, so a truth can state it:
 /// `notify_payment_failed` counts once the event time passed every grace period (the default,
 /// [`paystate_core::DEFAULT_FAILURE_GRACE_SECS`]) with every event delivered in Stripe-time order (a

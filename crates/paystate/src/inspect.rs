@@ -156,13 +156,6 @@ fn count_actions<'a>(actions: impl Iterator<Item = &'a Value>) -> BTreeMap<Strin
     out
 }
 
-fn truth_key(t: &Truth) -> String {
-    match &t.account {
-        Some(a) => format!("{a}/{}", t.id),
-        None => t.id.clone(),
-    }
-}
-
 /// `actions`: the payment's actions by kind, or `None` when the source has no actions stream to count them
 /// in (a replay output): then they are not checked.
 fn compare(truth: &Truth, got: Option<&Value>, actions: Option<Option<&BTreeMap<String, u32>>>) -> Vec<String> {
@@ -246,7 +239,7 @@ pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
                 );
             }
             for t in &truths {
-                got.push(projection.payment(&truth_key(t))?.map(|p| json!(p.state.summary())));
+                got.push(projection.payment(&t.key())?.map(|p| json!(p.state.summary())));
             }
             let mut lines = Vec::new();
             let mut after = 0;
@@ -317,7 +310,7 @@ pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
     }
     let (mut passed, mut failed) = (0usize, 0usize);
     for (t, g) in truths.iter().zip(&got) {
-        let diffs = compare(t, g.as_ref(), counts_actions.then(|| actions.get(&truth_key(t))));
+        let diffs = compare(t, g.as_ref(), counts_actions.then(|| actions.get(&t.key())));
         if diffs.is_empty() {
             passed += 1;
         } else {

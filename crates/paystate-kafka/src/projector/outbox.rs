@@ -59,6 +59,12 @@ impl Shared {
 
     /// Publishes the whole outbox: actions, then payment updates, each confirmed before the cursor moves.
     pub(super) fn publish(&self) -> Result<(), KafkaLogError> {
+        // Owning nothing (before the first assignment, say), a round could only set every entry aside: the
+        // entries wait in the streams instead, for their partition's next take by this store, which
+        // publishes them or, if another member published there since, drops them as stale.
+        if lock(&self.producers).is_empty() {
+            return Ok(());
+        }
         let updates_end = self.projection.stream_end(Stream::Payments)?;
         let actions_end = self.projection.stream_end(Stream::Actions)?;
         if self.projection.published(Stream::Payments)? >= updates_end
@@ -101,14 +107,25 @@ impl Shared {
     /// Publishes one round: `actions` and `updates` (outbox entries with their cursors), each partition's in
     /// one transaction (actions first), those of partitions not owned set aside; then moves both cursors.
     fn publish_round(&self, actions: &[(u64, Vec<u8>)], updates: &[(u64, Vec<u8>)]) -> Result<(), KafkaLogError> {
+        // Entries of a partition whose local state was dropped since they were derived are stale: the
+        // partition was restored from the topics, and whoever published there derived them again.
+        let drops = self.projection.outbox_drops()?;
         let mut by_partition: BTreeMap<u32, [Vec<OutboxItem<'_>>; 2]> = BTreeMap::new();
+        let mut dropped = 0usize;
         for (i, (stream, entries)) in [(Stream::Actions, actions), (Stream::Payments, updates)].into_iter().enumerate()
         {
             for (cursor, bytes) in entries {
                 if let Some(item) = self.outbox_item(stream, *cursor, bytes)? {
+                    if drops.get(&(stream, item.partition)).is_some_and(|mark| *cursor <= *mark) {
+                        dropped += 1;
+                        continue;
+                    }
                     by_partition.entry(item.partition).or_default()[i].push(item);
                 }
             }
+        }
+        if dropped > 0 {
+            tracing::info!(entries = dropped, "stale outbox entries of restored partitions not published");
         }
         let (mut confirmed_actions, mut confirmed_updates) = (BTreeMap::new(), BTreeMap::new());
         let (mut aside_actions, mut aside_updates) = (Vec::new(), Vec::new());

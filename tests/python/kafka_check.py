@@ -3,6 +3,7 @@
 Reads the raw topic, the compacted payments topic and the actions topic from the beginning to their
 current ends, then prints one JSON object with what it found:
   payments_checked, mismatches   the latest state of every payment in the truth file vs. the truth
+  payments_messages              messages read from the payments topic (fewer once compacted)
   actions, duplicate_action_ids  action ids seen more than once in the actions topic
   fulfill_errors                 payments whose number of fulfill_order actions is not 1 if paid else 0
   partition_errors               payment updates whose value names another partition than the message's
@@ -80,7 +81,9 @@ def main():
 
     latest = {}
     partition_errors = []
-    for m in read_all(a.brokers, a.payments_topic):
+    updates = read_all(a.brokers, a.payments_topic)
+    result["payments_messages"] = len(updates)
+    for m in updates:
         if m.value() is None:
             continue
         v = json.loads(m.value())

@@ -219,6 +219,15 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
             tracing::info!(outcome = "accepted", event_id = %record.event_id, event_type = %record.event_type, partition = pos.partition, offset = pos.offset, "webhook stored");
             (StatusCode::OK, Json(json!({"received": true}))).into_response()
         }
+        Err(e) if e.downcast_ref::<paystate_store::RecordTooLarge>().is_some() => {
+            ing.metrics.webhook("too_large");
+            tracing::error!(outcome = "too_large", event_id = %record.event_id, bytes = record.body.len(), error = %e, "webhook refused by the log for its size");
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large_for_log",
+                "the log refuses a record of this size (raise the broker's and the producer's message.max.bytes)",
+            )
+        }
         Err(e) => {
             ing.metrics.webhook("unavailable");
             tracing::error!(outcome = "unavailable", event_id = %record.event_id, error = %e, "webhook not stored");

@@ -80,6 +80,9 @@ pub enum KafkaLogError {
     /// The projector failed.
     #[error(transparent)]
     Projector(#[from] paystate_projector::ProjectorError),
+    /// The broker or the producer refuses a record for its size (a poison record: [`ErrorClass::Poison`]).
+    #[error("record refused for its size: {0}")]
+    TooLarge(String),
     /// Reading a topic took longer than allowed.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -96,6 +99,70 @@ pub enum KafkaLogError {
         /// The broker's error.
         why: String,
     },
+}
+
+/// How an error is handled, after the classes of vector's Kafka sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: a broker down, a leader moving, too few in-sync replicas, a timeout. librdkafka retries
+    /// within its timeouts; past them the ingress answers 503 (Stripe retries) and the projector waits.
+    Retriable,
+    /// The record itself is refused (larger than the broker or the producer takes): the same bytes can
+    /// never be written, so the ingress answers 413 rather than inviting a retry of them as 503 would.
+    Poison,
+    /// The client cannot go on: fenced, the idempotent producer's fatal error, authentication or
+    /// authorization refused, an invalid configuration. The process stops with a clear message and a
+    /// non-zero exit; the orchestrator restarts it.
+    Fatal,
+}
+
+/// The class of a librdkafka error (see [`ErrorClass`]).
+pub fn classify(e: &rdkafka::error::KafkaError) -> ErrorClass {
+    use rdkafka::error::KafkaError as K;
+    use RDKafkaErrorCode as C;
+    if let K::Transaction(t) = e {
+        if t.is_fatal() {
+            return ErrorClass::Fatal;
+        }
+    }
+    if matches!(e, K::ClientConfig(..) | K::ClientCreation(_) | K::Subscription(_)) {
+        return ErrorClass::Fatal;
+    }
+    match e.rdkafka_error_code() {
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge | C::InvalidRecord) => {
+            ErrorClass::Poison
+        }
+        Some(
+            C::Fatal
+            | C::Fenced
+            | C::ProducerFenced
+            | C::InvalidProducerEpoch
+            | C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::InvalidConfig,
+        ) => ErrorClass::Fatal,
+        _ => ErrorClass::Retriable,
+    }
+}
+
+impl KafkaLogError {
+    /// The class of this error (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            KafkaLogError::Kafka(e) => classify(e),
+            KafkaLogError::Fenced { .. } => ErrorClass::Fatal,
+            KafkaLogError::TooLarge(_) => ErrorClass::Poison,
+            KafkaLogError::NotConfirmed(_) | KafkaLogError::Timeout(_) => ErrorClass::Retriable,
+            KafkaLogError::Topic { .. }
+            | KafkaLogError::BadMessage { .. }
+            | KafkaLogError::Store(_)
+            | KafkaLogError::Projector(_) => ErrorClass::Fatal,
+        }
+    }
 }
 
 /// Where the Kafka log is and what it is called.
@@ -172,18 +239,40 @@ fn partitions_of(client: &BaseConsumer, topic: &str, timeout: Duration) -> Resul
     }
 }
 
+/// Settings of the compacted topics (payments, history) when paystate creates them, unless given otherwise:
+/// a segment is rolled (and so becomes compactable) at least hourly, where Kafka's default of a week would
+/// leave a restore reading every update of the week.
+pub const COMPACTED_DEFAULTS: [(&str, &str); 1] = [("segment.ms", "3600000")];
+
 /// Creates the raw, payments (compacted), actions and history (compacted) topics with `partitions`
-/// partitions each when they do not exist, then checks that all four have the raw topic's partition count
+/// partitions each when they do not exist (replication factor `replication`, -1 for the brokers' default;
+/// the compacted ones with [`COMPACTED_DEFAULTS`] and then `compacted`, topic settings such as
+/// `min.cleanable.dirty.ratio`), then checks that all four have the raw topic's partition count
 /// (partition p of each belongs to the same projector). Returns that count.
-pub async fn ensure_topics(cfg: &KafkaConfig, partitions: u32, replication: i32) -> Result<u32, KafkaLogError> {
+pub async fn ensure_topics(
+    cfg: &KafkaConfig,
+    partitions: u32,
+    replication: i32,
+    compacted: &[(String, String)],
+) -> Result<u32, KafkaLogError> {
     let admin: AdminClient<DefaultClientContext> = cfg.client(&[]).create()?;
     let n = i32::try_from(partitions)
         .map_err(|_| KafkaLogError::Topic { topic: cfg.raw_topic.clone(), why: format!("{partitions} partitions") })?;
+    let compact = |name| {
+        let mut t = NewTopic::new(name, n, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact");
+        for (k, v) in COMPACTED_DEFAULTS.iter().filter(|(k, _)| !compacted.iter().any(|(c, _)| c == k)) {
+            t = t.set(k, v);
+        }
+        for (k, v) in compacted {
+            t = t.set(k, v);
+        }
+        t
+    };
     let topics = [
         NewTopic::new(&cfg.raw_topic, n, TopicReplication::Fixed(replication)),
-        NewTopic::new(&cfg.payments_topic, n, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact"),
+        compact(&cfg.payments_topic),
         NewTopic::new(&cfg.actions_topic, n, TopicReplication::Fixed(replication)),
-        NewTopic::new(&cfg.history_topic, n, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact"),
+        compact(&cfg.history_topic),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(topics.iter(), &opts).await? {
@@ -258,4 +347,29 @@ pub fn record_of<M: Message>(m: &M) -> LogRecord {
         }
     }
     r
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::{classify, ErrorClass, KafkaLogError};
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    #[test]
+    fn errors_by_class() {
+        let produce = |c| classify(&KafkaError::MessageProduction(c));
+        for c in [C::MessageSizeTooLarge, C::MessageBatchTooLarge, C::InvalidRecord] {
+            assert_eq!(produce(c), ErrorClass::Poison, "{c:?}");
+        }
+        for c in [C::ProducerFenced, C::TopicAuthorizationFailed, C::SaslAuthenticationFailed, C::Fatal] {
+            assert_eq!(produce(c), ErrorClass::Fatal, "{c:?}");
+        }
+        for c in [C::NotEnoughReplicas, C::MessageTimedOut, C::LeaderNotAvailable, C::BrokerTransportFailure] {
+            assert_eq!(produce(c), ErrorClass::Retriable, "{c:?}");
+        }
+        assert_eq!(classify(&KafkaError::MessageConsumption(C::GroupAuthorizationFailed)), ErrorClass::Fatal);
+        assert_eq!(classify(&KafkaError::MessageConsumption(C::AllBrokersDown)), ErrorClass::Retriable);
+        assert_eq!(KafkaLogError::Fenced { partition: 1, why: "x".into() }.class(), ErrorClass::Fatal);
+        assert_eq!(KafkaLogError::NotConfirmed("x".into()).class(), ErrorClass::Retriable);
+    }
 }

@@ -39,6 +39,27 @@ impl ClientContext for ReaderContext {
 
 impl ConsumerContext for ReaderContext {}
 
+/// Runs a metadata or offsets query `f` about `topic`, again while it fails with a retriable error (a broker
+/// down, a leader moving: see [`crate::ErrorClass`]), for up to two minutes; any other error at once.
+pub(crate) fn retrying<T>(
+    topic: &str,
+    mut f: impl FnMut() -> Result<T, rdkafka::error::KafkaError>,
+) -> Result<T, KafkaLogError> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if crate::classify(&e) == crate::ErrorClass::Retriable && Instant::now() < deadline => {
+                tracing::warn!(error = %e, topic, "a query failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Reads `topic`'s partitions, each from its given offset to its end as of now, all at once, calling `each`
 /// with the partition and the message. The ends of all the
 /// partitions come from one offsets query (a round trip per partition costs seconds on some brokers).
@@ -56,18 +77,8 @@ pub(crate) fn read_partitions(
         let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
         query.add_partition_offset(topic, pi, Offset::End)?;
     }
-    // Timestamp "latest" (-1): each partition's end offset. A slow broker gets a few chances.
-    let mut attempt = 0;
-    let ends_list = loop {
-        attempt += 1;
-        match reader.offsets_for_times(query.clone(), Duration::from_secs(30)) {
-            Ok(list) => break list,
-            Err(e) if attempt < 5 => {
-                tracing::warn!(error = %e, attempt, topic, "querying partition ends failed; retrying");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    // Timestamp "latest" (-1): each partition's end offset.
+    let ends_list = retrying(topic, || reader.offsets_for_times(query.clone(), Duration::from_secs(30)))?;
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &(p, start) in from {
@@ -109,6 +120,11 @@ pub(crate) fn read_partitions(
             // The end as it is now, at or past the one queried: markers and aborted records end there.
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(pi))) => {
                 ends.remove(&pi);
+            }
+            // A broker down or a leader moving is librdkafka's to retry (the deadline bounds the wait);
+            // only what retrying cannot cure stops the read.
+            Some(Err(e)) if crate::classify(&e) == crate::ErrorClass::Retriable => {
+                tracing::debug!(error = %e, topic, "reading: transient error, retried");
             }
             Some(Err(e)) => return Err(e.into()),
             None => {}

@@ -32,7 +32,7 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
     c
 }
 
-async fn ingress(cfg: &KafkaConfig, timeout: Duration) -> (String, Arc<Metrics>) {
+async fn ingress(cfg: &KafkaConfig, timeout: Duration) -> (String, Arc<Metrics>, KafkaSink) {
     let sink = KafkaSink::new(cfg, timeout).expect("sink");
     let metrics = Arc::new(Metrics::default());
     let webhook = Webhook::new(vec![WebhookSecret::new(SECRET).expect("secret")], 300).expect("webhook");
@@ -41,14 +41,14 @@ async fn ingress(cfg: &KafkaConfig, timeout: Duration) -> (String, Arc<Metrics>)
         mode: None,
         body_limit_bytes: 1 << 20,
         partitions: paystate_ingress::Partitions::fixed(PARTITIONS),
-        sink: Arc::new(sink),
+        sink: Arc::new(sink.clone()),
         metrics: Arc::clone(&metrics),
         limits: Default::default(),
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/webhooks/stripe", l.local_addr().expect("addr"));
     tokio::spawn(paystate_ingress::serve(l, public_router(ing), std::future::pending()));
-    (url, metrics)
+    (url, metrics, sink)
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: &[u8]) -> u16 {
@@ -132,7 +132,7 @@ fn read_topic(cfg: &KafkaConfig, topic: &str) -> Vec<Msg> {
 async fn ingress_confirms_writes_and_refuses_while_the_leader_is_down() {
     let c = cluster();
     let cfg = KafkaConfig::new(c.bootstrap_servers());
-    let (url, metrics) = ingress(&cfg, Duration::from_millis(1500)).await;
+    let (url, metrics, _) = ingress(&cfg, Duration::from_millis(1500)).await;
     let client = reqwest::Client::new();
     let mut rng = Rng::new(7);
     let (events, _) = generate(Scenario::CardSuccess, &mut rng, now() - 60);
@@ -174,15 +174,21 @@ async fn ingress_confirms_writes_and_refuses_while_the_leader_is_down() {
 async fn injected_produce_errors_and_latency_give_503_then_200() {
     let c = cluster();
     let cfg = KafkaConfig::new(c.bootstrap_servers());
-    let (url, _) = ingress(&cfg, Duration::from_millis(1500)).await;
+    let (url, metrics, sink) = ingress(&cfg, Duration::from_millis(1500)).await;
     let client = reqwest::Client::new();
     let mut rng = Rng::new(8);
     let (events, _) = generate(Scenario::FullRefund, &mut rng, now() - 60);
 
-    // A non-retriable produce error: the write fails, 503.
+    // A record the broker refuses for its size (a poison record): 413, not 503, and counted as too large;
+    // the producer goes on.
     c.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 50]);
-    assert_eq!(post(&client, &url, &events[0].body()).await, 503);
+    assert_eq!(post(&client, &url, &events[0].body()).await, 413);
     c.clear_request_errors(RDKafkaApiKey::Produce);
+    let mut text = String::new();
+    metrics.render(&mut text);
+    assert!(text.contains("outcome=\"too_large\"} 1"), "{text}");
+    assert!(text.contains("outcome=\"unavailable\"} 0"), "{text}");
+    assert_eq!(sink.fatal(), None, "a poison record is not fatal");
 
     // Retriable errors, a few: librdkafka retries within the timeout and the idempotent producer keeps it
     // to one copy, so 200.
@@ -204,6 +210,25 @@ async fn injected_produce_errors_and_latency_give_503_then_200() {
     let ev1 = events[1].body();
     assert_eq!(msgs.iter().filter(|m| m.3 == ev1).count(), 1, "a retried produce is stored once");
     assert!(msgs.iter().any(|m| m.3 == events[2].body()));
+    assert!(!msgs.iter().any(|m| m.3 == events[0].body()), "the refused record is not in the topic");
+    assert_eq!(sink.fatal(), None, "retriable errors are not fatal");
+}
+
+/// A fatal produce error (authorization refused): the webhook is answered 503, never 200, and the sink
+/// reports the error as fatal, which makes `paystate ingress` exit non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_produce_error_is_answered_503_and_reported_fatal() {
+    let c = cluster();
+    let cfg = KafkaConfig::new(c.bootstrap_servers());
+    let (url, _, sink) = ingress(&cfg, Duration::from_millis(1500)).await;
+    let client = reqwest::Client::new();
+    let (events, _) = generate(Scenario::FullRefund, &mut Rng::new(12), now() - 60);
+    assert_eq!(post(&client, &url, &events[0].body()).await, 200);
+    assert_eq!(sink.fatal(), None);
+    c.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 50]);
+    assert_eq!(post(&client, &url, &events[1].body()).await, 503);
+    let fatal = sink.fatal().expect("reported fatal");
+    assert!(fatal.to_lowercase().contains("authoriz"), "{fatal}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

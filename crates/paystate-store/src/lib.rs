@@ -16,7 +16,9 @@ pub mod record;
 mod stored;
 
 pub use error::StoreError;
-pub use log::{AppendError, AppendHandle, Appender, EmbeddedLog, LogOptions, LogSink, LogView, Position};
+pub use log::{
+    AppendError, AppendHandle, Appender, EmbeddedLog, LogOptions, LogSink, LogView, Position, RecordTooLarge,
+};
 pub use migrate::Progress;
 pub use projection::{
     digest_of, state_hash, Batch, DeadLetter, HistoryChange, HistoryChanges, Projection, Rebuild, StateHash,

@@ -126,7 +126,14 @@ fn decode_payload<'a>(
 const MAX_RUN_BYTES: usize = 1 << 20;
 
 /// Why an append was not acknowledged (the record may or may not be in the log; the sender retries).
+/// A [`RecordTooLarge`] inside says the record itself can never be appended.
 pub type AppendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An append refused for the record's size by the log (a Kafka broker's or producer's message size limit,
+/// below the ingress's body limit): retrying the same bytes cannot succeed, so the ingress answers 413.
+#[derive(Debug, thiserror::Error)]
+#[error("the log refuses a record of this size: {0}")]
+pub struct RecordTooLarge(pub String);
 
 /// The write side of a log: the contract the ingress relies on. `Ok` means the record is durable
 /// (fsynced for the embedded log, confirmed by the broker's delivery report for Kafka); anything else

@@ -96,9 +96,15 @@ pub struct KafkaArgs {
     /// Partitions of the topics when paystate creates them.
     #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
     pub kafka_partitions: u32,
-    /// Replication factor of the topics when paystate creates them.
-    #[arg(long, default_value_t = 1)]
+    /// Replication factor of the topics when paystate creates them; -1: the brokers'
+    /// `default.replication.factor`.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub kafka_replication: i32,
+    /// A topic setting of the compacted topics (payments, history) when paystate creates them,
+    /// `key=value`, e.g. `segment.ms=600000` or `min.cleanable.dirty.ratio=0.1`; repeatable. Without
+    /// `segment.ms`, paystate sets an hour.
+    #[arg(long = "kafka-compacted-config", value_parser = KafkaConfig::parse_property)]
+    pub kafka_compacted_config: Vec<(String, String)>,
     /// How long the ingress waits for the broker to confirm a write before answering 503.
     #[arg(long, default_value_t = 5000)]
     pub kafka_timeout_ms: u64,
@@ -119,9 +125,14 @@ impl KafkaArgs {
     /// The config, with the topics created when missing; returns the partition count.
     async fn connect(&self) -> Result<(KafkaConfig, u32)> {
         let cfg = self.config()?;
-        let partitions = paystate_kafka::ensure_topics(&cfg, self.kafka_partitions, self.kafka_replication)
-            .await
-            .with_context(|| format!("preparing topics on {}", cfg.brokers))?;
+        let partitions = paystate_kafka::ensure_topics(
+            &cfg,
+            self.kafka_partitions,
+            self.kafka_replication,
+            &self.kafka_compacted_config,
+        )
+        .await
+        .with_context(|| format!("preparing topics on {}", cfg.brokers))?;
         Ok((cfg, partitions))
     }
 }
@@ -343,10 +354,27 @@ fn stop_channel() -> watch::Receiver<bool> {
     stop_rx
 }
 
+/// Stops the process (exit 2) once the producer met a fatal error (see `paystate_kafka::ErrorClass`): no
+/// append can succeed any more, and an orchestrator restarting the process is the way out. Nothing is lost:
+/// nothing was acknowledged that the broker had not confirmed.
+fn exit_on_fatal(sink: KafkaSink) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(why) = sink.fatal() {
+                tracing::error!(error = %why, "fatal Kafka producer error; exiting");
+                eprintln!("paystate: fatal Kafka producer error, exiting: {why}");
+                std::process::exit(2);
+            }
+        }
+    });
+}
+
 /// `paystate ingress`: webhooks into the Kafka raw topic.
 pub async fn run_ingress(args: IngressArgs) -> Result<()> {
     let cfg = args.kafka.config()?;
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
+    exit_on_fatal(sink.clone());
     let metrics = Arc::new(Metrics::default());
     // The ingress starts even while the cluster is unreachable: 503 and not ready until it knows the
     // partition count (an event cannot be placed before), which a background task keeps asking for.
@@ -495,6 +523,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 async fn run_kafka(args: ServeArgs) -> Result<()> {
     let (cfg, partitions) = args.kafka.connect().await?;
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
+    exit_on_fatal(sink.clone());
     let projection = open_projection(&args.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     let ingress = args.webhook.ingress(Arc::new(sink.clone()), Partitions::fixed(partitions), Arc::clone(&metrics))?;

@@ -53,6 +53,10 @@ pub struct SimulateArgs {
     /// Stop retrying an event after this long.
     #[arg(long, default_value_t = 600)]
     pub give_up_after_secs: u64,
+    /// Send at most this many deliveries per second (first attempts, evenly paced); 0: as fast as the
+    /// endpoint answers. A paced run lasts long enough for fault tests to act on it.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Instead of sending over HTTP, append the deliveries (signed, in delivery order, duplicates
     /// included) straight to the embedded log of this data directory, as the ingress would: for
     /// benchmarks and replay tests that should not pay for HTTP. The directory must not be in use.
@@ -166,6 +170,10 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
         .build()?;
     let started = Instant::now();
     let give_up = Duration::from_secs(args.give_up_after_secs);
+    let rate = args.rate;
+    if !rate.is_finite() || rate < 0.0 {
+        bail!("--rate must be a number of deliveries per second, 0 or more, not {rate}");
+    }
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (queue, next, sent, retried, latencies, acked) =
@@ -175,6 +183,9 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(d) = queue.get(i) else { return Ok::<(), anyhow::Error>(()) };
+                if rate > 0.0 {
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+                }
                 let first_try = Instant::now();
                 let mut backoff = Duration::from_millis(50);
                 loop {

@@ -133,6 +133,28 @@ impl Drop for Kafka {
     }
 }
 
+/// Prints the last lines of every `*.log` in a test's directory when the test fails (the directory itself
+/// is removed with the test).
+struct LogsOnFailure<'a>(&'a Path);
+
+impl Drop for LogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.0) else { return };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(30)..];
+                eprintln!("--- last lines of {}:\n{}", path.display(), tail.join("\n"));
+            }
+        }
+    }
+}
+
 /// Starts a paystate subcommand and reads its address line.
 fn start(args: &[&str], stderr: Option<&Path>) -> Proc {
     let mut cmd = Command::new(BIN);
@@ -145,7 +167,12 @@ fn start(args: &[&str], stderr: Option<&Path>) -> Proc {
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("address line");
-    assert!(line.contains("admin on"), "{args:?} printed {line:?}");
+    if !line.contains("admin on") {
+        let log = stderr.and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!("{args:?} printed {line:?}; its log ends:\n{}", tail.join("\n"));
+    }
     Proc { child, line }
 }
 
@@ -216,10 +243,15 @@ fn simulate(url: &str, payments: u32, seed: u32, dir: &Path) -> Command {
 /// An Apache Kafka node, an ingress into it, ready (it has created the topics, 4 partitions each), and the
 /// directory of the test's files.
 fn kafka_and_ingress(name: &str) -> (tempfile::TempDir, Kafka, Proc) {
+    kafka_and_ingress_with(name, 1, &[])
+}
+
+/// [`kafka_and_ingress`] on a cluster of `nodes`, the ingress given `extra` arguments too.
+fn kafka_and_ingress_with(name: &str, nodes: u32, extra: &[&str]) -> (tempfile::TempDir, Kafka, Proc) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let kafka = Kafka::start(name, 1);
-    let ingress =
-        start(&[&["ingress"][..], &webhook_args(&kafka.brokers, "4")].concat(), Some(&dir.path().join("ingress.log")));
+    let kafka = Kafka::start(name, nodes);
+    let args = [&["ingress"][..], &webhook_args(&kafka.brokers, "4"), extra].concat();
+    let ingress = start(&args, Some(&dir.path().join("ingress.log")));
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(&format!("{}/readyz", ingress.admin())).0 != 200 {
         assert!(Instant::now() < deadline, "the ingress never became ready");
@@ -601,4 +633,284 @@ fn the_ingress_starts_while_kafka_is_down_and_serves_once_it_is_back() {
     let (ok, v) = check(&kafka.brokers, dir.path(), true);
     assert_eq!(v["acked_missing"], serde_json::json!([]), "{v}");
     assert!(v["acked"].as_u64().unwrap_or(0) > 100, "{v} ({ok})");
+}
+
+/// A webhook outcome counter of the ingress (`paystate_webhooks_total{outcome=…}`).
+fn webhooks(admin: &str, outcome: &str) -> u64 {
+    let (_, metrics) = http_get(&format!("{admin}/metrics"));
+    let prefix = format!("paystate_webhooks_total{{outcome=\"{outcome}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Waits (up to `secs`) until the ingress has accepted at least `n` webhooks.
+fn wait_accepted(admin: &str, n: u64, secs: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while webhooks(admin, "accepted") < n {
+        assert!(Instant::now() < deadline, "{what}: {} of {n} webhooks accepted", webhooks(admin, "accepted"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The partitions of `topics` as confluent-kafka sees them: topic → partition → leader, replicas, isr.
+fn describe(brokers: &str, topics: &[&str]) -> Value {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/kafka_describe.py");
+    let out = Command::new(&python).arg(&script).args(["--brokers", brokers]).args(topics).output().expect("describe");
+    assert!(out.status.success(), "kafka_describe: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("describe json")
+}
+
+const TOPICS: [&str; 4] = ["stripe.events", "paystate.payments", "paystate.actions", "paystate.history"];
+
+/// Waits until every partition of paystate's topics has a leader and all three replicas in sync.
+fn wait_in_sync(brokers: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let d = describe(brokers, &TOPICS);
+        let parts: Vec<&Value> =
+            d.as_object().expect("topics").values().flat_map(|t| t.as_object().expect("parts").values()).collect();
+        if parts.iter().all(|p| p["leader"].as_i64().unwrap_or(-1) > 0 && p["isr"].as_array().map(Vec::len) == Some(3))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the replicas never got back in sync: {d}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill").args([sig, &pid]).status().expect("kill").success(), "kill {sig} {pid}");
+}
+
+/// The three-broker cluster under faults, with ingress, two projectors and `simulate --payments 3000`
+/// (which retries what is answered 503). Driven by progress (webhooks accepted), not by the clock: the
+/// leader of raw partition 0 is SIGKILLed, later restarted; once every replica is back in sync a second
+/// broker is SIGKILLed, projector A is SIGKILLed and a fresh C (empty data dir) joins; the second broker is
+/// restarted; B is SIGSTOPped until C owns every partition, then resumed. If B finds itself fenced it exits
+/// non-zero, as it must, and is started again on its data dir, as an orchestrator would. At the end the
+/// independent checker (`read_committed`) finds every payment's last value equal to its truth, no action
+/// id twice, and every event acknowledged with 200 in the raw topic.
+#[test]
+fn three_brokers_under_faults_lose_nothing_and_publish_each_state_and_action_once() {
+    let (dir, kafka, ingress) = kafka_and_ingress_with("faults", 3, &["--kafka-replication", "3"]);
+    let _logs = LogsOnFailure(dir.path());
+    let brokers = kafka.brokers.clone();
+    let admin = ingress.admin();
+    let d = describe(&brokers, &TOPICS);
+    assert_eq!(d["paystate.payments"]["0"]["replicas"].as_array().map(Vec::len), Some(3), "replication 3: {d}");
+    let a = projector(&brokers, &dir.path().join("a"), &dir.path().join("a.log"));
+    let mut b = projector(&brokers, &dir.path().join("b"), &dir.path().join("b.log"));
+    let payments = 3000;
+    // Paced, so that the faults below happen while it sends (about 13,000 deliveries at 200/s).
+    let sim = simulate(&ingress.webhook_url(), payments, 77, dir.path())
+        .args(["--rate", "200"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("simulate");
+
+    // 1. The leader of raw partition 0 dies; writes go on through the new leaders.
+    wait_accepted(&admin, 1500, 300, "before the first fault");
+    let first = describe(&brokers, &["stripe.events"])["stripe.events"]["0"]["leader"].as_u64().expect("leader");
+    kafka.control("kill", &[&first.to_string()]);
+    let at_kill = webhooks(&admin, "accepted");
+    wait_accepted(&admin, at_kill + 2000, 300, "with the leader of partition 0 dead");
+    kafka.control("restart", &[&first.to_string()]);
+    wait_in_sync(&brokers, 180);
+
+    // 2. A second broker dies; projector A is SIGKILLed and a fresh C joins.
+    let second = if first == 1 { 2 } else { 1 };
+    kafka.control("kill", &[&second.to_string()]);
+    drop(a);
+    let c = projector(&brokers, &dir.path().join("c"), &dir.path().join("c.log"));
+    let at_kill = webhooks(&admin, "accepted");
+    wait_accepted(&admin, at_kill + 1500, 300, "with a second broker dead");
+    kafka.control("restart", &[&second.to_string()]);
+
+    // 3. B stalls through a rebalance: C is handed every partition, then B resumes.
+    signal(&b, "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while status(&c.admin())["group"]["owned"].as_array().map(Vec::len) != Some(4) {
+        assert!(Instant::now() < deadline, "C never took B's partitions: {}", status(&c.admin()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&b, "-CONT");
+
+    let sim = sim.wait_with_output().expect("simulate");
+    let sim_out = String::from_utf8_lossy(&sim.stdout).into_owned();
+    assert!(sim.status.success(), "simulate: {sim_out}");
+    eprintln!("simulate: {sim_out}");
+    let unavailable = webhooks(&admin, "unavailable");
+
+    // A fenced B stops with an error (its partitions went to C while it was stopped); it comes back on
+    // its data dir. One that was not fenced (it had nothing open to commit) is still a member.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let b_exit = loop {
+        if let Some(s) = b.child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if status(&b.admin())["group"]["members"].as_array().map(Vec::len) == Some(2) {
+            break None;
+        }
+        assert!(Instant::now() < deadline, "B neither rejoined nor stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if let Some(s) = b_exit {
+        assert!(!s.success(), "a fenced projector exits non-zero, not {s}");
+        let log = std::fs::read_to_string(dir.path().join("b.log")).expect("b.log");
+        assert!(log.contains("fenced"), "B stopped for another reason:\n{log}");
+        b = projector(&brokers, &dir.path().join("b"), &dir.path().join("b2.log"));
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (ok, v) = check(&brokers, dir.path(), false);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the projection topics never matched the truth: {v}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(status(&b.admin())["caught_up"] == true && status(&c.admin())["caught_up"] == true) {
+        assert!(Instant::now() < deadline, "never caught up: {} {}", status(&b.admin()), status(&c.admin()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(b.terminate().success(), "B exits 0 on SIGTERM");
+    assert!(c.terminate().success(), "C exits 0 on SIGTERM");
+    assert!(ingress.terminate().success(), "the ingress exits 0 on SIGTERM");
+    let (ok, v) = check(&brokers, dir.path(), true);
+    assert!(ok, "{v}");
+    assert_eq!(v["payments_checked"], payments);
+    assert_eq!(v["duplicate_action_ids"], serde_json::json!([]), "{v}");
+    assert_eq!(v["acked_missing"], serde_json::json!([]), "{v}");
+    eprintln!("faults: leader {first} then node {second} killed; B fenced: {b_exit:?}; 503s {unavailable}; check {v}");
+}
+
+/// A rolling restart of the three brokers, one at a time (controlled shutdown, restart, replicas back in
+/// sync), while simulate sends: the ingress answers 503 only inside the restart windows (between windows
+/// it accepts a further 500 webhooks with no 503), and afterwards every acknowledged event is in the
+/// raw topic and every payment's last published state equals its truth.
+#[test]
+fn a_rolling_restart_of_the_brokers_refuses_only_inside_the_windows_and_loses_nothing() {
+    let (dir, kafka, ingress) = kafka_and_ingress_with("rolling", 3, &["--kafka-replication", "3"]);
+    let _logs = LogsOnFailure(dir.path());
+    let brokers = kafka.brokers.clone();
+    let admin = ingress.admin();
+    let p = projector(&brokers, &dir.path().join("p"), &dir.path().join("p.log"));
+    // Paced, so that it outlasts the three restarts (about 13,000 deliveries at 150/s).
+    let payments = 3000;
+    let sim = simulate(&ingress.webhook_url(), payments, 78, dir.path())
+        .args(["--rate", "150"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("simulate");
+    let mut inside = Vec::new();
+    for node in 1..=3u32 {
+        // Outside a window: 500 webhooks accepted with no 503.
+        let (accepted, refused) = (webhooks(&admin, "accepted"), webhooks(&admin, "unavailable"));
+        wait_accepted(&admin, accepted + 500, 300, "between restarts");
+        assert_eq!(webhooks(&admin, "unavailable"), refused, "503s outside a restart window (before node {node})");
+        let before = webhooks(&admin, "unavailable");
+        kafka.control("shutdown", &[&node.to_string()]);
+        kafka.control("restart", &[&node.to_string()]);
+        wait_in_sync(&brokers, 180);
+        inside.push(webhooks(&admin, "unavailable") - before);
+    }
+    let sim = sim.wait_with_output().expect("simulate");
+    let sim_out = String::from_utf8_lossy(&sim.stdout).into_owned();
+    assert!(sim.status.success(), "simulate: {sim_out}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (ok, v) = check(&brokers, dir.path(), true);
+        if ok {
+            assert_eq!(v["payments_checked"], payments);
+            assert_eq!(v["acked_missing"], serde_json::json!([]), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the projection topics never matched the truth: {v}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(p.terminate().success(), "the projector exits 0 on SIGTERM");
+    assert!(ingress.terminate().success(), "the ingress exits 0 on SIGTERM");
+    eprintln!("rolling restart: 503s inside the windows of nodes 1-3: {inside:?}; simulate: {sim_out}");
+}
+
+/// Compaction as Kafka does it: the compacted topics created with a one-second `segment.ms` and a tiny
+/// dirty ratio (`--kafka-compacted-config`). A projector publishes every update of 200 payments; a second
+/// small batch rolls the segments; the broker's cleaner then removes superseded updates, so the payments
+/// topic holds fewer messages than were published. A fresh member restores every partition from the
+/// compacted topics, reads fewer messages than were published, and ends with the same states (digest).
+#[test]
+fn after_compaction_a_restore_reads_fewer_messages_and_ends_with_equal_states() {
+    use paystate_kafka::{KafkaConfig, KafkaProjector, ProjectorOptions};
+    use paystate_store::{LogView, Store, Stream};
+
+    let compacted =
+        ["--kafka-compacted-config", "segment.ms=1000", "--kafka-compacted-config", "min.cleanable.dirty.ratio=0.01"];
+    let (dir, kafka, ingress) = kafka_and_ingress_with("compaction", 1, &compacted);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let cfg = KafkaConfig::new(kafka.brokers.clone());
+    let options =
+        |group: &str| ProjectorOptions { group: group.into(), partitions: Some(4), ..ProjectorOptions::default() };
+    let live = Store::open_projection(&dir.path().join("live")).expect("store");
+    // Small batches: most events give an update of their own, which compaction then supersedes.
+    let live_options = ProjectorOptions { batch_max: 2, ..options("live") };
+    let p = KafkaProjector::new(&cfg, live.clone(), live_options, runtime.handle().clone()).expect("projector");
+    let ends = p.ends();
+    // Steps `p` until it applied the whole raw topic and published everything.
+    let drain = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            p.step().expect("step");
+            let done = (0..4u32).all(|q| {
+                let end = ends.end(q);
+                end > 0 && live.stored_position(q).expect("position") == Some(end)
+            }) && live.published(Stream::Payments).expect("published")
+                == live.stream_end(Stream::Payments).expect("end");
+            if done {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: the projector did not drain the raw topic");
+        }
+    };
+    let sim = simulate(&ingress.webhook_url(), 200, 61, dir.path()).output().expect("simulate");
+    assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
+    drain("first batch");
+    // Updates of a later second roll the segments that hold the first batch's: those become compactable.
+    std::thread::sleep(Duration::from_millis(1100));
+    let more = dir.path().join("more");
+    std::fs::create_dir_all(&more).expect("dir");
+    let sim = simulate(&ingress.webhook_url(), 5, 62, &more).output().expect("simulate");
+    assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
+    drain("second batch");
+    let published = live.published(Stream::Payments).expect("published");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let v = loop {
+        let (ok, v) = check(&kafka.brokers, dir.path(), true);
+        assert!(ok, "{v}");
+        if v["payments_messages"].as_u64().is_some_and(|n| n < published) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the payments topic was never compacted: {v}, {published} published");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let compacted_to = v["payments_messages"].as_u64().unwrap_or(0);
+
+    let fresh = Store::open_projection(&dir.path().join("fresh")).expect("store");
+    let r = KafkaProjector::new(&cfg, fresh.clone(), options("fresh"), runtime.handle().clone()).expect("projector");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while r.restores().len() < 4
+        || (0..4u32).any(|q| fresh.stored_position(q).expect("position") != live.stored_position(q).expect("position"))
+    {
+        r.step().expect("step");
+        assert!(Instant::now() < deadline, "the fresh member did not restore: {:?}", r.restores());
+    }
+    let read: u64 = r.restores().iter().map(|x| x.messages).sum();
+    assert!(read < published, "the restore read {read} messages, {published} were published");
+    assert!(read <= compacted_to, "the restore read {read} messages, the compacted topic held {compacted_to}");
+    assert_eq!(fresh.digest().expect("digest"), live.digest().expect("digest"), "equal states");
+    assert_eq!(fresh.payment_count(), 205);
+    eprintln!("compaction: {published} updates published, {compacted_to} left after compaction, restore read {read}");
 }

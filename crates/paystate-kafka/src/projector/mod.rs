@@ -35,7 +35,7 @@ mod outbox;
 mod restore;
 
 use crate::group::GroupWatch;
-use crate::reader::{read_partitions, reader, ReaderContext};
+use crate::reader::{read_partitions, reader, retrying, ReaderContext};
 use crate::{record_of, KafkaConfig, KafkaLogError};
 use paystate_core::{partition_of, Action, PaymentEvent};
 use paystate_projector::{Folder, Progress, Snapshot};
@@ -302,7 +302,8 @@ impl Shared {
         let mut payments_ends = HashMap::new();
         for &p in parts {
             let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
-            let (_, high) = reader.fetch_watermarks(&self.cfg.payments_topic, pi, Duration::from_secs(30))?;
+            let topic = &self.cfg.payments_topic;
+            let (_, high) = retrying(topic, || reader.fetch_watermarks(topic, pi, Duration::from_secs(30)))?;
             let high = u64::try_from(high).unwrap_or(0);
             payments_ends.insert(p, high);
             let written_up_to = self.projection.payments_end(p)?;
@@ -595,7 +596,12 @@ impl KafkaProjector {
                     }
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
+                    // Fatal (authorization refused, say): stop, before anything of the batch is stored.
+                    // Anything else is librdkafka's to retry.
+                    if crate::classify(&e) == crate::ErrorClass::Fatal {
+                        return Err(KafkaLogError::Kafka(e));
+                    }
+                    tracing::warn!(error = %e, "consumer error (retried)");
                     if deadline.is_none() {
                         break;
                     }

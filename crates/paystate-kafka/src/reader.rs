@@ -21,6 +21,9 @@ pub(crate) fn reader(cfg: &KafkaConfig) -> Result<BaseConsumer<ReaderContext>, K
             ("isolation.level", "read_committed"),
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
+            // It reads to known ends: a fetch that finds nothing new should come back at once, not after
+            // the default 500 ms (each restore and scan ended with such a wait per read).
+            ("fetch.wait.max.ms", "10"),
         ])
         .create_with_context(ReaderContext)?)
 }

@@ -131,24 +131,55 @@ impl Shared {
         let (mut aside_actions, mut aside_updates) = (Vec::new(), Vec::new());
         {
             let producers = lock(&self.producers);
+            let mut owned = Vec::with_capacity(by_partition.len());
             for (p, [a, u]) in &by_partition {
                 match producers.get(p) {
-                    Some(producer) => {
-                        let [a_end, u_end] = self.publish_transaction(producer, *p, a, u)?;
-                        // Actions: where a later scan starts. Payments: the end expected when nobody else
-                        // writes, past the commit marker.
-                        if let Some(end) = a_end {
-                            confirmed_actions.insert(*p, end);
-                        }
-                        if let Some(end) = u_end {
-                            confirmed_updates.insert(*p, end + 1);
-                        }
-                    }
+                    Some(producer) => owned.push((*p, producer, a, u)),
                     None => {
                         aside_actions.extend(a.iter().map(|i| (*p, i.cursor, i.bytes.to_vec())));
                         aside_updates.extend(u.iter().map(|i| (*p, i.cursor, i.bytes.to_vec())));
                     }
                 }
+            }
+            // The partitions' transactions at once: each is a few round trips to the brokers, which one
+            // after the other kept the consuming thread waiting for all of them in turn. If any fails, no
+            // cursor moves (the projector stops; restarted, it skips what the topics already hold).
+            let results: Vec<(u32, Result<Ends, KafkaLogError>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = owned
+                    .iter()
+                    .map(|&(p, producer, a, u)| (p, scope.spawn(move || self.publish_transaction(producer, p, a, u))))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|(p, h)| {
+                        let failed =
+                            || Err(KafkaLogError::NotConfirmed(format!("the publisher of partition {p} panicked")));
+                        (p, h.join().unwrap_or_else(|_| failed()))
+                    })
+                    .collect()
+            });
+            let mut first_error = None;
+            for (p, result) in results {
+                match result {
+                    Ok([a_end, u_end]) => {
+                        // Actions: where a later scan starts. Payments: the end expected when nobody else
+                        // writes, past the commit marker.
+                        if let Some(end) = a_end {
+                            confirmed_actions.insert(p, end);
+                        }
+                        if let Some(end) = u_end {
+                            confirmed_updates.insert(p, end + 1);
+                        }
+                    }
+                    // Being fenced says the most: it wins over another partition's failure.
+                    Err(e) if matches!(e, KafkaLogError::Fenced { .. }) || first_error.is_none() => {
+                        first_error = Some(e);
+                    }
+                    Err(e) => tracing::warn!(partition = p, error = %e, "publishing failed"),
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
             }
         }
         if !aside_actions.is_empty() || !aside_updates.is_empty() {
@@ -307,6 +338,9 @@ impl KafkaLogError {
         }
     }
 }
+
+/// The offsets after the last action and after the last update a transaction committed (`None`: none).
+type Ends = [Option<u64>; 2];
 
 /// One outbox entry on its way to a topic.
 struct OutboxItem<'a> {

@@ -149,22 +149,6 @@ pub fn classify(e: &rdkafka::error::KafkaError) -> ErrorClass {
     }
 }
 
-impl KafkaLogError {
-    /// The class of this error (see [`ErrorClass`]).
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            KafkaLogError::Kafka(e) => classify(e),
-            KafkaLogError::Fenced { .. } => ErrorClass::Fatal,
-            KafkaLogError::TooLarge(_) => ErrorClass::Poison,
-            KafkaLogError::NotConfirmed(_) | KafkaLogError::Timeout(_) => ErrorClass::Retriable,
-            KafkaLogError::Topic { .. }
-            | KafkaLogError::BadMessage { .. }
-            | KafkaLogError::Store(_)
-            | KafkaLogError::Projector(_) => ErrorClass::Fatal,
-        }
-    }
-}
-
 /// Where the Kafka log is and what it is called.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -351,7 +335,7 @@ pub fn record_of<M: Message>(m: &M) -> LogRecord {
 
 #[cfg(test)]
 mod class_tests {
-    use super::{classify, ErrorClass, KafkaLogError};
+    use super::{classify, ErrorClass};
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode as C;
 
@@ -369,7 +353,5 @@ mod class_tests {
         }
         assert_eq!(classify(&KafkaError::MessageConsumption(C::GroupAuthorizationFailed)), ErrorClass::Fatal);
         assert_eq!(classify(&KafkaError::MessageConsumption(C::AllBrokersDown)), ErrorClass::Retriable);
-        assert_eq!(KafkaLogError::Fenced { partition: 1, why: "x".into() }.class(), ErrorClass::Fatal);
-        assert_eq!(KafkaLogError::NotConfirmed("x".into()).class(), ErrorClass::Retriable);
     }
 }

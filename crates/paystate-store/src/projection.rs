@@ -56,15 +56,18 @@ impl Stream {
         }
     }
 
+    /// Prefix of the drop marks' keys (see [`Stream::dropped_key`]).
+    fn dropped_prefix(self) -> &'static [u8] {
+        match self {
+            Stream::Actions => b"dropped/actions/",
+            Stream::Payments => b"dropped/payments/",
+        }
+    }
+
     /// Key of the cursor up to which this stream's entries of `partition` were dropped (see
     /// [`Projection::forget_partitions`]).
     fn dropped_key(self, partition: u32) -> Vec<u8> {
-        let mut k = match self {
-            Stream::Actions => b"dropped/actions/".to_vec(),
-            Stream::Payments => b"dropped/payments/".to_vec(),
-        };
-        k.extend_from_slice(&partition.to_be_bytes());
-        k
+        [self.dropped_prefix(), &partition.to_be_bytes()].concat()
     }
 }
 
@@ -720,8 +723,7 @@ impl Projection {
     pub fn outbox_drops(&self) -> Result<HashMap<(Stream, u32), u64>, StoreError> {
         let mut out = HashMap::new();
         for stream in [Stream::Actions, Stream::Payments] {
-            let prefix = stream.dropped_key(0);
-            let prefix = &prefix[..prefix.len() - 4];
+            let prefix = stream.dropped_prefix();
             for item in self.meta.scan_prefix(prefix) {
                 let (k, v) = item?;
                 let p = k[prefix.len()..]

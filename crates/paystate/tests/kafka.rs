@@ -226,6 +226,20 @@ fn check(brokers: &str, dir: &Path, acked: bool) -> (bool, Value) {
     (out.status.success(), v)
 }
 
+/// Waits (up to `secs`) until the checker finds the projection topics equal to the truth (and, with
+/// `acked`, every acknowledged event in the raw topic); returns its report.
+fn wait_for_truth(brokers: &str, dir: &Path, acked: bool, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (ok, v) = check(brokers, dir, acked);
+        if ok {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "the projection topics never matched the truth: {v}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// `paystate simulate` of `payments` payments into `url` (8 connections), writing `truth.jsonl` and
 /// `acked.txt` into `dir`.
 fn simulate(url: &str, payments: u32, seed: u32, dir: &Path) -> Command {
@@ -288,15 +302,7 @@ fn scale_out_on_apache_kafka_with_a_sigkilled_projector_and_a_fresh_one() {
 
     eprintln!("simulate done after {:?}", started.elapsed());
     // Wait until the projection topics show every payment in its final state.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (ok, v) = check(&brokers, dir.path(), false);
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < deadline, "projection topics never matched the truth: {v}");
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_for_truth(&brokers, dir.path(), false, 180);
     eprintln!("projection topics match the truth after {:?}", started.elapsed());
     // The group's view, as both members report it: two members, every partition owned, none behind.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -762,15 +768,7 @@ fn three_brokers_under_faults_lose_nothing_and_publish_each_state_and_action_onc
         b = projector(&brokers, &dir.path().join("b"), &dir.path().join("b2.log"));
     }
 
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (ok, v) = check(&brokers, dir.path(), false);
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the projection topics never matched the truth: {v}");
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_for_truth(&brokers, dir.path(), false, 240);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !(status(&b.admin())["caught_up"] == true && status(&c.admin())["caught_up"] == true) {
         assert!(Instant::now() < deadline, "never caught up: {} {}", status(&b.admin()), status(&c.admin()));
@@ -820,17 +818,9 @@ fn a_rolling_restart_of_the_brokers_refuses_only_inside_the_windows_and_loses_no
     let sim = sim.wait_with_output().expect("simulate");
     let sim_out = String::from_utf8_lossy(&sim.stdout).into_owned();
     assert!(sim.status.success(), "simulate: {sim_out}");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (ok, v) = check(&brokers, dir.path(), true);
-        if ok {
-            assert_eq!(v["payments_checked"], payments);
-            assert_eq!(v["acked_missing"], serde_json::json!([]), "{v}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the projection topics never matched the truth: {v}");
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    let v = wait_for_truth(&brokers, dir.path(), true, 180);
+    assert_eq!(v["payments_checked"], payments);
+    assert_eq!(v["acked_missing"], serde_json::json!([]), "{v}");
     assert!(p.terminate().success(), "the projector exits 0 on SIGTERM");
     assert!(ingress.terminate().success(), "the ingress exits 0 on SIGTERM");
     eprintln!("rolling restart: 503s inside the windows of nodes 1-3: {inside:?}; simulate: {sim_out}");

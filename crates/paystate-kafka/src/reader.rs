@@ -34,7 +34,8 @@ pub(crate) struct ReaderContext;
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        // librdkafka reports it as a global error (`Global(PartitionEOF)`), not as `PartitionEOF(p)`.
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
             tracing::error!("librdkafka: {error}: {reason}");
         }
     }

@@ -416,6 +416,17 @@ impl<'a> Folder<'a> {
 
     /// Commits the batch (one transaction, one flush). Nothing is written when no record was added.
     pub fn commit(self) -> Result<Progress, ProjectorError> {
+        self.commit_with(true)
+    }
+
+    /// Commits the batch as one transaction without flushing it (see
+    /// [`paystate_store::Projection::commit_unflushed`]): the caller flushes the projection before anything
+    /// derived from the batch is published.
+    pub fn commit_unflushed(self) -> Result<Progress, ProjectorError> {
+        self.commit_with(false)
+    }
+
+    fn commit_with(self, flush: bool) -> Result<Progress, ProjectorError> {
         let Folder { projection, mut batch, touched, records, snapshots, .. } = self;
         if records == 0 {
             return Ok(Progress::default());
@@ -443,7 +454,10 @@ impl<'a> Folder<'a> {
             actions: batch.actions.len() as u64,
             dead: batch.dead.len() as u64,
         };
-        projection.commit(&batch)?;
+        match flush {
+            true => projection.commit(&batch)?,
+            false => projection.commit_unflushed(&batch)?,
+        }
         for d in &batch.dead {
             tracing::warn!(partition = d.partition, offset = d.offset, event_id = %d.event_id, reason = %d.reason, "dead letter");
         }

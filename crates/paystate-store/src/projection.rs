@@ -977,6 +977,16 @@ impl Projection {
 
     /// Commits a batch atomically and durably (see the module docs).
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.commit_unflushed(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Commits a batch atomically, not yet durably: a crash may lose it (and, it being one transaction,
+    /// loses it whole, positions with effects), until the next [`Projection::flush`]. For a consumer whose
+    /// log keeps what it has not made durable (Kafka) and which flushes before anything derived from the
+    /// batch leaves the process (the outbox publisher).
+    pub fn commit_unflushed(&self, batch: &Batch) -> Result<(), StoreError> {
         let encoded: Vec<(&String, Vec<u8>)> =
             batch.payments.iter().map(|(k, p)| encode_payment(p).map(|v| (k, v.0))).collect::<Result<_, _>>()?;
         // (history key, encoded event or None to remove)
@@ -1052,7 +1062,6 @@ impl Projection {
                     Ok(())
                 },
             )?;
-        self.db.flush()?;
         Ok(())
     }
 }

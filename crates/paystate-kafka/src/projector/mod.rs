@@ -59,7 +59,9 @@ use tokio::sync::watch;
 /// or the one before. A restore reads published action ids from there instead of from the beginning.
 const ACTIONS_FROM: &str = "paystate-actions-from";
 
-/// Under load, the outbox is published at most this often (and whenever the consumer is idle).
+/// A projector stepped by hand ([`KafkaProjector::step`]) publishes the outbox at most this often under
+/// load (and whenever the consumer is idle); [`KafkaProjector::run`]'s publisher thread publishes as soon as
+/// there is something to publish, and looks at least this often.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Settings of a projector process.
@@ -176,6 +178,12 @@ struct Shared {
     restores: Mutex<Vec<RestoreReport>>,
     /// The actions topic's confirmed ends at the start of the previous publish round (empty: 0, safe).
     previous_round_start: Mutex<HashMap<u32, u64>>,
+    /// Held by a publish round and by the taking of partitions: one at a time, so that no round publishes
+    /// for a partition whose restore and id scan are not done, and no producer runs two transactions.
+    publishing: Mutex<()>,
+    /// Commits of the consumer so far; the publisher thread waits on `committed_signal` for a new one.
+    commits: Mutex<u64>,
+    committed_signal: std::sync::Condvar,
 }
 
 /// Four hex digits that differ between processes started in the same second on one host.
@@ -270,7 +278,7 @@ impl ConsumerContext for Context {
 
 impl Shared {
     fn fail(&self, e: KafkaLogError) {
-        tracing::error!(error = %e, "projector failure in a rebalance");
+        tracing::error!(error = %e, "projector failure (in a rebalance or the publisher)");
         self.failed.store(true, Ordering::Release);
         lock(&self.fatal).get_or_insert(e);
     }
@@ -279,6 +287,7 @@ impl Shared {
     /// which actions their actions-topic partitions already hold, and returns the raw offset each resumes
     /// at. One reader client reads all of them at once.
     fn take_partitions(&self, parts: &[u32]) -> Result<Vec<(u32, u64)>, KafkaLogError> {
+        let _no_round = lock(&self.publishing);
         // Fence the previous owners first: their open transactions are aborted, so what is read below is
         // all they will ever have published.
         // In parallel: each init_transactions is a few round trips to the transaction coordinator.
@@ -376,6 +385,8 @@ pub struct KafkaProjector {
     ends: Arc<KafkaEnds>,
     committed: watch::Sender<u64>,
     last_publish: Mutex<Instant>,
+    /// Set while [`KafkaProjector::run`]'s publisher thread publishes the outbox (else `step` does).
+    publisher_thread: AtomicBool,
     /// A client of its own for the rare watermark query (a gap check): on the consumer's connection it
     /// would queue behind long fetches. Created at the first gap.
     watermarks: Mutex<Option<BaseConsumer>>,
@@ -425,6 +436,9 @@ impl KafkaProjector {
             failed: AtomicBool::new(false),
             restores: Mutex::new(Vec::new()),
             previous_round_start: Mutex::new(HashMap::new()),
+            publishing: Mutex::new(()),
+            commits: Mutex::new(0),
+            committed_signal: std::sync::Condvar::new(),
         });
         let ends = Arc::new(KafkaEnds {
             ends: Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect()),
@@ -469,6 +483,7 @@ impl KafkaProjector {
             ends,
             committed,
             last_publish: Mutex::new(Instant::now()),
+            publisher_thread: AtomicBool::new(false),
             watermarks: Mutex::new(None),
             _group_watch: group_watch,
         })
@@ -489,21 +504,79 @@ impl KafkaProjector {
         lock(&self.shared.restores).clone()
     }
 
-    /// Consumes, folds, commits and publishes until `stop` is set; then commits what it holds, publishes
-    /// the outbox and leaves the group. Blocking.
+    /// Consumes, folds and commits until `stop` is set, while a thread of its own publishes the outbox
+    /// (so that the brokers' round trips of a publish round never hold up consuming); then publishes what
+    /// is left and leaves the group. Blocking.
     pub fn run(&self, stop: &AtomicBool) -> Result<Progress, KafkaLogError> {
-        let mut total = Progress::default();
-        while !stop.load(Ordering::Acquire) {
-            let p = self.step()?;
-            total.records += p.records;
-            total.applied += p.applied;
-            total.duplicates += p.duplicates;
-            total.actions += p.actions;
-            total.dead += p.dead;
+        let done = AtomicBool::new(false);
+        self.publisher_thread.store(true, Ordering::Release);
+        let consumed = std::thread::scope(|scope| {
+            let publisher = scope.spawn(|| self.publish_until(&done));
+            let mut total = Progress::default();
+            let result = loop {
+                if stop.load(Ordering::Acquire) {
+                    break Ok(total);
+                }
+                match self.step() {
+                    Ok(p) => {
+                        total.records += p.records;
+                        total.applied += p.applied;
+                        total.duplicates += p.duplicates;
+                        total.actions += p.actions;
+                        total.dead += p.dead;
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            done.store(true, Ordering::Release);
+            self.shared.committed_signal.notify_all();
+            if publisher.join().is_err() {
+                self.shared.fail(KafkaLogError::NotConfirmed("the publisher thread panicked".into()));
+            }
+            result
+        });
+        self.publisher_thread.store(false, Ordering::Release);
+        let total = consumed?;
+        // The publisher may have failed after the consumer's last step.
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(lock(&self.shared.fatal)
+                .take()
+                .unwrap_or_else(|| KafkaLogError::NotConfirmed("the publisher failed".into())));
         }
         self.shared.publish()?;
         self.consumer.unsubscribe();
         Ok(total)
+    }
+
+    /// The publisher thread: a round whenever the consumer committed since the last one (at least every
+    /// [`PUBLISH_EVERY`]), until `done` or a failure, which fails the projector (the consumer stops at its
+    /// next step).
+    fn publish_until(&self, done: &AtomicBool) {
+        let mut seen = 0;
+        while !done.load(Ordering::Acquire) && !self.shared.failed.load(Ordering::Acquire) {
+            if let Err(e) = self.publish_and_trim() {
+                self.shared.fail(e);
+                return;
+            }
+            let commits = lock(&self.shared.commits);
+            let (commits, _) = self
+                .shared
+                .committed_signal
+                .wait_timeout_while(commits, PUBLISH_EVERY, |c| *c == seen && !done.load(Ordering::Acquire))
+                .unwrap_or_else(PoisonError::into_inner);
+            seen = *commits;
+        }
+    }
+
+    /// One publish of the outbox, then the trim of what was published.
+    fn publish_and_trim(&self) -> Result<(), KafkaLogError> {
+        self.shared.publish()?;
+        // Only what is published may go: the outbox is the source of the topics.
+        let projection = &self.shared.projection;
+        paystate_projector::trim_streams(projection, self.options.stream_retention.max(1), |s| {
+            projection.published(s)
+        })?;
+        Ok(())
     }
 
     /// Gathers one batch (waiting up to 100 ms for the first record), commits it in one sled transaction,
@@ -627,7 +700,9 @@ impl KafkaProjector {
             for (p, recs) in &by_partition {
                 folder.add(*p, recs)?;
             }
-            progress = folder.commit()?;
+            // Not flushed here: the raw topic keeps what a crash would lose, and the publisher flushes before
+            // anything of it leaves the process (one flush per round instead of one per batch).
+            progress = folder.commit_unflushed()?;
             let mut offsets = TopicPartitionList::new();
             {
                 let mut next = lock(&self.shared.next);
@@ -641,13 +716,18 @@ impl KafkaProjector {
                 }
             }
             self.committed.send_modify(|g| *g += 1);
+            *lock(&self.shared.commits) += 1;
+            self.shared.committed_signal.notify_all();
             // For lag monitoring only: the position of record is in sled.
             if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
                 tracing::debug!(error = %e, "offset commit to Kafka failed (monitoring only)");
             }
         }
-        // Publishing waits for the broker's delivery reports; under load, one round per PUBLISH_EVERY
-        // rather than one per batch keeps those round trips off the consuming path.
+        if self.publisher_thread.load(Ordering::Acquire) {
+            return Ok(progress);
+        }
+        // Stepped by hand: publishing waits for the broker's delivery reports; under load, one round per
+        // PUBLISH_EVERY rather than one per batch keeps those round trips off the consuming path.
         let due = {
             let mut last = lock(&self.last_publish);
             let due = progress.records == 0 || last.elapsed() >= PUBLISH_EVERY;
@@ -657,12 +737,7 @@ impl KafkaProjector {
             due
         };
         if due {
-            self.shared.publish()?;
-            // Only what is published may go: the outbox is the source of the topics.
-            let projection = &self.shared.projection;
-            paystate_projector::trim_streams(projection, self.options.stream_retention.max(1), |s| {
-                projection.published(s)
-            })?;
+            self.publish_and_trim()?;
         }
         Ok(progress)
     }

@@ -58,7 +58,9 @@ impl Shared {
     }
 
     /// Publishes the whole outbox: actions, then payment updates, each confirmed before the cursor moves.
+    /// One round at a time (the `publishing` lock).
     pub(super) fn publish(&self) -> Result<(), KafkaLogError> {
+        let _round = lock(&self.publishing);
         // Owning nothing (before the first assignment, say), a round could only set every entry aside: the
         // entries wait in the streams instead, for their partition's next take by this store, which
         // publishes them or, if another member published there since, drops them as stale.
@@ -72,6 +74,9 @@ impl Shared {
         {
             return Ok(());
         }
+        // The consumer's commits are not flushed on their own: nothing leaves the process before it is
+        // durable here (a crash must not lose a state the topics already hold).
+        self.projection.flush()?;
         let round_start: HashMap<u32, u64> = (0..self.partitions)
             .map(|p| Ok((p, self.projection.confirmed_end(p)?)))
             .collect::<Result<_, KafkaLogError>>()?;
@@ -84,14 +89,19 @@ impl Shared {
             if a_from >= actions_end && u_from >= updates_end {
                 break;
             }
+            // Only up to the ends read before the flush: later entries may not be durable yet.
             let actions = if a_from < actions_end {
-                self.projection.read_stream(Stream::Actions, a_from, 2048)?
+                let mut entries = self.projection.read_stream(Stream::Actions, a_from, 2048)?;
+                entries.retain(|(c, _)| *c <= actions_end);
+                entries
             } else {
                 Vec::new()
             };
             let actions_done = actions.last().is_none_or(|(c, _)| *c >= actions_end);
             let updates = if actions_done && u_from < updates_end {
-                self.projection.read_stream(Stream::Payments, u_from, 2048)?
+                let mut entries = self.projection.read_stream(Stream::Payments, u_from, 2048)?;
+                entries.retain(|(c, _)| *c <= updates_end);
+                entries
             } else {
                 Vec::new()
             };

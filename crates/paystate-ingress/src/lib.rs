@@ -4,7 +4,8 @@
 //! - [`public_router`]: `POST /webhooks/stripe` and `GET /healthz`, nothing else. A delivery is verified
 //!   (`paystate-stripe`), appended durably to the log (`paystate-store`), and only then answered `200`.
 //!   Every refusal is a 4xx with a JSON reason and appends nothing; `503` when the log cannot append.
-//! - [`admin_router`]: the query API, the projection streams, status and metrics, on a separate listener.
+//! - [`admin_router`]: the query API, the projection streams, status and metrics, on a separate listener,
+//!   behind a bearer token ([`AdminAuth`]) except the health checks.
 //!
 //! The clock is read here (the verifier takes `now` as an argument).
 
@@ -271,6 +272,75 @@ pub struct Admin {
     pub committed: watch::Receiver<u64>,
     /// Ingress counters (shared with the public router in `serve`).
     pub metrics: Arc<Metrics>,
+    /// Who may read it.
+    pub auth: AdminAuth,
+}
+
+/// Who may use the admin API. With a token, every `/v1/*` route (and `/metrics` when `guard_metrics`)
+/// answers 401 unless the request carries `Authorization: Bearer <token>`; `/healthz` and `/readyz` stay
+/// open for orchestrators' probes. Only the token's SHA-256 is kept, and a presented token is compared
+/// with it in constant time (the digests have one length whatever was sent).
+#[derive(Clone, Default)]
+pub struct AdminAuth {
+    digest: Option<[u8; 32]>,
+    guard_metrics: bool,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth")
+            .field("token", &self.digest.map(|_| "<set>"))
+            .field("guard_metrics", &self.guard_metrics)
+            .finish()
+    }
+}
+
+impl AdminAuth {
+    /// No token: everything open (a loopback-only listener).
+    pub fn open() -> Self {
+        AdminAuth::default()
+    }
+
+    /// Requests need `token`; `/metrics` too when `guard_metrics`.
+    pub fn token(token: &str, guard_metrics: bool) -> Self {
+        use sha2::Digest as _;
+        AdminAuth { digest: Some(sha2::Sha256::digest(token.as_bytes()).into()), guard_metrics }
+    }
+
+    /// Whether a token is required.
+    pub fn is_guarded(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    /// Whether `headers` carry the token (always, without one).
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        use sha2::Digest as _;
+        use subtle::ConstantTimeEq as _;
+        let Some(want) = &self.digest else { return true };
+        // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+        let presented = headers.get(header::AUTHORIZATION).and_then(|v| {
+            let v = v.as_bytes();
+            (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
+        });
+        let got: [u8; 32] = sha2::Sha256::digest(presented.unwrap_or_default()).into();
+        presented.is_some() & bool::from(got.ct_eq(want))
+    }
+}
+
+/// The admin routes' guard (see [`AdminAuth`]).
+async fn require_token(State(auth): State<AdminAuth>, req: Request, next: axum::middleware::Next) -> Response {
+    if auth.allows(req.headers()) {
+        return next.run(req).await;
+    }
+    tracing::debug!(path = %req.uri().path(), "admin request without a valid token refused");
+    let mut refused = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this admin API needs `Authorization: Bearer <token>`, the token paystate was started with \
+         (--admin-token-file or PAYSTATE_ADMIN_TOKEN)",
+    );
+    refused.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"paystate-admin\""));
+    refused
 }
 
 impl std::fmt::Debug for Admin {
@@ -279,20 +349,25 @@ impl std::fmt::Debug for Admin {
     }
 }
 
-/// The admin listener: query API, projection streams, status, metrics, health.
+/// The admin listener: query API, projection streams, status, metrics, health; guarded by `admin.auth`.
 pub fn admin_router(admin: Admin) -> Router {
-    Router::new()
+    let auth = admin.auth.clone();
+    let mut guarded = Router::new()
         .route("/v1/payments", get(list_payments))
         .route("/v1/payments/{id}", get(get_payment))
         .route("/v1/payments/{id}/history", get(get_history))
         .route("/v1/status", get(status))
         .route("/v1/streams/{stream}", get(read_stream))
-        .route("/v1/log/{partition}", get(read_log))
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
-        .fallback(not_found)
-        .with_state(Arc::new(admin))
+        .route("/v1/log/{partition}", get(read_log));
+    let mut open =
+        Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(|| async { "ready\n" }));
+    if auth.guard_metrics {
+        guarded = guarded.route("/metrics", get(metrics_text));
+    } else {
+        open = open.route("/metrics", get(metrics_text));
+    }
+    let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(auth, require_token));
+    Router::new().merge(guarded).merge(open).fallback(not_found).with_state(Arc::new(admin))
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,6 @@
 //! The HTTP surfaces over real HTTP on 127.0.0.1:0 with a real store in a temporary directory.
 
-use paystate_ingress::{admin_router, metrics::Metrics, public_router, Admin, Ingress, Mode};
+use paystate_ingress::{admin_router, metrics::Metrics, public_router, Admin, AdminAuth, Ingress, Mode};
 use paystate_projector::Projector;
 use paystate_store::{Appender, Store};
 use paystate_stripe::{Webhook, WebhookSecret};
@@ -27,7 +27,8 @@ fn now() -> i64 {
 }
 
 async fn start(mode: Option<Mode>, body_limit: usize) -> Harness {
-    start_with(mode, body_limit, paystate_ingress::Limits::default(), paystate_ingress::DEFAULT_HEADER_TIMEOUT).await
+    let (limits, timeout) = (paystate_ingress::Limits::default(), paystate_ingress::DEFAULT_HEADER_TIMEOUT);
+    start_with(mode, body_limit, limits, timeout, AdminAuth::open()).await
 }
 
 async fn start_with(
@@ -35,6 +36,7 @@ async fn start_with(
     body_limit: usize,
     limits: paystate_ingress::Limits,
     header_timeout: std::time::Duration,
+    auth: AdminAuth,
 ) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 4).expect("store");
@@ -57,6 +59,7 @@ async fn start_with(
         publishes: false,
         committed: projector.subscribe(),
         metrics,
+        auth,
     };
     let public_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -293,6 +296,83 @@ async fn admin_api_and_streams() {
     assert!(metrics.contains("paystate_append_seconds_count"));
 }
 
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// Status and body of `GET admin path` with `authorization` (none when `None`).
+async fn admin_get(h: &Harness, path: &str, authorization: Option<&str>) -> (u16, Option<String>, Value) {
+    let mut req = h.client.get(format!("{}{path}", h.admin));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let resp = req.send().await.expect("get");
+    let challenge = resp.headers().get("www-authenticate").map(|v| v.to_str().expect("ascii").to_owned());
+    let status = resp.status().as_u16();
+    let body = resp.text().await.expect("body");
+    (status, challenge, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_answers_401_without_its_token_and_keeps_the_health_checks_open() {
+    let (limits, timeout) = (paystate_ingress::Limits::default(), paystate_ingress::DEFAULT_HEADER_TIMEOUT);
+    let h = start_with(None, 1 << 20, limits, timeout, AdminAuth::token(TOKEN, false)).await;
+    // A payment, so that the routes about one answer with it.
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let (events, truth) = generate(Scenario::DeclineThenSuccess, &mut Rng::new(3), now() - 100);
+    for e in &events {
+        let body = e.body();
+        let (status, _) =
+            h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
+        assert_eq!(status, 200, "the public listener needs no admin token");
+    }
+    h.projector.catch_up().expect("project");
+    let id = truth.id.as_str();
+    let routes = [
+        "/v1/payments".to_owned(),
+        format!("/v1/payments/{id}"),
+        format!("/v1/payments/{id}/history"),
+        "/v1/status".to_owned(),
+        "/v1/streams/actions?after=0".to_owned(),
+        "/v1/streams/payments?after=0".to_owned(),
+        "/v1/log/0?from=0".to_owned(),
+    ];
+    let wrong = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
+    for route in &routes {
+        for (authorization, what) in [
+            (None, "no token"),
+            (Some(wrong.as_str()), "a wrong token"),
+            (Some("Bearer "), "an empty token"),
+            (Some(TOKEN), "the token without the Bearer scheme"),
+            (Some(&*format!("Basic {TOKEN}")), "another scheme"),
+        ] {
+            let (status, challenge, body) = admin_get(&h, route, authorization).await;
+            assert_eq!(status, 401, "{route} with {what}: {body}");
+            assert_eq!(challenge.as_deref(), Some("Bearer realm=\"paystate-admin\""), "{route} with {what}");
+            assert_eq!(body["error"], "unauthorized", "{route} with {what}");
+        }
+        for authorization in [format!("Bearer {TOKEN}"), format!("bearer {TOKEN}")] {
+            let (status, _, body) = admin_get(&h, route, Some(&authorization)).await;
+            assert_eq!(status, 200, "{route} with the token ({authorization:.7}…): {body}");
+        }
+    }
+    let (_, _, payment) = admin_get(&h, &format!("/v1/payments/{id}"), Some(&format!("Bearer {TOKEN}"))).await;
+    assert_eq!(payment["lifecycle"], "succeeded");
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _, body) = admin_get(&h, open, None).await;
+        assert_eq!(status, 200, "{open} stays open: {body}");
+    }
+    // An unknown path is 404 with or without the token: nothing to guard.
+    assert_eq!(admin_get(&h, "/v1/nothing", None).await.0, 404);
+
+    // /metrics behind the token when asked.
+    let (limits, timeout) = (paystate_ingress::Limits::default(), paystate_ingress::DEFAULT_HEADER_TIMEOUT);
+    let guarded = start_with(None, 1 << 20, limits, timeout, AdminAuth::token(TOKEN, true)).await;
+    assert_eq!(admin_get(&guarded, "/metrics", None).await.0, 401);
+    let (status, _, metrics) = admin_get(&guarded, "/metrics", Some(&format!("Bearer {TOKEN}"))).await;
+    assert_eq!(status, 200);
+    assert!(metrics.as_str().is_some_and(|m| m.contains("paystate_webhooks_total")), "{metrics}");
+    assert_eq!(admin_get(&guarded, "/healthz", None).await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_cannot_append_answers_503_never_200() {
     let h = start(None, 1 << 20).await;
@@ -315,7 +395,7 @@ async fn a_log_that_cannot_append_answers_503_never_200() {
 async fn a_slow_body_is_timed_out_and_a_flood_beyond_the_limit_is_refused_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let limits = paystate_ingress::Limits::new(1, std::time::Duration::from_millis(300));
-    let h = start_with(None, 1 << 20, limits, paystate_ingress::DEFAULT_HEADER_TIMEOUT).await;
+    let h = start_with(None, 1 << 20, limits, paystate_ingress::DEFAULT_HEADER_TIMEOUT, AdminAuth::open()).await;
     let addr = h.public.trim_start_matches("http://").to_owned();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     slow.write_all(
@@ -369,7 +449,7 @@ async fn a_slow_body_is_timed_out_and_a_flood_beyond_the_limit_is_refused_at_onc
 async fn headers_that_do_not_arrive_in_time_close_the_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let timeout = std::time::Duration::from_millis(500);
-    let h = start_with(None, 1 << 20, paystate_ingress::Limits::default(), timeout).await;
+    let h = start_with(None, 1 << 20, paystate_ingress::Limits::default(), timeout, AdminAuth::open()).await;
     let addr = h.public.trim_start_matches("http://").to_owned();
     let mut trickle = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     let mut silent = tokio::net::TcpStream::connect(&addr).await.expect("connect");

@@ -1,5 +1,6 @@
 //! Reading a data directory: `export`, `show`, `verify`.
 
+use crate::admin::{checked, AdminToken};
 use anyhow::{bail, Context, Result};
 use paystate_core::{HistoryEntry, PaymentEvent, PaymentState};
 use paystate_projector::Projector;
@@ -209,7 +210,7 @@ fn compare(truth: &Truth, got: Option<&Value>, actions: Option<Option<&BTreeMap<
 }
 
 /// `paystate verify`: compares the projection with a truth file; prints `N passed, N failed`.
-pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
+pub async fn verify(truth_file: &Path, source: Source<'_>, token: Option<&AdminToken>) -> Result<bool> {
     let f = std::fs::File::open(truth_file).with_context(|| format!("opening {}", truth_file.display()))?;
     let mut truths = Vec::new();
     for line in std::io::BufReader::new(f).lines() {
@@ -254,13 +255,13 @@ pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
             actions = count_actions(lines.iter());
         }
         Source::Admin(base) => {
-            let client = reqwest::Client::new();
+            let client = crate::admin::client(token, reqwest::Client::builder())?;
             let base = base.trim_end_matches('/');
             // Wait until the projector has applied everything the log holds: no lag, and nothing applied for
             // 1.5 s (a Kafka projector learns the log's ends with a delay of up to a second).
             let mut quiet_since: Option<(std::time::Instant, Value)> = None;
             for _ in 0..1200 {
-                let status: Value = client.get(format!("{base}/v1/status")).send().await?.json().await?;
+                let status: Value = checked(client.get(format!("{base}/v1/status")).send().await?)?.json().await?;
                 let seen = status["totals"].clone();
                 if status["lag"] != json!(0) {
                     quiet_since = None;
@@ -282,7 +283,10 @@ pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
                     req = req.query(&[("account", a)]);
                 }
                 let resp = req.send().await?;
-                got.push(if resp.status().is_success() { Some(resp.json().await?) } else { None });
+                got.push(match resp.status() {
+                    reqwest::StatusCode::NOT_FOUND => None,
+                    _ => Some(checked(resp)?.json().await?),
+                });
             }
             let mut lines = Vec::new();
             let mut after = 0u64;
@@ -291,9 +295,8 @@ pub async fn verify(truth_file: &Path, source: Source<'_>) -> Result<bool> {
                     .get(format!("{base}/v1/streams/actions"))
                     .query(&[("after", after.to_string()), ("limit", "10000".to_owned())])
                     .send()
-                    .await?
-                    .error_for_status()?;
-                let text = resp.text().await?;
+                    .await?;
+                let text = checked(resp)?.text().await?;
                 let mut n = 0;
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     let entry: Value = serde_json::from_str(line).context("stream line")?;
@@ -334,8 +337,8 @@ pub fn digest(data_dir: &Path) -> Result<()> {
 
 /// `paystate diff A B`: the payments that differ between two projections, field by field. Returns whether
 /// they are equal.
-pub fn diff(a_src: &str, b_src: &str) -> Result<bool> {
-    let (pa, pb) = (summaries(a_src)?, summaries(b_src)?);
+pub fn diff(a_src: &str, b_src: &str, token: Option<&AdminToken>) -> Result<bool> {
+    let (pa, pb) = (summaries(a_src, token)?, summaries(b_src, token)?);
     let keys: std::collections::BTreeSet<&String> = pa.keys().chain(pb.keys()).collect();
     let mut differ = 0usize;
     for key in keys {
@@ -371,12 +374,12 @@ pub fn diff(a_src: &str, b_src: &str) -> Result<bool> {
 
 /// Every payment's summary by key, from a data directory or from the admin API of a running process
 /// (`http://…`: paged through `GET /v1/payments`).
-fn summaries(source: &str) -> Result<std::collections::BTreeMap<String, Value>> {
+fn summaries(source: &str, token: Option<&AdminToken>) -> Result<std::collections::BTreeMap<String, Value>> {
     let mut out = std::collections::BTreeMap::new();
     if is_url(source) {
         let base = source.trim_end_matches('/');
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let client = reqwest::Client::new();
+        let client = crate::admin::client(token, reqwest::Client::builder())?;
         let mut after: Option<String> = None;
         loop {
             let mut req = client.get(format!("{base}/v1/payments")).query(&[("limit", "1000")]);
@@ -384,7 +387,7 @@ fn summaries(source: &str) -> Result<std::collections::BTreeMap<String, Value>> 
                 req = req.query(&[("after", a)]);
             }
             let page: Value = runtime
-                .block_on(async { req.send().await?.error_for_status()?.json().await })
+                .block_on(async { anyhow::Ok(checked(req.send().await?)?.json::<Value>().await?) })
                 .with_context(|| format!("reading {base}/v1/payments"))?;
             for p in page["payments"].as_array().context("no payments in the answer")? {
                 let id = p["id"].as_str().context("payment without id")?;

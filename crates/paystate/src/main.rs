@@ -7,6 +7,7 @@
 //!
 //! Argument parsing, clocks, files, signals and logging set-up live here; the logic is in the library crates.
 
+mod admin;
 mod export;
 mod inspect;
 mod replay;
@@ -33,6 +34,12 @@ struct Cli {
     /// Log line format on stderr (`RUST_LOG` sets the level; default info).
     #[arg(long, global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
+    /// A file holding the admin API's bearer token (else `PAYSTATE_ADMIN_TOKEN`). `serve` and `project`
+    /// then answer 401 on every `/v1/*` route without `Authorization: Bearer <token>`, and refuse to start
+    /// with a non-loopback `--admin-listen` and no token; `verify`, `diff` and `replay` send it to an
+    /// admin URL.
+    #[arg(long, global = true)]
+    admin_token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,10 +161,12 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let token = admin::AdminToken::load(cli.admin_token_file.as_deref())?;
+    let token = token.as_ref();
     match cli.command {
-        Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Serve(args) => runtime()?.block_on(serve::run(args, token)),
         Command::Ingress(args) => runtime()?.block_on(serve::run_ingress(args)),
-        Command::Project(args) => runtime()?.block_on(serve::run_project(args)),
+        Command::Project(args) => runtime()?.block_on(serve::run_project(args, token)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
         Command::Verify { truth, data_dir, admin } => {
             let source = match (&data_dir, &admin) {
@@ -165,7 +174,7 @@ fn main() -> Result<()> {
                 (None, Some(a)) => inspect::Source::Admin(a),
                 (None, None) => bail!("give --data-dir or --admin"),
             };
-            if runtime()?.block_on(inspect::verify(&truth, source))? {
+            if runtime()?.block_on(inspect::verify(&truth, source, token))? {
                 Ok(())
             } else {
                 std::process::exit(1)
@@ -179,7 +188,7 @@ fn main() -> Result<()> {
         }
         Command::Digest { data_dir } => inspect::digest(&data_dir),
         Command::Diff { a, b } => {
-            if inspect::diff(&a, &b)? {
+            if inspect::diff(&a, &b, token)? {
                 Ok(())
             } else {
                 std::process::exit(1)
@@ -188,7 +197,7 @@ fn main() -> Result<()> {
         Command::Show { id, account, data_dir, as_of, json } => {
             inspect::show(&data_dir, &id, account.as_deref(), as_of, json)
         }
-        Command::Replay(args) => replay::run(&args),
+        Command::Replay(args) => replay::run(&args, token),
         Command::Fold { files, shuffle, history } => fold(&files, shuffle, history),
         Command::Sign { secret, timestamp, file } => {
             let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;

@@ -5,6 +5,7 @@
 //! over HTTP, so replay never touches the live store), or the Kafka raw topic. The fold is in
 //! `paystate_projector::replay`; this is the shell: arguments, progress bar, summary.
 
+use crate::admin::AdminToken;
 use anyhow::{bail, Context, Result};
 use paystate_kafka::KafkaConfig;
 use paystate_projector::replay::{replay_log, ReplayOptions, ReplaySummary};
@@ -71,9 +72,9 @@ enum Source {
 }
 
 impl Source {
-    fn open(args: &ReplayArgs) -> Result<Self> {
+    fn open(args: &ReplayArgs, token: Option<&AdminToken>) -> Result<Self> {
         Ok(match (&args.source, &args.kafka_brokers) {
-            (Some(src), _) if crate::inspect::is_url(src) => Source::Admin(AdminLog::connect(src)?),
+            (Some(src), _) if crate::inspect::is_url(src) => Source::Admin(AdminLog::connect(src, token)?),
             (Some(dir), _) => Source::Dir(open_log(Path::new(dir))?),
             (None, Some(brokers)) => {
                 let mut cfg =
@@ -87,8 +88,8 @@ impl Source {
 }
 
 /// Runs a replay and prints its summary and digest.
-pub fn run(args: &ReplayArgs) -> Result<()> {
-    let source = Source::open(args)?;
+pub fn run(args: &ReplayArgs, token: Option<&AdminToken>) -> Result<()> {
+    let source = Source::open(args, token)?;
     prepare_out(&args.out)?;
     let out = Store::open_projection_with_cache(&args.out, 64 << 20)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -221,13 +222,13 @@ struct AdminLog {
 }
 
 impl AdminLog {
-    fn connect(base: &str) -> Result<Self> {
+    fn connect(base: &str, token: Option<&AdminToken>) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let base = base.trim_end_matches('/').to_owned();
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let client = crate::admin::client(token, reqwest::Client::builder().timeout(Duration::from_secs(60)))?;
         let url = format!("{base}/v1/status");
         let status: serde_json::Value = runtime
-            .block_on(async { client.get(&url).send().await?.error_for_status()?.json().await })
+            .block_on(async { anyhow::Ok(crate::admin::checked(client.get(&url).send().await?)?.json().await?) })
             .with_context(|| format!("reading {url}"))?;
         let parts = status["partitions"].as_array().context("status has no partitions")?;
         let ends =

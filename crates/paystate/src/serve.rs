@@ -1,8 +1,9 @@
 //! `paystate serve`: ingress, embedded log, projector and admin API in one process.
 
+use crate::admin::AdminToken;
 use anyhow::{Context, Result};
 use paystate_ingress::{
-    admin_router, ingress_admin_router, metrics::Metrics, public_router, Admin, Ingress, Mode, Partitions,
+    admin_router, ingress_admin_router, metrics::Metrics, public_router, Admin, AdminAuth, Ingress, Mode, Partitions,
 };
 use paystate_kafka::{KafkaConfig, KafkaProjector, KafkaSink, ProjectorOptions};
 use paystate_projector::Projector;
@@ -165,9 +166,14 @@ pub struct ServeArgs {
     /// Data directory (log and projection; only the projection with --log kafka). Created when missing.
     #[arg(long, default_value = "paystate-data")]
     pub data_dir: PathBuf,
-    /// Admin listener: query API, streams, status, metrics.
+    /// Admin listener: query API, streams, status, metrics. Anything but a loopback address needs an
+    /// admin token (--admin-token-file or PAYSTATE_ADMIN_TOKEN).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// Guard `/metrics` with the admin token too (by default it stays open for scrapers, like `/healthz`
+    /// and `/readyz`).
+    #[arg(long)]
+    pub metrics_behind_token: bool,
     /// Log partitions of the embedded log (fixed when the data directory is created).
     #[arg(long, default_value_t = paystate_store::DEFAULT_PARTITIONS)]
     pub partitions: u32,
@@ -224,9 +230,14 @@ pub struct ProjectArgs {
     /// Consumer group; the members split the raw topic's partitions.
     #[arg(long, default_value = "paystate-projector")]
     pub group: String,
-    /// Admin listener: query API, streams, status, metrics.
+    /// Admin listener: query API, streams, status, metrics. Anything but a loopback address needs an
+    /// admin token (--admin-token-file or PAYSTATE_ADMIN_TOKEN).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// Guard `/metrics` with the admin token too (by default it stays open for scrapers, like `/healthz`
+    /// and `/readyz`).
+    #[arg(long)]
+    pub metrics_behind_token: bool,
     /// Most records committed in one transaction.
     #[arg(long, default_value_t = 512)]
     pub batch_max: usize,
@@ -415,7 +426,8 @@ async fn learn_partitions(kafka: KafkaArgs, partitions: Partitions) {
 }
 
 /// `paystate project`: a consumer-group member folding its partitions into its sled projection.
-pub async fn run_project(args: ProjectArgs) -> Result<()> {
+pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Result<()> {
+    let auth = AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
     let (cfg, partitions) = args.kafka.connect().await?;
     let projection = open_projection(&args.data_dir)?;
     let options = ProjectorOptions {
@@ -438,6 +450,7 @@ pub async fn run_project(args: ProjectArgs) -> Result<()> {
         publishes: true,
         committed: projector.subscribe(),
         metrics: Arc::default(),
+        auth,
     };
     let admin_server = tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&stop)));
     join_projector(handle).await?;
@@ -469,9 +482,11 @@ fn store_options(budget_mb: u64) -> paystate_store::StoreOptions {
 }
 
 /// Runs until SIGTERM/SIGINT, then: stops accepting, finishes in-flight appends, commits the projector.
-pub async fn run(args: ServeArgs) -> Result<()> {
+pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
+    // Before anything is created: a refused start leaves no data directory behind.
+    let auth = AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
     if args.log == "kafka" {
-        return run_kafka(args).await;
+        return run_kafka(args, auth).await;
     }
     let store = Store::open_with(&args.data_dir, Some(args.partitions), &store_options(args.memory_budget_mb))
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
@@ -491,6 +506,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         publishes: false,
         committed: projector.subscribe(),
         metrics,
+        auth,
     };
 
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
@@ -520,7 +536,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 }
 
 /// `serve --log kafka`: the ingress and one projector around Kafka, in one process.
-async fn run_kafka(args: ServeArgs) -> Result<()> {
+async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
     let (cfg, partitions) = args.kafka.connect().await?;
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
     exit_on_fatal(sink.clone());
@@ -542,7 +558,8 @@ async fn run_kafka(args: ServeArgs) -> Result<()> {
         ..ProjectorOptions::default()
     };
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;
-    let admin = Admin { projection, log: projector.ends(), publishes: true, committed: projector.subscribe(), metrics };
+    let admin =
+        Admin { projection, log: projector.ends(), publishes: true, committed: projector.subscribe(), metrics, auth };
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
     paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop))

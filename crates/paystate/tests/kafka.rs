@@ -9,6 +9,9 @@
 //! Needs Java and Apache Kafka (`tests/kafka/cluster install`) and PYTHON with confluent-kafka: `tests/run`
 //! installs both. Without them these tests fail; they never skip.
 
+mod common;
+
+use common::http_get;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -380,19 +383,6 @@ fn scale_out_on_apache_kafka_with_a_sigkilled_projector_and_a_fresh_one() {
 }
 
 /// GET on loopback without an async runtime.
-fn http_get(url: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut s = std::net::TcpStream::connect(host).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).expect("read");
-    let code = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (code, body)
-}
-
 /// `serve --log kafka`: ingress and projector in one process around the broker; the admin API and
 /// `verify --admin` work as in embedded mode; a replay of the raw topic has the live digest; SIGTERM
 /// publishes the outbox and exits 0.

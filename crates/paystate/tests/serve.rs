@@ -12,6 +12,8 @@
 //!   simulate keeps retrying; every acknowledged event is in the log, every payment equals its truth and
 //!   no action id appears twice.
 
+mod common;
+
 use paystate_store::{Store, Stream};
 use paystate_testkit::scenario::Truth;
 use paystate_testkit::synth::Rng;
@@ -41,10 +43,17 @@ impl Drop for Server {
 
 /// Starts `serve` and reads the bound addresses from its first line of output.
 fn start_server(data: &Path, listen: &str, admin: &str) -> Server {
+    start_server_with(data, listen, admin, &[])
+}
+
+/// [`start_server`] with more arguments.
+fn start_server_with(data: &Path, listen: &str, admin: &str, extra: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--data-dir"])
         .arg(data)
         .args(["--webhook-secret", SECRET, "--listen", listen, "--admin-listen", admin])
+        .args(extra)
+        .env_remove("PAYSTATE_ADMIN_TOKEN")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -199,6 +208,68 @@ fn end_to_end_two_thousand_payments() {
     assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
     assert!(text.contains(&format!("lifecycle {}", t.lifecycle)), "{text}");
     assert_eq!(text.lines().filter(|l| l.starts_with("  ")).count(), t.events, "{text}");
+}
+
+/// The admin API locked as a user runs it: a non-loopback admin listener without a token is refused before
+/// anything is created; with `--admin-token-file`, `/v1/*` answers 401 without the token (the webhook
+/// endpoint and the health checks need none), and `verify --admin` passes with the token, from the flag
+/// or the environment, and says what is missing without it.
+#[test]
+fn the_admin_api_is_locked_by_its_token() {
+    const TOKEN: &str = "4b1d6c0e9f2a47d8b3e5a1c7f0d29e68";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let refused = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"])
+        .env_remove("PAYSTATE_ADMIN_TOKEN")
+        .output()
+        .expect("serve");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to serve the admin API on 0.0.0.0:0 without a token"), "{stderr}");
+    assert!(!data.exists(), "a refused start creates nothing");
+
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let token_arg = token_file.to_str().expect("utf-8 path");
+    let server = start_server_with(&data, "127.0.0.1:0", "127.0.0.1:0", &["--admin-token-file", token_arg]);
+    let sim = simulate(&server.public, 40, dir.path(), &[]).wait_with_output().expect("simulate");
+    assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stdout));
+    let bearer = format!("Bearer {TOKEN}");
+    for path in ["/v1/status", "/v1/payments", "/v1/streams/actions?after=0", "/v1/log/0?from=0"] {
+        let url = format!("{}{path}", server.admin);
+        let (status, body) = common::http_get(&url);
+        assert_eq!(status, 401, "{path} without the token: {body}");
+        assert!(body.contains("\"unauthorized\""), "{body}");
+        assert_eq!(common::http_get_with(&url, Some("Bearer not-the-token-at-all")).0, 401, "{path}");
+        assert_eq!(common::http_get_with(&url, Some(&bearer)).0, 200, "{path} with the token");
+    }
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(common::http_get(&format!("{}{open}", server.admin)).0, 200, "{open} stays open");
+    }
+    let truth = dir.path().join("truth.jsonl");
+    let text = verify(&["--admin", &server.admin, "--admin-token-file", token_arg], &truth);
+    assert!(text.trim_end().ends_with("40 passed, 0 failed"), "{text}");
+    // `verify --admin` with the token in the environment, or with none.
+    let verify_env = |token: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["verify", "--admin", &server.admin, "--truth"]).arg(&truth);
+        match token {
+            Some(t) => cmd.env("PAYSTATE_ADMIN_TOKEN", t),
+            None => cmd.env_remove("PAYSTATE_ADMIN_TOKEN"),
+        };
+        cmd.output().expect("verify")
+    };
+    let from_env = verify_env(Some(TOKEN));
+    let out = String::from_utf8_lossy(&from_env.stdout);
+    assert!(from_env.status.success() && out.trim_end().ends_with("40 passed, 0 failed"), "{out}");
+    let without = verify_env(None);
+    let err = String::from_utf8_lossy(&without.stderr);
+    assert!(!without.status.success(), "{err}");
+    assert!(err.contains("answered 401: the admin API needs its token"), "{err}");
+    assert!(!err.contains(TOKEN), "the token is never printed: {err}");
 }
 
 #[test]

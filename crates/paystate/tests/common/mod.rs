@@ -50,3 +50,24 @@ pub fn golden_bodies() -> Vec<Vec<u8>> {
     }
     bodies
 }
+
+/// `GET url` over a plain TCP connection (HTTP/1.1, `Connection: close`): status and body.
+pub fn http_get(url: &str) -> (u16, String) {
+    http_get_with(url, None)
+}
+
+/// [`http_get`] with an `Authorization` header when `authorization` is given.
+pub fn http_get_with(url: &str, authorization: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").expect("write");
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes).expect("read");
+    let buf = String::from_utf8_lossy(&bytes); // a body may be binary (the log's records)
+    let code = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (code, body)
+}

@@ -231,6 +231,7 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
         }
         Err(e) => {
             ing.metrics.webhook("unavailable");
+            ing.metrics.append_failed();
             tracing::error!(outcome = "unavailable", event_id = %record.event_id, error = %e, "webhook not stored");
             error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", "the event could not be stored; retry")
         }
@@ -274,6 +275,37 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Who may read it.
     pub auth: AdminAuth,
+    /// Why the process is not ready (empty: ready), for `/readyz`.
+    pub readiness: Readiness,
+}
+
+/// What `/readyz` asks: the reasons the process cannot do its job now (the log cannot take writes, the
+/// projector stopped or keeps failing); none means ready.
+pub type Readiness = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// How long after a failed append (with no success since) `/readyz` says not ready.
+pub const READY_WINDOW: Duration = Duration::from_secs(5);
+
+/// Reasons not to be ready that the ingress knows itself: the log failed the last append (in the last
+/// `window`; a later success clears it) or the sink says it cannot take writes.
+pub fn ingress_not_ready(metrics: &Metrics, sink: &dyn LogSink, window: Duration) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Err(e) = sink.health() {
+        why.push(format!("the log cannot take writes: {e}"));
+    }
+    if let Some(ago) = metrics.append_failing_for().filter(|ago| *ago < window) {
+        why.push(format!("the log failed the last append {:.1} s ago", ago.as_secs_f64()));
+    }
+    why
+}
+
+/// `/readyz`: 200 `ready`, or 503 with the reasons.
+fn readyz_response(why: &[String]) -> Response {
+    if why.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", why.join("; "))).into_response()
+    }
 }
 
 /// Who may use the admin API. With a token, every `/v1/*` route (and `/metrics` when `guard_metrics`)
@@ -359,8 +391,8 @@ pub fn admin_router(admin: Admin) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/streams/{stream}", get(read_stream))
         .route("/v1/log/{partition}", get(read_log));
-    let mut open =
-        Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(|| async { "ready\n" }));
+    let readyz = get(|State(a): State<Arc<Admin>>| async move { readyz_response(&(a.readiness)()) });
+    let mut open = Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", readyz);
     if auth.guard_metrics {
         guarded = guarded.route("/metrics", get(metrics_text));
     } else {
@@ -689,16 +721,16 @@ async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
 }
 
 /// The admin listener of a process that runs only the ingress (`paystate ingress`): metrics and health.
-/// `/readyz` is 503 until the log's partition count is known (the Kafka cluster reached).
-pub fn ingress_admin_router(metrics: Arc<Metrics>, partitions: Partitions) -> Router {
+/// `/readyz` is 503 until the log's partition count is known (the Kafka cluster reached), and while the log
+/// cannot take writes ([`ingress_not_ready`]).
+pub fn ingress_admin_router(metrics: Arc<Metrics>, partitions: Partitions, sink: Arc<dyn LogSink>) -> Router {
+    let m = Arc::clone(&metrics);
     let readyz = get(move || {
-        let partitions = partitions.clone();
-        async move {
-            match partitions.get() {
-                Some(_) => (StatusCode::OK, "ready\n"),
-                None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the log is not reachable yet\n"),
-            }
+        let mut why = ingress_not_ready(&m, sink.as_ref(), READY_WINDOW);
+        if partitions.get().is_none() {
+            why.insert(0, "the log is not reachable yet".to_owned());
         }
+        async move { readyz_response(&why) }
     });
     Router::new()
         .route(

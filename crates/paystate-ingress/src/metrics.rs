@@ -7,16 +7,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
 
 /// Webhook outcomes, as label values.
-pub const OUTCOMES: [&str; 6] =
-    ["accepted", "rejected", "too_large", "unsupported_media_type", "other_mode", "unavailable"];
+pub const OUTCOMES: [&str; 8] = [
+    "accepted",
+    "rejected",
+    "too_large",
+    "unsupported_media_type",
+    "other_mode",
+    "unavailable",
+    "busy",
+    "body_timeout",
+];
 
 /// Counters shared by the handlers.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    webhooks: [AtomicU64; 6],
+    webhooks: [AtomicU64; OUTCOMES.len()],
     append_buckets: [AtomicU64; 12],
     append_count: AtomicU64,
     append_sum_us: AtomicU64,
+    /// When the log last failed an append (unix ms), unless one succeeded since; 0: none (for `/readyz`).
+    append_failed_ms: AtomicU64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
 }
 
 impl Metrics {
@@ -27,8 +43,25 @@ impl Metrics {
         }
     }
 
-    /// Records one durable append's latency.
+    /// Records that the log failed an append (it could not take the write).
+    pub fn append_failed(&self) {
+        self.append_failed_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// How long ago the log failed an append, if it did and none succeeded since.
+    pub fn append_failing_for(&self) -> Option<std::time::Duration> {
+        match self.append_failed_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(std::time::Duration::from_millis(unix_ms().saturating_sub(at))),
+        }
+    }
+
+    /// Records one durable append's latency (the log took the write).
     pub fn append_latency(&self, d: std::time::Duration) {
+        // Read first: under load every append lands here, and a store would bounce the cache line.
+        if self.append_failed_ms.load(Ordering::Relaxed) != 0 {
+            self.append_failed_ms.store(0, Ordering::Relaxed);
+        }
         let s = d.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
             if s <= *b {
@@ -64,5 +97,34 @@ impl Metrics {
         let sum = self.append_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "paystate_append_seconds_sum {sum}");
         let _ = writeln!(out, "paystate_append_seconds_count {count}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_append_is_remembered_until_one_succeeds() {
+        let m = Metrics::default();
+        assert_eq!(m.append_failing_for(), None);
+        m.append_failed();
+        assert!(m.append_failing_for().is_some_and(|d| d < std::time::Duration::from_secs(5)));
+        m.append_latency(std::time::Duration::from_millis(1));
+        assert_eq!(m.append_failing_for(), None);
+    }
+
+    #[test]
+    fn every_outcome_the_handlers_count_is_rendered() {
+        let m = Metrics::default();
+        for o in ["busy", "body_timeout", "accepted"] {
+            m.webhook(o);
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        for o in ["busy", "body_timeout", "accepted"] {
+            assert!(out.contains(&format!("paystate_webhooks_total{{outcome=\"{o}\"}} 1")), "{o}: {out}");
+        }
+        assert!(out.contains("paystate_webhooks_total{outcome=\"rejected\"} 0"), "{out}");
     }
 }

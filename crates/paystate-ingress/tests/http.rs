@@ -52,7 +52,17 @@ async fn start_with(
         metrics: metrics.clone(),
         limits,
     };
+    // As `serve` has it: the sink's and the ingress's view of the log, and the projector's batches.
+    let sink: Arc<dyn paystate_store::LogSink> = Arc::new(appender.handle());
     let projector = Arc::new(Projector::new(store.log.clone(), store.projection.clone(), 64));
+    let readiness: paystate_ingress::Readiness = {
+        let (metrics, projector) = (Arc::clone(&metrics), Arc::clone(&projector));
+        Arc::new(move || {
+            let mut why = paystate_ingress::ingress_not_ready(&metrics, sink.as_ref(), paystate_ingress::READY_WINDOW);
+            why.extend(projector.failing());
+            why
+        })
+    };
     let admin = Admin {
         projection: store.projection.clone(),
         log: Arc::new(store.log.clone()),
@@ -60,6 +70,7 @@ async fn start_with(
         committed: projector.subscribe(),
         metrics,
         auth,
+        readiness,
     };
     let public_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -378,6 +389,9 @@ async fn a_log_that_cannot_append_answers_503_never_200() {
     let h = start(None, 1 << 20).await;
     let secret = WebhookSecret::new(SECRET).expect("secret");
     let body = event_body(7, false);
+    let ready = h.client.get(format!("{}/readyz", h.admin)).send().await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    assert_eq!(ready.text().await.expect("text"), "ready\n");
     h.appender.halt();
     let (status, reason) =
         h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
@@ -386,6 +400,12 @@ async fn a_log_that_cannot_append_answers_503_never_200() {
     assert_eq!(h.log_total(), 0);
     let metrics = h.admin_text("/metrics").await;
     assert!(metrics.contains("paystate_webhooks_total{outcome=\"unavailable\"} 1"), "{metrics}");
+    let ready = h.client.get(format!("{}/readyz", h.admin)).send().await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let why = ready.text().await.expect("text");
+    assert!(why.starts_with("not ready: the log cannot take writes: the embedded log's appender is stopped"), "{why}");
+    assert!(why.contains("the log failed the last append"), "{why}");
+    assert_eq!(h.admin_text("/healthz").await, "ok\n", "alive all the same");
 }
 
 /// One webhook in flight at most, 300 ms for a body: a client that sends its headers and part of a body

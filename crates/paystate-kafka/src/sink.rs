@@ -102,4 +102,8 @@ impl LogSink for KafkaSink {
             })
         })
     }
+
+    fn health(&self) -> Result<(), String> {
+        self.fatal().map_or(Ok(()), Err)
+    }
 }

@@ -124,6 +124,8 @@ pub struct Projector<L> {
     grace: i64,
     retention: u64,
     committed: watch::Sender<u64>,
+    /// The error of the last batch [`Projector::run`] tried, while batches keep failing (for `/readyz`).
+    failing: std::sync::Mutex<Option<String>>,
 }
 
 /// Entries each projection stream keeps by default; older ones are removed (a reader behind them is told
@@ -158,7 +160,17 @@ impl<L: LogSource> Projector<L> {
             grace: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
             retention: DEFAULT_STREAM_RETENTION,
             committed,
+            failing: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Why [`Projector::run`]'s batches fail, while they do (`None` once one succeeds).
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set_failing(&self, why: Option<String>) {
+        *self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why;
     }
 
     /// Keep the newest `entries` of each projection stream (at least 1).
@@ -507,12 +519,16 @@ impl<L: LogSource> Projector<L> {
         loop {
             let me = Arc::clone(&self);
             match tokio::task::spawn_blocking(move || me.catch_up()).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => self.set_failing(None),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "projector batch failed; retrying");
+                    self.set_failing(Some(e.to_string()));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => tracing::error!(error = %e, "projector task panicked"),
+                Err(e) => {
+                    tracing::error!(error = %e, "projector task panicked");
+                    self.set_failing(Some(format!("the projector panicked: {e}")));
+                }
             }
             tokio::select! {
                 _ = &mut shutdown => break,

@@ -145,6 +145,12 @@ pub trait LogSink: Send + Sync + 'static {
         partition: u32,
         record: &'a LogRecord,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Position, AppendError>> + Send + 'a>>;
+
+    /// Whether the sink can take writes at all, as far as it knows without trying (a stopped appender, a
+    /// producer failed for good): the reason when it cannot. For `/readyz`.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The read-only facts about a log that status and lag need.
@@ -190,6 +196,13 @@ impl LogSink for AppendHandle {
         record: &'a LogRecord,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Position, AppendError>> + Send + 'a>> {
         Box::pin(async move { AppendHandle::append(self, partition, record).await.map_err(AppendError::from) })
+    }
+
+    fn health(&self) -> Result<(), String> {
+        if self.halted.load(Ordering::Acquire) || self.tx.is_none() {
+            return Err("the embedded log's appender is stopped".into());
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,8 @@
 use crate::admin::AdminToken;
 use anyhow::{Context, Result};
 use paystate_ingress::{
-    admin_router, ingress_admin_router, metrics::Metrics, public_router, Admin, AdminAuth, Ingress, Mode, Partitions,
+    admin_router, ingress_admin_router, ingress_not_ready, metrics::Metrics, public_router, Admin, AdminAuth, Ingress,
+    Mode, Partitions, Readiness, READY_WINDOW,
 };
 use paystate_kafka::{KafkaConfig, KafkaProjector, KafkaSink, ProjectorOptions};
 use paystate_projector::Projector;
@@ -396,8 +397,11 @@ pub async fn run_ingress(args: IngressArgs) -> Result<()> {
     let (public, admin) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     announce("ingress", Some(public.local_addr()?), admin.local_addr()?)?;
     let stop = stop_channel();
-    let admin_server =
-        tokio::spawn(paystate_ingress::serve(admin, ingress_admin_router(metrics, partitions), wait_for(&stop)));
+    let admin_server = tokio::spawn(paystate_ingress::serve(
+        admin,
+        ingress_admin_router(metrics, partitions, Arc::new(sink.clone())),
+        wait_for(&stop),
+    ));
     paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop))
         .await
         .context("public server")?;
@@ -451,6 +455,8 @@ pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Resul
         committed: projector.subscribe(),
         metrics: Arc::default(),
         auth,
+        // A failed Kafka projector exits (the orchestrator restarts it): running means ready.
+        readiness: Arc::new(Vec::new),
     };
     let admin_server = tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&stop)));
     join_projector(handle).await?;
@@ -492,14 +498,24 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let appender = store.log.start_appender();
     let metrics = Arc::new(Metrics::default());
-    let ingress =
-        args.webhook.ingress(Arc::new(appender.handle()), Partitions::fixed(args.partitions), Arc::clone(&metrics))?;
+    let sink: Arc<dyn LogSink> = Arc::new(appender.handle());
+    let ingress = args.webhook.ingress(Arc::clone(&sink), Partitions::fixed(args.partitions), Arc::clone(&metrics))?;
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let projector = Arc::new(
         Projector::new(store.log.clone(), store.projection.clone(), args.batch_max)
             .with_failure_grace(args.failure_grace_secs)
             .with_stream_retention(args.stream_retention_entries),
     );
+    let readiness: Readiness = {
+        let (metrics, projector) = (Arc::clone(&metrics), Arc::clone(&projector));
+        Arc::new(move || {
+            let mut why = ingress_not_ready(&metrics, sink.as_ref(), READY_WINDOW);
+            if let Some(e) = projector.failing() {
+                why.push(format!("the projector's batches fail: {e}"));
+            }
+            why
+        })
+    };
     let admin = Admin {
         projection: store.projection.clone(),
         log: Arc::new(store.log.clone()),
@@ -507,6 +523,7 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
         committed: projector.subscribe(),
         metrics,
         auth,
+        readiness,
     };
 
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
@@ -543,6 +560,10 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
     let projection = open_projection(&args.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     let ingress = args.webhook.ingress(Arc::new(sink.clone()), Partitions::fixed(partitions), Arc::clone(&metrics))?;
+    let readiness: Readiness = {
+        let (metrics, sink) = (Arc::clone(&metrics), sink.clone());
+        Arc::new(move || ingress_not_ready(&metrics, &sink, READY_WINDOW))
+    };
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     announce("serve", Some(public.local_addr()?), admin_listener.local_addr()?)?;
@@ -558,8 +579,15 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
         ..ProjectorOptions::default()
     };
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;
-    let admin =
-        Admin { projection, log: projector.ends(), publishes: true, committed: projector.subscribe(), metrics, auth };
+    let admin = Admin {
+        projection,
+        log: projector.ends(),
+        publishes: true,
+        committed: projector.subscribe(),
+        metrics,
+        auth,
+        readiness,
+    };
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
     paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop))

@@ -174,10 +174,14 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
     if !rate.is_finite() || rate < 0.0 {
         bail!("--rate must be a number of deliveries per second, 0 or more, not {rate}");
     }
+    // Until anything is accepted, a URL where nothing listens fails the run within CONNECT_GIVE_UP, not
+    // after --give-up-after-secs (later, a refused connection is a server restarting: retried as long).
+    let unreachable_since: Arc<Mutex<Option<Instant>>> = Arc::default();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (queue, next, sent, retried, latencies, acked) =
             (queue.clone(), next.clone(), sent.clone(), retried.clone(), latencies.clone(), acked.clone());
+        let unreachable_since = unreachable_since.clone();
         let (client, secret, url) = (client.clone(), secret.clone(), args.url.clone());
         workers.push(tokio::spawn(async move {
             loop {
@@ -211,6 +215,23 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
                             }
                             break;
                         }
+                        Err(e) if e.is_connect() && acked.lock().is_ok_and(|a| a.is_empty()) => {
+                            let since = *unreachable_since
+                                .lock()
+                                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                                .get_or_insert_with(Instant::now);
+                            if since.elapsed() >= CONNECT_GIVE_UP {
+                                bail!(
+                                    "nothing accepts connections at {url}: {} (tried for {} s); is paystate serve \
+                                     (or ingress) running there? Check --url",
+                                    root_cause(&e),
+                                    CONNECT_GIVE_UP.as_secs()
+                                );
+                            }
+                            retried.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_millis(500));
+                        }
                         Ok(r) if r.status().is_client_error() && r.status() != reqwest::StatusCode::REQUEST_TIMEOUT => {
                             let status = r.status();
                             let text = r.text().await.unwrap_or_default();
@@ -229,7 +250,7 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
             }
         }));
     }
-    let mut failure = None;
+    let mut failure: Option<anyhow::Error> = None;
     for w in workers {
         if let Err(e) = w.await? {
             failure.get_or_insert(e);
@@ -319,4 +340,17 @@ fn to_log(dir: &std::path::Path, partitions: u32, secret: &WebhookSecret, delive
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// How long `simulate` tries to connect before anything was accepted.
+const CONNECT_GIVE_UP: Duration = Duration::from_secs(3);
+
+/// The innermost cause of `e` ("Connection refused (os error 111)" rather than reqwest's "error sending
+/// request").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }

@@ -106,3 +106,28 @@ fn digest_ignores_order_and_batch_size_and_diff_names_the_fields() {
 fn bodies_payments(dir: &std::path::Path) -> usize {
     paystate_store::Store::open_existing(dir).expect("open").projection.payment_count()
 }
+
+/// `simulate` against a port where nothing listens fails within seconds (not after its 600 s of retries),
+/// naming the URL and the refusal.
+#[test]
+fn simulate_against_a_closed_port_fails_fast_and_says_why() {
+    // Bound but not listening: the port stays ours (nobody else can take it) and connections are refused.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let socket = rt
+        .block_on(async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .expect("socket");
+    let port = socket.local_addr().expect("addr").port();
+    let url = format!("http://127.0.0.1:{port}/webhooks/stripe");
+    let started = std::time::Instant::now();
+    let (_, err, ok) = paystate(&["simulate", "--url", &url, "--secret", "whsec_cli_test", "--payments", "3"]);
+    let took = started.elapsed();
+    assert!(!ok, "{err}");
+    assert!(took < std::time::Duration::from_secs(10), "gave up after {took:?}");
+    assert!(err.contains(&format!("nothing accepts connections at {url}")), "{err}");
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    drop(socket);
+}

@@ -8,6 +8,7 @@
 //! Argument parsing, clocks, files, signals and logging set-up live here; the logic is in the library crates.
 
 mod admin;
+mod config;
 mod export;
 mod inspect;
 mod replay;
@@ -15,7 +16,7 @@ mod serve;
 mod simulate;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use paystate_core::{PaymentKey, PaymentWithHistory};
 use paystate_stripe::{parse_event, WebhookSecret};
 use serde_json::{json, Value};
@@ -40,6 +41,12 @@ struct Cli {
     /// admin URL.
     #[arg(long, global = true)]
     admin_token_file: Option<PathBuf>,
+    /// A TOML file of settings for `serve`, `ingress` and `project`: keys are the flags' names with `_`
+    /// (`admin_listen = "127.0.0.1:9090"`), top-level for every command that has the flag, `[serve]`,
+    /// `[ingress]`, `[project]` tables for one; flags and environment variables override it. `paystate
+    /// config check <command> --config FILE` prints the result.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,6 +140,12 @@ enum Command {
         #[arg(long)]
         history: bool,
     },
+    /// Check a config file (`--config FILE`): print the effective settings of a command, where each comes
+    /// from (flag, environment, config file, default), secrets redacted; refuse unknown keys by name.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Print the Stripe-Signature header for a body, as Stripe would sign it.
     Sign {
         /// The endpoint's signing secret.
@@ -144,6 +157,36 @@ enum Command {
         /// The body to sign, byte for byte.
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// `paystate config check serve --config paystate.toml [more flags]`.
+    Check {
+        /// The command whose settings to print: serve, ingress or project.
+        #[arg(value_parser = config::COMMANDS)]
+        command: String,
+        /// Its flags, as they would be given to it.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+/// `paystate config check`: parses `command args` as that command would (with `config`, the global
+/// `--config`, applied) and prints its settings.
+fn config_check(command: &str, args: &[std::ffi::OsString], config: Option<&std::path::Path>) -> Result<()> {
+    let cli = Cli::command();
+    let mut argv: Vec<std::ffi::OsString> = vec!["paystate".into(), command.into()];
+    argv.extend(args.iter().cloned());
+    if let Some(c) = config {
+        if !args.iter().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config=")) {
+            argv.extend(["--config".into(), c.as_os_str().to_owned()]);
+        }
+    }
+    let (argv, from_file) = config::apply(&cli, argv)?;
+    let matches = cli.clone().try_get_matches_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    print!("{}", config::render(&cli, &matches, &from_file)?);
+    Ok(())
 }
 
 fn init_logging(format: &str) {
@@ -158,7 +201,9 @@ fn init_logging(format: &str) {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let (argv, _) = config::apply(&Cli::command(), std::env::args_os().collect())?;
+    let matches = Cli::command().get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(&cli.log_format);
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     let token = admin::AdminToken::load(cli.admin_token_file.as_deref())?;
@@ -198,6 +243,9 @@ fn main() -> Result<()> {
             inspect::show(&data_dir, &id, account.as_deref(), as_of, json)
         }
         Command::Replay(args) => replay::run(&args, token),
+        Command::Config { action: ConfigAction::Check { command, args } } => {
+            config_check(&command, &args, cli.config.as_deref())
+        }
         Command::Fold { files, shuffle, history } => fold(&files, shuffle, history),
         Command::Sign { secret, timestamp, file } => {
             let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;

@@ -131,3 +131,98 @@ fn simulate_against_a_closed_port_fails_fast_and_says_why() {
     assert!(err.to_lowercase().contains("connection refused"), "{err}");
     drop(socket);
 }
+
+/// `--config`: a file's settings apply, flags and then the environment override them, unknown keys are
+/// refused by name, and `config check` shows where each setting comes from without showing a secret.
+#[test]
+fn a_config_file_sets_every_flag_and_flags_and_the_environment_override_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file_secret = "whsec_secret_from_the_file_1f2e3d";
+    let config = dir.path().join("paystate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# shared by the commands that have the flag\n\
+             webhook_secret = [\"{file_secret}\"]\n\
+             kafka_brokers = \"broker-from-file:9092\"\n\
+             admin_listen = \"127.0.0.1:0\"\n\
+             [serve]\n\
+             listen = \"127.0.0.1:0\"\n\
+             data_dir = \"{}\"\n\
+             batch_max = 256\n\
+             accept_retention_gaps = true\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    let cfg = config.to_str().expect("utf-8");
+    let check = |env_secret: Option<&str>, extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paystate"));
+        cmd.args(["config", "check", "serve", "--config", cfg]).args(extra);
+        match env_secret {
+            Some(s) => cmd.env("STRIPE_WEBHOOK_SECRET", s),
+            None => cmd.env_remove("STRIPE_WEBHOOK_SECRET"),
+        };
+        let out = cmd.output().expect("config check");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plain = check(None, &[]);
+    assert!(plain.contains("batch_max = \"256\" # config file"), "{plain}");
+    assert!(plain.contains("accept_retention_gaps = true # config file"), "{plain}");
+    assert!(plain.contains("kafka_brokers = \"broker-from-file:9092\" # config file"), "{plain}");
+    assert!(plain.contains("webhook_secret = [\"<redacted>\"] # config file"), "{plain}");
+    assert!(plain.contains("failure_grace_secs = \"600\" # default"), "{plain}");
+    let flagged = check(None, &["--batch-max", "99"]);
+    assert!(flagged.contains("batch_max = \"99\" # flag"), "{flagged}");
+    let env_secret = "whsec_secret_from_the_environment_9a8b";
+    let from_env = check(Some(env_secret), &[]);
+    assert!(from_env.contains("webhook_secret = [\"<redacted>\"] # environment"), "{from_env}");
+    for out in [&plain, &flagged, &from_env] {
+        assert!(!out.contains(file_secret) && !out.contains(env_secret), "a secret printed: {out}");
+    }
+
+    // The example the README and deploy/ point at is valid for every command it configures.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for command in ["serve", "ingress", "project"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_paystate"))
+            .args(["config", "check", command, "--config", "deploy/paystate.toml"])
+            .current_dir(&root)
+            .env("STRIPE_WEBHOOK_SECRET", env_secret)
+            .output()
+            .expect("config check");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("log_format = \"json\" # config file"), "{command}: {text}");
+    }
+
+    // Unknown keys and tables are refused by name.
+    for (bad, named) in [
+        ("bogus_key = 1\n", "unknown key `bogus_key`"),
+        ("[serve]\nrate = 5\n", "unknown key `rate` in [serve]"),
+        ("[simulate]\npayments = 5\n", "unknown table [simulate]"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, bad).expect("bad config");
+        let (_, err, ok) = paystate(&["serve", "--config", path.to_str().expect("utf-8")]);
+        assert!(!ok && err.contains(named), "{bad:?}: {err}");
+    }
+
+    // The file's settings are what `serve` runs with: its listeners, data directory and secret.
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_paystate"))
+        .args(["serve", "--config", cfg])
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().expect("stdout")).read_line(&mut line).expect("address line");
+    let url = line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("address").to_owned();
+    let (out, err, ok) = paystate(&["simulate", "--url", &url, "--secret", file_secret, "--payments", "5"]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(ok, "signed with the file's secret: {out}{err}");
+    assert!(dir.path().join("data").is_dir(), "the file's data_dir");
+}

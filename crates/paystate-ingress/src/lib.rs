@@ -195,7 +195,8 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
         Ok(v) => v,
         Err(e) => {
             ing.metrics.webhook("rejected");
-            tracing::info!(outcome = "rejected", reason = e.code(), "webhook refused");
+            // WARN: a wrong secret (or an attacker) shows here first; the body is not logged.
+            tracing::warn!(outcome = "rejected", reason = e.code(), "webhook refused");
             return error(StatusCode::BAD_REQUEST, e.code(), &e);
         }
     };

@@ -213,8 +213,9 @@ fn a_config_file_sets_every_flag_and_flags_and_the_environment_override_it() {
     let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_paystate"))
         .args(["serve", "--config", cfg])
         .env_remove("STRIPE_WEBHOOK_SECRET")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("serve");
     let mut line = String::new();
@@ -222,7 +223,10 @@ fn a_config_file_sets_every_flag_and_flags_and_the_environment_override_it() {
     let url = line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("address").to_owned();
     let (out, err, ok) = paystate(&["simulate", "--url", &url, "--secret", file_secret, "--payments", "5"]);
     let _ = serve.kill();
-    let _ = serve.wait();
+    let logs = serve.wait_with_output().expect("serve's logs");
+    let logs = String::from_utf8_lossy(&logs.stderr);
     assert!(ok, "signed with the file's secret: {out}{err}");
+    assert!(logs.contains("serving"), "{logs}");
+    assert!(!logs.contains('\x1b'), "colour codes in logs that go to a pipe: {logs:?}");
     assert!(dir.path().join("data").is_dir(), "the file's data_dir");
 }

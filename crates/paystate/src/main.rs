@@ -79,9 +79,12 @@ enum Command {
         /// Data directory.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Output file (default: stdout; Parquet needs a file).
+        /// Output file (default: stdout; Parquet needs a file). An existing file is kept unless --force.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Overwrite an existing --out file.
+        #[arg(long)]
+        force: bool,
         /// File format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: export::Format,
@@ -203,6 +206,25 @@ fn init_logging(format: &str) {
 }
 
 fn main() -> Result<()> {
+    match run() {
+        // The reader of stdout went away (`paystate export | head`): that ends the output, quietly.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `e` comes from writing to a closed pipe (an I/O error, or one inside serde_json's or csv's).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>().is_some_and(|j| j.io_error_kind() == Some(BrokenPipe))
+            || c.downcast_ref::<csv::Error>()
+                .is_some_and(|c| matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == BrokenPipe))
+    })
+}
+
+fn run() -> Result<()> {
     let (argv, _) = config::apply(&Cli::command(), std::env::args_os().collect())?;
     let matches = Cli::command().get_matches_from(argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -227,7 +249,10 @@ fn main() -> Result<()> {
                 std::process::exit(1)
             }
         }
-        Command::Export { data_dir, out, format, what } => {
+        Command::Export { data_dir, out, force, format, what } => {
+            if let Some(path) = out.as_deref().filter(|p| p.exists() && !force) {
+                bail!("{} exists: give --force to overwrite it", path.display());
+            }
             let projection = inspect::open_projection(&data_dir)?;
             let rows = export::export(&projection, what, format, out.as_deref())?;
             eprintln!("exported {rows} rows");

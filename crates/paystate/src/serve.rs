@@ -58,6 +58,12 @@ pub struct WebhookArgs {
 
 impl WebhookArgs {
     fn ingress(&self, sink: Arc<dyn LogSink>, partitions: Partitions, metrics: Arc<Metrics>) -> Result<Ingress> {
+        for (i, s) in self.webhook_secrets.iter().enumerate() {
+            if let Some(warning) = secret_warning(s.trim()) {
+                // Never the secret itself: its position among the given ones.
+                tracing::warn!(secret = i + 1, "{warning}");
+            }
+        }
         let secrets =
             self.webhook_secrets.iter().map(|s| WebhookSecret::new(s.trim())).collect::<Result<Vec<_>, _>>()?;
         let webhook = Webhook::new(secrets, self.tolerance_secs)?;
@@ -69,6 +75,24 @@ impl WebhookArgs {
         let limits = paystate_ingress::Limits::new(self.max_inflight, Duration::from_secs(self.body_timeout_secs));
         Ok(Ingress { webhook, mode, body_limit_bytes: self.body_limit_bytes, partitions, sink, metrics, limits })
     }
+}
+
+/// Why a webhook secret looks wrong, if it does: Stripe's signing secrets start with `whsec_`; an API key
+/// (`sk_…`, `rk_…`, `pk_…`) is a common mix-up, and every delivery would then be refused as unsigned.
+fn secret_warning(secret: &str) -> Option<String> {
+    if secret.starts_with("whsec_") {
+        return None;
+    }
+    let key = ["sk_", "rk_", "pk_"].iter().find(|p| secret.starts_with(**p));
+    Some(match key {
+        Some(p) => format!(
+            "a --webhook-secret starts with {p}: that is an API key, not the endpoint's signing secret (whsec_…, \
+             in the Dashboard's webhook endpoint or printed by `stripe listen`); every delivery will be refused"
+        ),
+        None => "a --webhook-secret does not start with whsec_ as Stripe's signing secrets do: deliveries signed \
+                 with the endpoint's real secret will be refused"
+            .to_owned(),
+    })
 }
 
 /// Where the Kafka log is: shared by `serve --log kafka`, `ingress` and `project`.
@@ -285,8 +309,17 @@ fn wait_for(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()>
     }
 }
 
+/// Listens on `addr`. Called before a data directory is opened or created: a port in use leaves nothing
+/// behind.
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+            "cannot listen on {addr}: another process listens there (a paystate already running?); \
+             choose another address (--listen / --admin-listen, or port 0 for any free one)"
+        )),
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
+    }
 }
 
 fn announce(what: &str, public: Option<SocketAddr>, admin: SocketAddr) -> Result<()> {
@@ -432,6 +465,7 @@ async fn learn_partitions(kafka: KafkaArgs, partitions: Partitions) {
 /// `paystate project`: a consumer-group member folding its partitions into its sled projection.
 pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Result<()> {
     let auth = AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
+    let admin_listener = bind(args.admin_listen).await?;
     let (cfg, partitions) = args.kafka.connect().await?;
     let projection = open_projection(&args.data_dir)?;
     let options = ProjectorOptions {
@@ -444,7 +478,6 @@ pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Resul
         accept_retention_gaps: args.accept_retention_gaps,
         ..ProjectorOptions::default()
     };
-    let admin_listener = bind(args.admin_listen).await?;
     announce("project", None, admin_listener.local_addr()?)?;
     let stop = stop_channel();
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, stop.clone())?;
@@ -494,6 +527,7 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
     if args.log == "kafka" {
         return run_kafka(args, auth).await;
     }
+    let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     let store = Store::open_with(&args.data_dir, Some(args.partitions), &store_options(args.memory_budget_mb))
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let appender = store.log.start_appender();
@@ -526,7 +560,6 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
         readiness,
     };
 
-    let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     let (public_addr, admin_addr) = (public.local_addr()?, admin_listener.local_addr()?);
     announce("serve", Some(public_addr), admin_addr)?;
     tracing::info!(%public_addr, %admin_addr, data_dir = %args.data_dir.display(), partitions = args.partitions, "serving");
@@ -554,6 +587,7 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
 
 /// `serve --log kafka`: the ingress and one projector around Kafka, in one process.
 async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
+    let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     let (cfg, partitions) = args.kafka.connect().await?;
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
     exit_on_fatal(sink.clone());
@@ -565,7 +599,6 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
         Arc::new(move || ingress_not_ready(&metrics, &sink, READY_WINDOW))
     };
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
-    let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     announce("serve", Some(public.local_addr()?), admin_listener.local_addr()?)?;
     let stop = stop_channel();
     let (ingress_done_tx, ingress_done_rx) = watch::channel(false);
@@ -597,4 +630,17 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
     let _ = ingress_done_tx.send(true);
     join_projector(handle).await?;
     stopped(admin_server).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_secret_that_is_not_a_signing_secret_is_named_for_what_it_looks_like() {
+        assert_eq!(super::secret_warning("whsec_abc"), None);
+        let key = super::secret_warning("sk_test_123").expect("an API key");
+        assert!(key.contains("starts with sk_: that is an API key"), "{key}");
+        assert!(!key.contains("123"), "the secret is not repeated: {key}");
+        let other = super::secret_warning("hunter2").expect("not whsec_");
+        assert!(other.contains("does not start with whsec_") && !other.contains("hunter2"), "{other}");
+    }
 }

@@ -230,3 +230,75 @@ fn a_config_file_sets_every_flag_and_flags_and_the_environment_override_it() {
     assert!(!logs.contains('\x1b'), "colour codes in logs that go to a pipe: {logs:?}");
     assert!(dir.path().join("data").is_dir(), "the file's data_dir");
 }
+
+/// A port in use is refused with what to do, before the data directory is created.
+#[test]
+fn a_port_in_use_is_refused_before_anything_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("listen"); // held until the end
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().expect("utf-8");
+    for (listen, admin) in [(addr.as_str(), "127.0.0.1:0"), ("127.0.0.1:0", addr.as_str())] {
+        let (_, err, ok) = paystate(&[
+            "serve",
+            "--data-dir",
+            data_arg,
+            "--webhook-secret",
+            "whsec_cli_test",
+            "--listen",
+            listen,
+            "--admin-listen",
+            admin,
+        ]);
+        assert!(!ok, "{err}");
+        assert!(err.contains(&format!("cannot listen on {addr}: another process listens there")), "{err}");
+        assert!(!data.exists(), "a refused start creates no data directory");
+    }
+    drop(taken);
+}
+
+/// `export` keeps an existing file unless `--force`, and a reader that goes away (`| head`) ends it
+/// quietly, with success.
+#[test]
+fn export_keeps_existing_files_and_ends_quietly_when_its_reader_goes_away() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, data) = (dir.path().join("log"), dir.path().join("data"));
+    let (log_arg, data_arg) = (log.to_str().expect("utf-8"), data.to_str().expect("utf-8"));
+    let (out, err, ok) =
+        paystate(&["simulate", "--to-log", log_arg, "--secret", "whsec_cli_test", "--payments", "600"]);
+    assert!(ok, "{out}{err}");
+    let (out, err, ok) = paystate(&["replay", "--source", log_arg, "--out", data_arg]);
+    assert!(ok, "{out}{err}");
+
+    let file = dir.path().join("payments.jsonl");
+    let file_arg = file.to_str().expect("utf-8");
+    let (_, err, ok) = paystate(&["export", "--data-dir", data_arg, "--out", file_arg]);
+    assert!(ok, "{err}");
+    let written = std::fs::read(&file).expect("export");
+    assert!(written.len() > 256 << 10, "more than a pipe holds: {} bytes", written.len());
+    std::fs::write(&file, b"kept").expect("overwrite");
+    let (_, err, ok) = paystate(&["export", "--data-dir", data_arg, "--out", file_arg]);
+    assert!(!ok && err.contains("exists: give --force to overwrite it"), "{err}");
+    assert_eq!(std::fs::read(&file).expect("file"), b"kept");
+    let (_, err, ok) = paystate(&["export", "--data-dir", data_arg, "--out", file_arg, "--force"]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&file).expect("file"), written, "overwritten with --force");
+
+    for format in ["jsonl", "csv"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paystate"))
+            .args(["export", "--data-dir", data_arg, "--format", format])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("export");
+        let mut head = [0u8; 100];
+        child.stdout.take().expect("stdout").read_exact(&mut head).expect("the first bytes");
+        // The pipe's reader is gone (dropped above) while most of the output is still to come.
+        let done = child.wait_with_output().expect("export");
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{format}: {:?} {err}", done.status);
+        assert!(!err.contains("Broken pipe") && !err.contains("Error"), "{format}: {err}");
+    }
+}

@@ -318,14 +318,20 @@ pub async fn verify(truth_file: &Path, source: Source<'_>, token: Option<&AdminT
             passed += 1;
         } else {
             failed += 1;
-            if failed <= 20 {
+            if failed <= SHOWN_FAILURES {
                 println!("FAIL {} ({:?}): {}", t.id, t.scenario, diffs.join("; "));
             }
         }
     }
+    if failed > SHOWN_FAILURES {
+        println!("… {} more failures not shown (the first {SHOWN_FAILURES} are)", failed - SHOWN_FAILURES);
+    }
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }
+
+/// `verify` prints this many failures, then how many it left out.
+const SHOWN_FAILURES: usize = 20;
 
 /// `paystate digest`: the projection's digest (see `Projection::digest`).
 pub fn digest(data_dir: &Path) -> Result<()> {

@@ -54,14 +54,36 @@ pub struct ReplayArgs {
     pub failure_grace_secs: i64,
 }
 
-/// Parses RFC 3339 (`2026-11-29T10:00:00Z`, any offset) or unix seconds.
+/// Parses RFC 3339 (`2026-11-29T10:00:00Z`, any offset) or unix seconds; refuses what looks like unix
+/// milliseconds (Stripe's `created` is in seconds), saying so.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(n) = s.parse::<i64>() {
+        // 10^11 seconds is the year 5138; milliseconds of any date since 1973 are above it.
+        if n.abs() >= 100_000_000_000 {
+            return Err(format!(
+                "{s} looks like unix milliseconds; give seconds ({}) or RFC 3339, e.g. 2026-11-29T10:00:00Z",
+                n / 1000
+            ));
+        }
         return Ok(n);
     }
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|e| format!("{s:?} is neither RFC 3339 nor unix seconds: {e}"))
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map(|t| t.unix_timestamp()).map_err(
+        |e| format!("{s:?} is neither RFC 3339 nor unix seconds ({e}); e.g. 2026-11-29T10:00:00Z, 2026-11-29T11:00:00+01:00 or 1795946400"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_rfc_3339_or_unix_seconds_and_milliseconds_are_named() {
+        assert_eq!(super::parse_time("1795946400"), Ok(1_795_946_400));
+        assert_eq!(super::parse_time("2026-11-29T10:00:00Z"), Ok(1_795_946_400));
+        assert_eq!(super::parse_time("2026-11-29T11:00:00+01:00"), Ok(1_795_946_400));
+        let ms = super::parse_time("1795946400000").expect_err("milliseconds");
+        assert!(ms.contains("looks like unix milliseconds; give seconds (1795946400)"), "{ms}");
+        let bad = super::parse_time("yesterday").expect_err("not a time");
+        assert!(bad.contains("e.g. 2026-11-29T10:00:00Z"), "{bad}");
+    }
 }
 
 /// Where a replay reads from, opened (and checked) before the output is created.

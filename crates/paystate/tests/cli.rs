@@ -302,3 +302,43 @@ fn export_keeps_existing_files_and_ends_quietly_when_its_reader_goes_away() {
         assert!(!err.contains("Broken pipe") && !err.contains("Error"), "{format}: {err}");
     }
 }
+
+/// `verify` prints the first failures and says how many it left out.
+#[test]
+fn verify_says_when_it_cuts_its_list_of_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, data) = (dir.path().join("log"), dir.path().join("data"));
+    let truth = dir.path().join("truth.jsonl");
+    let (log_arg, data_arg, truth_arg) =
+        (log.to_str().expect("utf-8"), data.to_str().expect("utf-8"), truth.to_str().expect("utf-8"));
+    let (out, err, ok) = paystate(&[
+        "simulate",
+        "--to-log",
+        log_arg,
+        "--secret",
+        "whsec_cli_test",
+        "--payments",
+        "30",
+        "--truth",
+        truth_arg,
+    ]);
+    assert!(ok, "{out}{err}");
+    let (out, err, ok) = paystate(&["replay", "--source", log_arg, "--out", data_arg]);
+    assert!(ok, "{out}{err}");
+    // A truth file that gives every payment a lifecycle none has: 30 failures.
+    let lied: String = std::fs::read_to_string(&truth)
+        .expect("truth")
+        .lines()
+        .map(|l| {
+            let mut t: serde_json::Value = serde_json::from_str(l).expect("truth line");
+            t["lifecycle"] = "nonexistent_lifecycle".into();
+            format!("{t}\n")
+        })
+        .collect();
+    std::fs::write(&truth, lied).expect("truth");
+    let (out, _, ok) = paystate(&["verify", "--truth", truth_arg, "--data-dir", data_arg]);
+    assert!(!ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("FAIL ")).count(), 20, "{out}");
+    assert!(out.contains("… 10 more failures not shown (the first 20 are)"), "{out}");
+    assert!(out.trim_end().ends_with("0 passed, 30 failed"), "{out}");
+}

@@ -288,10 +288,11 @@ pub type Readiness = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 pub const READY_WINDOW: Duration = Duration::from_secs(5);
 
 /// Reasons not to be ready that the ingress knows itself: the log failed the last append (in the last
-/// `window`; a later success clears it) or the sink says it cannot take writes.
-pub fn ingress_not_ready(metrics: &Metrics, sink: &dyn LogSink, window: Duration) -> Vec<String> {
+/// `window`; a later success clears it) or the sink says it cannot take writes (`sink_health`, e.g.
+/// [`LogSink::health`]).
+pub fn ingress_not_ready(metrics: &Metrics, sink_health: Result<(), String>, window: Duration) -> Vec<String> {
     let mut why = Vec::new();
-    if let Err(e) = sink.health() {
+    if let Err(e) = sink_health {
         why.push(format!("the log cannot take writes: {e}"));
     }
     if let Some(ago) = metrics.append_failing_for().filter(|ago| *ago < window) {
@@ -727,7 +728,7 @@ async fn metrics_text(State(a): State<Arc<Admin>>) -> Response {
 pub fn ingress_admin_router(metrics: Arc<Metrics>, partitions: Partitions, sink: Arc<dyn LogSink>) -> Router {
     let m = Arc::clone(&metrics);
     let readyz = get(move || {
-        let mut why = ingress_not_ready(&m, sink.as_ref(), READY_WINDOW);
+        let mut why = ingress_not_ready(&m, sink.health(), READY_WINDOW);
         if partitions.get().is_none() {
             why.insert(0, "the log is not reachable yet".to_owned());
         }

@@ -52,13 +52,14 @@ async fn start_with(
         metrics: metrics.clone(),
         limits,
     };
-    // As `serve` has it: the sink's and the ingress's view of the log, and the projector's batches.
-    let sink: Arc<dyn paystate_store::LogSink> = Arc::new(appender.handle());
+    // As `serve` has it: the appender's and the ingress's view of the log, and the projector's batches.
+    let appender_health = appender.health();
     let projector = Arc::new(Projector::new(store.log.clone(), store.projection.clone(), 64));
     let readiness: paystate_ingress::Readiness = {
         let (metrics, projector) = (Arc::clone(&metrics), Arc::clone(&projector));
         Arc::new(move || {
-            let mut why = paystate_ingress::ingress_not_ready(&metrics, sink.as_ref(), paystate_ingress::READY_WINDOW);
+            let mut why =
+                paystate_ingress::ingress_not_ready(&metrics, appender_health.check(), paystate_ingress::READY_WINDOW);
             why.extend(projector.failing());
             why
         })

@@ -17,7 +17,8 @@ mod stored;
 
 pub use error::StoreError;
 pub use log::{
-    AppendError, AppendHandle, Appender, EmbeddedLog, LogOptions, LogSink, LogView, Position, RecordTooLarge,
+    AppendError, AppendHandle, AppendHealth, Appender, EmbeddedLog, LogOptions, LogSink, LogView, Position,
+    RecordTooLarge,
 };
 pub use migrate::Progress;
 pub use projection::{

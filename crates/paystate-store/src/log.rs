@@ -1089,7 +1089,29 @@ pub struct Appender {
     handle: Option<JoinHandle<()>>,
 }
 
+/// Whether the appender takes appends, for `/readyz`, without holding it open (an [`AppendHandle`] kept
+/// for that would make [`Appender::close`] wait for ever).
+#[derive(Debug, Clone)]
+pub struct AppendHealth {
+    halted: Arc<AtomicBool>,
+}
+
+impl AppendHealth {
+    /// `Err` with the reason once the appender refuses appends.
+    pub fn check(&self) -> Result<(), String> {
+        match self.halted.load(Ordering::Acquire) {
+            true => Err("the embedded log's appender is stopped".into()),
+            false => Ok(()),
+        }
+    }
+}
+
 impl Appender {
+    /// Its [`AppendHealth`].
+    pub fn health(&self) -> AppendHealth {
+        AppendHealth { halted: Arc::clone(&self.sender.halted) }
+    }
+
     /// Refuses every append from now on (through every handle) with [`StoreError::AppenderStopped`];
     /// requests already queued are still written and answered.
     pub fn halt(&self) {

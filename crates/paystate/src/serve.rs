@@ -532,8 +532,10 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let appender = store.log.start_appender();
     let metrics = Arc::new(Metrics::default());
-    let sink: Arc<dyn LogSink> = Arc::new(appender.handle());
-    let ingress = args.webhook.ingress(Arc::clone(&sink), Partitions::fixed(args.partitions), Arc::clone(&metrics))?;
+    let ingress =
+        args.webhook.ingress(Arc::new(appender.handle()), Partitions::fixed(args.partitions), Arc::clone(&metrics))?;
+    // Not a handle: one kept by the admin listener would make the appender's close wait for ever.
+    let appender_health = appender.health();
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     let projector = Arc::new(
         Projector::new(store.log.clone(), store.projection.clone(), args.batch_max)
@@ -543,7 +545,7 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
     let readiness: Readiness = {
         let (metrics, projector) = (Arc::clone(&metrics), Arc::clone(&projector));
         Arc::new(move || {
-            let mut why = ingress_not_ready(&metrics, sink.as_ref(), READY_WINDOW);
+            let mut why = ingress_not_ready(&metrics, appender_health.check(), READY_WINDOW);
             if let Some(e) = projector.failing() {
                 why.push(format!("the projector's batches fail: {e}"));
             }
@@ -596,7 +598,7 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
     let ingress = args.webhook.ingress(Arc::new(sink.clone()), Partitions::fixed(partitions), Arc::clone(&metrics))?;
     let readiness: Readiness = {
         let (metrics, sink) = (Arc::clone(&metrics), sink.clone());
-        Arc::new(move || ingress_not_ready(&metrics, &sink, READY_WINDOW))
+        Arc::new(move || ingress_not_ready(&metrics, sink.health(), READY_WINDOW))
     };
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
     announce("serve", Some(public.local_addr()?), admin_listener.local_addr()?)?;

@@ -47,10 +47,7 @@ pub fn open_projection(dir: &Path) -> Result<Projection> {
 /// or as of a Stripe event time.
 pub fn show(data_dir: &Path, id: &str, account: Option<&str>, as_of: Option<i64>, as_json: bool) -> Result<()> {
     let projection = open_projection(data_dir)?;
-    let key = match account {
-        Some(a) => format!("{a}/{id}"),
-        None => id.to_owned(),
-    };
+    let key = resolve(&projection, id, account, data_dir)?;
     let Some(p) = projection.payment_with_history(&key)? else { bail!("no payment {key} in {}", data_dir.display()) };
     let (all_events, emitted) = (p.events.events().len(), p.payment.emitted.len());
     let (state, events) = match as_of {
@@ -66,17 +63,64 @@ pub fn show(data_dir: &Path, id: &str, account: Option<&str>, as_of: Option<i64>
         return Ok(());
     }
     if let Some(t) = as_of {
-        let when = time::OffsetDateTime::from_unix_timestamp(t)
-            .ok()
-            .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_default();
-        println!("as of     {when} ({t}): {} of {all_events} events", events.len());
+        println!("as of     {} ({t}): {} of {all_events} events", utc(t), events.len());
     }
     print!("{}", render(&state, &history));
     if as_of.is_none() {
         println!("actions emitted: {emitted}");
     }
     Ok(())
+}
+
+/// The key of the payment `id` names: a payment (`pi_…`, or `ch_…` without a PaymentIntent) under
+/// `account`, else the payment that a charge, refund, dispute, early fraud warning or event id belongs to
+/// (found by reading the projection). A payment that exists only under a Connect account is named with
+/// the `--account` to give.
+fn resolve(projection: &Projection, id: &str, account: Option<&str>, dir: &Path) -> Result<String> {
+    let direct = match account {
+        Some(a) => format!("{a}/{id}"),
+        None => id.to_owned(),
+    };
+    if projection.payment(&direct)?.is_some() {
+        return Ok(direct);
+    }
+    let mut elsewhere = Vec::new();
+    for p in projection.all_payments() {
+        let s = p?.state;
+        let key = s.key.to_string();
+        let here = account.is_none_or(|a| s.key.account.as_ref().is_some_and(|k| k.as_str() == a));
+        if s.key.payment.as_str() == id {
+            elsewhere.push(s.key.account.as_ref().map(|a| a.as_str().to_owned()).unwrap_or_else(|| "(none)".into()));
+            continue;
+        }
+        let part_of = s.latest_charge.as_deref() == Some(id)
+            || s.refunds.contains_key(id)
+            || s.disputes.contains_key(id)
+            || s.early_fraud_warning.as_ref().is_some_and(|w| w.id == id)
+            || (id.starts_with("evt_") && projection.history(&key)?.iter().any(|e| e.id.as_str() == id));
+        if part_of && here {
+            return Ok(key);
+        }
+    }
+    match elsewhere.as_slice() {
+        [] => bail!(
+            "no payment {direct} in {} (nor a charge, refund, dispute, fraud warning or event of that id)",
+            dir.display()
+        ),
+        accounts => bail!(
+            "no payment {direct}; {id} exists under the Connect account {}: add --account {}",
+            accounts.join(", "),
+            accounts[0]
+        ),
+    }
+}
+
+/// A unix time as RFC 3339 in UTC (the number itself when it is out of range).
+fn utc(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
 }
 
 fn render(s: &PaymentState, history: &[HistoryEntry]) -> String {
@@ -126,7 +170,7 @@ fn render(s: &PaymentState, history: &[HistoryEntry]) -> String {
     for h in history {
         out += &format!(
             "  {}  {:<36} {:<24} -> {}\n",
-            h.event.created,
+            utc(h.event.created),
             h.event.event_type,
             h.event.id,
             h.lifecycle.as_str()

@@ -342,3 +342,49 @@ fn verify_says_when_it_cuts_its_list_of_failures() {
     assert!(out.contains("… 10 more failures not shown (the first 20 are)"), "{out}");
     assert!(out.trim_end().ends_with("0 passed, 30 failed"), "{out}");
 }
+
+/// `show` finds a payment by any id it carries (a charge, a dispute, an event), says when it exists only
+/// under a Connect account, and prints its history with UTC times.
+#[test]
+fn show_finds_a_payment_by_its_charge_dispute_or_event_and_names_the_connect_account() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build_store(dir.path(), &golden_bodies(), 64);
+    let data = dir.path().to_str().expect("utf-8");
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/2024-06-20..2025-03-31.basil");
+    let events = |scenario: &str| -> Vec<serde_json::Value> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(golden.join(format!("{scenario}.json"))).expect("golden"))
+                .expect("json");
+        doc["events"].as_array().expect("events").clone()
+    };
+    let object_of = |evs: &[serde_json::Value], prefix: &str| -> String {
+        evs.iter()
+            .filter_map(|e| e["data"]["object"]["id"].as_str())
+            .find(|id| id.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} object"))
+            .to_owned()
+    };
+    let disputed = events("dispute_lost");
+    let (pi, du, ch) = (object_of(&disputed, "pi_"), object_of(&disputed, "du_"), object_of(&disputed, "ch_"));
+    let evt = disputed.last().and_then(|e| e["id"].as_str()).expect("an event id").to_owned();
+    for id in [&pi, &du, &ch, &evt] {
+        let (out, err, ok) = paystate(&["show", id, "--data-dir", data]);
+        assert!(ok, "show {id}: {err}");
+        assert!(out.starts_with(&format!("payment   {pi}\n")), "show {id}: {out}");
+        assert!(out.contains("disputed  yes"), "show {id}: {out}");
+    }
+    let (out, _, _) = paystate(&["show", &pi, "--data-dir", data]);
+    let first = out.lines().find(|l| l.contains("payment_intent.created")).expect("history line");
+    assert!(first.trim_start().starts_with("20") && first.contains("T") && first.contains("Z "), "{first}");
+
+    let connect = events("connect_success");
+    let (cpi, account) = (object_of(&connect, "pi_"), connect[0]["account"].as_str().expect("account").to_owned());
+    let (_, err, ok) = paystate(&["show", &cpi, "--data-dir", data]);
+    assert!(!ok, "{err}");
+    assert!(err.contains(&format!("exists under the Connect account {account}: add --account {account}")), "{err}");
+    let (out, err, ok) = paystate(&["show", &cpi, "--account", &account, "--data-dir", data]);
+    assert!(ok && out.contains(&cpi), "{err}");
+    let (_, err, ok) = paystate(&["show", "re_nothing_like_it", "--data-dir", data]);
+    assert!(!ok && err.contains("nor a charge, refund, dispute, fraud warning or event of that id"), "{err}");
+}

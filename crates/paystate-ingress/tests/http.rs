@@ -409,13 +409,15 @@ async fn a_log_that_cannot_append_answers_503_never_200() {
     assert_eq!(h.admin_text("/healthz").await, "ok\n", "alive all the same");
 }
 
-/// One webhook in flight at most, 300 ms for a body: a client that sends its headers and part of a body
+/// One webhook in flight at most, 2 s for a body: a client that sends its headers and part of a body
 /// holds the only slot, so another delivery is answered 503 (busy) at once; the slow one gets 408 when
 /// its time is up, appending nothing, and the next delivery is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_is_timed_out_and_a_flood_beyond_the_limit_is_refused_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let limits = paystate_ingress::Limits::new(1, std::time::Duration::from_millis(300));
+    // 2 s: wide enough that a loaded machine still sends the next delivery while the slow one holds the
+    // slot (with 300 ms, a run beside other tests once missed the window and never saw the 503).
+    let limits = paystate_ingress::Limits::new(1, std::time::Duration::from_secs(2));
     let h = start_with(None, 1 << 20, limits, paystate_ingress::DEFAULT_HEADER_TIMEOUT, AdminAuth::open()).await;
     let addr = h.public.trim_start_matches("http://").to_owned();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");

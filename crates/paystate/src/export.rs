@@ -155,7 +155,8 @@ fn transition_rows(s: &PaymentState, events: &[PaymentEvent], rows: &mut Vec<Vec
     Ok(())
 }
 
-fn rfc3339(t: i64) -> String {
+/// A unix time as RFC 3339 in UTC (the number itself when it is out of range).
+pub(crate) fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())

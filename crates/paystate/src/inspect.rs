@@ -1,6 +1,7 @@
 //! Reading a data directory: `export`, `show`, `verify`.
 
 use crate::admin::{checked, AdminToken};
+use crate::export::rfc3339;
 use anyhow::{bail, Context, Result};
 use paystate_core::{HistoryEntry, PaymentEvent, PaymentState};
 use paystate_projector::Projector;
@@ -63,7 +64,7 @@ pub fn show(data_dir: &Path, id: &str, account: Option<&str>, as_of: Option<i64>
         return Ok(());
     }
     if let Some(t) = as_of {
-        println!("as of     {} ({t}): {} of {all_events} events", utc(t), events.len());
+        println!("as of     {} ({t}): {} of {all_events} events", rfc3339(t), events.len());
     }
     print!("{}", render(&state, &history));
     if as_of.is_none() {
@@ -115,14 +116,6 @@ fn resolve(projection: &Projection, id: &str, account: Option<&str>, dir: &Path)
     }
 }
 
-/// A unix time as RFC 3339 in UTC (the number itself when it is out of range).
-fn utc(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| t.to_string())
-}
-
 fn render(s: &PaymentState, history: &[HistoryEntry]) -> String {
     let mut out = String::new();
     let money = |v: i64| paystate_stripe::currency::format_amount(v, s.currency.as_deref().unwrap_or(""));
@@ -170,7 +163,7 @@ fn render(s: &PaymentState, history: &[HistoryEntry]) -> String {
     for h in history {
         out += &format!(
             "  {}  {:<36} {:<24} -> {}\n",
-            utc(h.event.created),
+            rfc3339(h.event.created),
             h.event.event_type,
             h.event.id,
             h.lifecycle.as_str()

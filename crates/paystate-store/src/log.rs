@@ -199,10 +199,10 @@ impl LogSink for AppendHandle {
     }
 
     fn health(&self) -> Result<(), String> {
-        if self.halted.load(Ordering::Acquire) || self.tx.is_none() {
-            return Err("the embedded log's appender is stopped".into());
+        match self.tx {
+            None => Err(APPENDER_STOPPED.into()),
+            Some(_) => AppendHealth { halted: Arc::clone(&self.halted) }.check(),
         }
-        Ok(())
     }
 }
 
@@ -1096,11 +1096,14 @@ pub struct AppendHealth {
     halted: Arc<AtomicBool>,
 }
 
+/// The reason a stopped appender gives for `/readyz`.
+const APPENDER_STOPPED: &str = "the embedded log's appender is stopped";
+
 impl AppendHealth {
     /// `Err` with the reason once the appender refuses appends.
     pub fn check(&self) -> Result<(), String> {
         match self.halted.load(Ordering::Acquire) {
-            true => Err("the embedded log's appender is stopped".into()),
+            true => Err(APPENDER_STOPPED.into()),
             false => Ok(()),
         }
     }

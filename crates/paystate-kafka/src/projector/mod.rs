@@ -277,6 +277,16 @@ impl ConsumerContext for Context {
 }
 
 impl Shared {
+    /// `Err` with the failure once the projector failed (see [`Shared::fail`]).
+    fn not_failed(&self) -> Result<(), KafkaLogError> {
+        match self.failed.load(Ordering::Acquire) {
+            true => Err(lock(&self.fatal)
+                .take()
+                .unwrap_or_else(|| KafkaLogError::NotConfirmed("the projector failed before".into()))),
+            false => Ok(()),
+        }
+    }
+
     fn fail(&self, e: KafkaLogError) {
         tracing::error!(error = %e, "projector failure (in a rebalance or the publisher)");
         self.failed.store(true, Ordering::Release);
@@ -538,11 +548,7 @@ impl KafkaProjector {
         self.publisher_thread.store(false, Ordering::Release);
         let total = consumed?;
         // The publisher may have failed after the consumer's last step.
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(lock(&self.shared.fatal)
-                .take()
-                .unwrap_or_else(|| KafkaLogError::NotConfirmed("the publisher failed".into())));
-        }
+        self.shared.not_failed()?;
         self.shared.publish()?;
         self.consumer.unsubscribe();
         Ok(total)
@@ -583,11 +589,7 @@ impl KafkaProjector {
     /// then publishes the outbox. After an error the projector is failed for good (see
     /// [`KafkaLogError::Fenced`]): drop it and start a new one.
     pub fn step(&self) -> Result<Progress, KafkaLogError> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(lock(&self.shared.fatal)
-                .take()
-                .unwrap_or_else(|| KafkaLogError::NotConfirmed("the projector failed before".into())));
-        }
+        self.shared.not_failed()?;
         let result = self.gather_and_commit();
         if result.is_err() {
             self.shared.failed.store(true, Ordering::Release);

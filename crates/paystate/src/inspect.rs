@@ -91,7 +91,7 @@ fn resolve(projection: &Projection, id: &str, account: Option<&str>, dir: &Path)
         let key = s.key.to_string();
         let here = account.is_none_or(|a| s.key.account.as_ref().is_some_and(|k| k.as_str() == a));
         if s.key.payment.as_str() == id {
-            elsewhere.push(s.key.account.as_ref().map(|a| a.as_str().to_owned()).unwrap_or_else(|| "(none)".into()));
+            elsewhere.push(s.key.account.as_ref().map(|a| a.as_str().to_owned()));
             continue;
         }
         let part_of = s.latest_charge.as_deref() == Some(id)
@@ -103,15 +103,18 @@ fn resolve(projection: &Projection, id: &str, account: Option<&str>, dir: &Path)
             return Ok(key);
         }
     }
-    match elsewhere.as_slice() {
+    if elsewhere.contains(&None) {
+        bail!("no payment {direct}; {id} is the platform account's own payment: drop --account");
+    }
+    let accounts: Vec<String> = elsewhere.into_iter().flatten().collect();
+    match accounts.as_slice() {
         [] => bail!(
             "no payment {direct} in {} (nor a charge, refund, dispute, fraud warning or event of that id)",
             dir.display()
         ),
-        accounts => bail!(
-            "no payment {direct}; {id} exists under the Connect account {}: add --account {}",
-            accounts.join(", "),
-            accounts[0]
+        [first, ..] => bail!(
+            "no payment {direct}; {id} exists under the Connect account {}: add --account {first}",
+            accounts.join(", ")
         ),
     }
 }

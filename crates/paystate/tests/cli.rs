@@ -385,6 +385,8 @@ fn show_finds_a_payment_by_its_charge_dispute_or_event_and_names_the_connect_acc
     assert!(err.contains(&format!("exists under the Connect account {account}: add --account {account}")), "{err}");
     let (out, err, ok) = paystate(&["show", &cpi, "--account", &account, "--data-dir", data]);
     assert!(ok && out.contains(&cpi), "{err}");
+    let (_, err, ok) = paystate(&["show", &pi, "--account", &account, "--data-dir", data]);
+    assert!(!ok && err.contains(&format!("{pi} is the platform account's own payment: drop --account")), "{err}");
     let (_, err, ok) = paystate(&["show", "re_nothing_like_it", "--data-dir", data]);
     assert!(!ok && err.contains("nor a charge, refund, dispute, fraud warning or event of that id"), "{err}");
 }

@@ -98,7 +98,7 @@ fn source_of(m: &ArgMatches, id: &str) -> Option<ValueSource> {
 }
 
 /// The path of `--config PATH` or `--config=PATH` in `argv`.
-fn config_path(argv: &[OsString]) -> Option<PathBuf> {
+pub(crate) fn config_path(argv: &[OsString]) -> Option<PathBuf> {
     let mut it = argv.iter().skip(1);
     while let Some(a) = it.next() {
         let s = a.to_string_lossy();

@@ -181,10 +181,9 @@ fn config_check(command: &str, args: &[std::ffi::OsString], config: Option<&std:
     let cli = Cli::command();
     let mut argv: Vec<std::ffi::OsString> = vec!["paystate".into(), command.into()];
     argv.extend(args.iter().cloned());
-    if let Some(c) = config {
-        if !args.iter().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config=")) {
-            argv.extend(["--config".into(), c.as_os_str().to_owned()]);
-        }
+    // The global --config given before `config check`, unless the checked command's flags give one.
+    if let Some(c) = config.filter(|_| config::config_path(&argv).is_none()) {
+        argv.extend(["--config".into(), c.as_os_str().to_owned()]);
     }
     let (argv, from_file) = config::apply(&cli, argv)?;
     let matches = cli.clone().try_get_matches_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;

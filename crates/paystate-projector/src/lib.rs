@@ -343,6 +343,7 @@ impl<'a> Folder<'a> {
             let grace = self.grace;
             let (payments, history) = (&mut self.batch.payments, &mut self.batch.history);
             let mut before = None;
+            let mut late = None;
             let folded = fold_record(&rec.body, None, |key| -> Result<_, ProjectorError> {
                 let p = load(payments, projection, key)?;
                 before = Some(p.next_deadline(grace));
@@ -373,13 +374,35 @@ impl<'a> Folder<'a> {
                     if let Some(p) = self.batch.payments.get(&key) {
                         reindex(&mut self.batch.deadlines, partition, &key, before.flatten(), p.next_deadline(grace));
                     }
-                    self.touched.push((key, partition, *offset));
+                    self.touched.push((key.clone(), partition, *offset));
+                    late = Some(key);
                     Some(created)
                 }
             };
             if let Some(created) = created {
                 self.advance(partition, *offset, created)?;
             }
+            if let Some(key) = late {
+                self.announce_late(partition, *offset, &key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After an event older than its partition's time: a failure it made due by that time (a decline
+    /// delivered, or fetched by catch-up, after its grace period passed) is announced now, as it would
+    /// have been had the event come in time; the partition's time does not move, so `advance` would not.
+    fn announce_late(&mut self, partition: u32, offset: u64, key: &str) -> Result<(), ProjectorError> {
+        let now = match self.batch.watermarks.get(&partition) {
+            Some(w) => *w,
+            None => match self.projection.watermark(partition)? {
+                Some(w) => w,
+                None => return Ok(()),
+            },
+        };
+        let due = self.batch.payments.get(key).and_then(|p| p.next_deadline(self.grace)).filter(|at| *at <= now);
+        if let Some(at) = due {
+            self.announce(partition, offset, at, key.to_owned(), now)?;
         }
         Ok(())
     }
@@ -413,16 +436,23 @@ impl<'a> Folder<'a> {
         due.sort();
         due.dedup();
         for (at, key) in due {
-            let Some(pkey) = PaymentKey::parse(&key) else { continue };
-            let p = load(&mut self.batch.payments, self.projection, &pkey)?;
-            let actions = p.advance(now, self.grace);
-            let next = p.next_deadline(self.grace);
-            for action in &actions {
-                self.batch.actions.push(published::action(action)?);
-            }
-            reindex(&mut self.batch.deadlines, partition, &key, Some(at), next);
-            self.touched.push((key, partition, offset));
+            self.announce(partition, offset, at, key, now)?;
         }
+        Ok(())
+    }
+
+    /// Tells payment `key`, indexed under deadline `at`, that its partition's time is `now`: the failures
+    /// whose grace period ended are announced, the index moves to its next deadline.
+    fn announce(&mut self, partition: u32, offset: u64, at: i64, key: String, now: i64) -> Result<(), ProjectorError> {
+        let Some(pkey) = PaymentKey::parse(&key) else { return Ok(()) };
+        let p = load(&mut self.batch.payments, self.projection, &pkey)?;
+        let actions = p.advance(now, self.grace);
+        let next = p.next_deadline(self.grace);
+        for action in &actions {
+            self.batch.actions.push(published::action(action)?);
+        }
+        reindex(&mut self.batch.deadlines, partition, &key, Some(at), next);
+        self.touched.push((key, partition, offset));
         Ok(())
     }
 

@@ -205,8 +205,10 @@ impl<'a> PartitionFold<'a> {
             }
         };
         // The partition's time moved on: announce the failures whose grace period it passed, as the live
-        // projector does after the same record.
-        if let Some(now) = created.filter(|c| self.watermark.is_none_or(|w| *c > w)) {
+        // projector does after the same record. An older event's failure due by the partition's time (it
+        // came late) is announced now, as the live projector's `announce_late` does.
+        let moved = created.filter(|c| self.watermark.is_none_or(|w| *c > w));
+        if let Some(now) = moved.or(created.and(self.watermark)) {
             self.watermark = Some(now);
             while let Some((at, key)) = self.deadlines.first().cloned().filter(|(at, _)| *at <= now) {
                 self.deadlines.remove(&(at, key.clone()));

@@ -107,3 +107,33 @@ fn replay_rebuilds_the_live_ledgers() {
         }
     }
 }
+
+/// A decline that arrives after its partition's time passed its grace period (delivered days late, or
+/// fetched back by `paystate catch-up` after an outage) is announced when it is folded: the partition's
+/// time does not move for an old event, yet the failure is due. A replay of the same log announces the same.
+#[test]
+fn a_decline_arriving_after_its_grace_period_is_announced_at_once() {
+    let t0 = 1_790_000_000;
+    let mut rng = Rng::new(5);
+    let (gave_up, gave_up_truth) = generate(Scenario::DeclineFinal, &mut rng, t0);
+    let last_decline =
+        gave_up.iter().filter(|e| e.event_type == "charge.failed").map(|e| e.created).max().expect("a decline");
+    let (later, _) = generate(Scenario::CardSuccess, &mut rng, last_decline + GRACE + 600);
+    // The later payment first: the partition's time is past every grace period before the declines come.
+    let bodies: Vec<Vec<u8>> = later.iter().chain(&gave_up).map(|e| e.body()).collect();
+    for batch_max in [1, 500] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = log_of(dir.path(), &bodies);
+        Projector::new(store.log.clone(), store.projection.clone(), batch_max).catch_up().expect("project");
+        let got = notifications(&store);
+        assert_eq!(got.len(), gave_up_truth.failure_count as usize, "batch {batch_max}: {got:?}");
+        assert!(got.iter().all(|(p, _)| *p == gave_up_truth.id), "{got:?}");
+
+        let out = Store::open_projection(&dir.path().join("out")).expect("out");
+        replay_log(&store.log, &out, &ReplayOptions { workers: 1, ..ReplayOptions::default() }, &AtomicU64::new(0))
+            .expect("replay");
+        let live = store.projection.payment(&gave_up_truth.id).expect("read").expect("live");
+        let rebuilt = out.payment(&gave_up_truth.id).expect("read").expect("replayed");
+        assert_eq!(rebuilt.emitted, live.emitted, "batch {batch_max}: replay announces what the live projector did");
+    }
+}

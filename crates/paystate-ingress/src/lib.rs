@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics::Metrics;
 use paystate_core::{partition_of, Lifecycle};
-use paystate_store::{partition_status, LogRecord, LogSink, LogView, Projection, Stream};
+use paystate_store::{partition_status, LogRecord, LogSink, LogView, Origin, Projection, Stream};
 use paystate_stripe::{payment_key, ParsedEvent, Webhook};
 use serde::Deserialize;
 use serde_json::json;
@@ -257,6 +257,7 @@ pub fn log_record(
         payment_key: key,
         signature,
         body,
+        origin: Origin::Webhook,
     };
     (partition, record)
 }

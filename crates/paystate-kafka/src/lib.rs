@@ -24,7 +24,7 @@ pub use projector::{KafkaEnds, KafkaProjector, ProjectorOptions, RestoreReport};
 pub use replay::replay_topic;
 pub use sink::KafkaSink;
 
-use paystate_store::LogRecord;
+use paystate_store::{LogRecord, Origin};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -43,6 +43,9 @@ pub mod header {
     pub const EVENT_TYPE: &str = "stripe-event-type";
     /// The `Stripe-Signature` header the webhook arrived with.
     pub const SIGNATURE: &str = "stripe-signature";
+    /// How the event reached the log, when not as a webhook (`events_api`: fetched by `paystate catch-up`);
+    /// absent on a webhook's message.
+    pub const ORIGIN: &str = "paystate-origin";
 }
 
 /// Kafka errors, typed.
@@ -301,11 +304,16 @@ fn check_partitions(cfg: &KafkaConfig, client: &BaseConsumer) -> Result<u32, Kaf
 /// The headers of a raw-topic message for `record`.
 pub(crate) fn headers_of(record: &LogRecord) -> OwnedHeaders {
     let received = record.received_at_ms.to_string();
-    OwnedHeaders::new_with_capacity(4)
+    let headers = OwnedHeaders::new_with_capacity(5)
         .insert(Header { key: header::RECEIVED_AT, value: Some(received.as_bytes()) })
         .insert(Header { key: header::EVENT_ID, value: Some(record.event_id.as_bytes()) })
         .insert(Header { key: header::EVENT_TYPE, value: Some(record.event_type.as_bytes()) })
-        .insert(Header { key: header::SIGNATURE, value: Some(record.signature.as_bytes()) })
+        .insert(Header { key: header::SIGNATURE, value: Some(record.signature.as_bytes()) });
+    match record.origin {
+        // A webhook's message carries no origin header: what the previous release wrote.
+        Origin::Webhook => headers,
+        origin => headers.insert(Header { key: header::ORIGIN, value: Some(origin.name().as_bytes()) }),
+    }
 }
 
 /// The log record a raw-topic message carries (key = payment key, value = the body unchanged).
@@ -317,6 +325,7 @@ pub fn record_of<M: Message>(m: &M) -> LogRecord {
         payment_key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
         signature: String::new(),
         body: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        origin: Origin::Webhook,
     };
     if let Some(hs) = m.headers() {
         for h in hs.iter() {
@@ -326,6 +335,7 @@ pub fn record_of<M: Message>(m: &M) -> LogRecord {
                 header::EVENT_ID => r.event_id = text(),
                 header::EVENT_TYPE => r.event_type = text(),
                 header::SIGNATURE => r.signature = text(),
+                header::ORIGIN if h.value == Some(Origin::EventsApi.name().as_bytes()) => r.origin = Origin::EventsApi,
                 _ => {}
             }
         }

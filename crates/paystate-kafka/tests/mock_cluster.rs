@@ -388,6 +388,7 @@ fn log_record(ev: &paystate_testkit::synth::SynthEvent) -> (u32, paystate_store:
         payment_key: key,
         signature: String::new(),
         body,
+        origin: paystate_store::Origin::Webhook,
     };
     (p, record)
 }

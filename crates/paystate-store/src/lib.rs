@@ -18,14 +18,14 @@ mod stored;
 pub use error::StoreError;
 pub use log::{
     AppendError, AppendHandle, AppendHealth, Appender, EmbeddedLog, LogOptions, LogSink, LogView, Position,
-    RecordTooLarge,
+    RecordTooLarge, RECEIVE_ORDER_SLACK_MS,
 };
 pub use migrate::Progress;
 pub use projection::{
     digest_of, state_hash, Batch, DeadLetter, HistoryChange, HistoryChanges, Projection, Rebuild, StateHash,
     StoredHistory, Stream, Totals,
 };
-pub use record::{decode_frames, put_frame, LogRecord, RecordRef};
+pub use record::{decode_frames, put_frame, LogRecord, Origin, RecordRef};
 
 use std::path::Path;
 
@@ -322,6 +322,29 @@ impl Store {
             return Err(StoreError::Corrupt { tree: "meta", why });
         }
         EmbeddedLog::open_read_only(&log_dir)
+    }
+
+    /// Opens only the embedded log of an existing data directory, to append to it (`paystate catch-up`):
+    /// the projection is left alone (the next `serve` folds what was appended). [`StoreError::Locked`] while
+    /// another process has the log open.
+    pub fn open_log_for_append(dir: &Path) -> Result<EmbeddedLog, StoreError> {
+        let log_dir = dir.join(log::LOG_DIR);
+        if !log_dir.join("LOG").is_file() {
+            let why = if migrate::has_sled_log(dir) {
+                format!(
+                    "{} holds a log of the previous release: open it once with `paystate serve` to migrate it",
+                    dir.display()
+                )
+            } else {
+                format!(
+                    "{} has no embedded log (start `paystate serve --data-dir {}` once to create it)",
+                    dir.display(),
+                    dir.display()
+                )
+            };
+            return Err(StoreError::Corrupt { tree: "meta", why });
+        }
+        EmbeddedLog::open_existing(&log_dir, LogOptions::default())
     }
 
     /// Whether `dir` is a data directory with an embedded log (of this release, or one to migrate).

@@ -36,6 +36,7 @@
 
 use crate::error::{io, StoreError};
 use crate::record::{LogRecord, RecordRef};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -121,6 +122,11 @@ fn decode_payload<'a>(
         None => Err(bad("empty payload".into())),
     }
 }
+
+/// How far out of receive order records may be appended, in time ([`EmbeddedLog::event_ids_received_since`]).
+pub const RECEIVE_ORDER_SLACK_MS: i64 = 10 * 60 * 1000;
+/// … and in records per partition ([`EmbeddedLog::newest_received_ms`]).
+const RECEIVE_ORDER_SLACK_RECORDS: u64 = 256;
 
 /// Largest run of adjacent frames read with one `pread` by a scan.
 const MAX_RUN_BYTES: usize = 1 << 20;
@@ -599,6 +605,45 @@ impl EmbeddedLog {
     /// The offset after the last durable record of `partition`.
     pub fn end(&self, partition: u32) -> u64 {
         self.shared.durable_end.get(partition as usize).map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    /// The latest receive time (unix ms) among the last records of every partition; `None` for an empty log.
+    pub fn newest_received_ms(&self) -> Result<Option<i64>, StoreError> {
+        let mut newest = None;
+        for p in 0..self.partitions() {
+            let end = self.end(p);
+            self.scan(p, end.saturating_sub(RECEIVE_ORDER_SLACK_RECORDS), end, |_, r| {
+                newest = newest.max(Some(r.received_at_ms));
+            })?;
+        }
+        Ok(newest)
+    }
+
+    /// The ids of the events received at or after `floor_ms` (unix ms), read from the end of each partition
+    /// back. Records are appended in about the order they were received (concurrent requests within
+    /// moments of each other), so a partition is read back in chunks until a whole chunk was received
+    /// more than [`RECEIVE_ORDER_SLACK_MS`] before the floor.
+    pub fn event_ids_received_since(&self, floor_ms: i64) -> Result<HashSet<String>, StoreError> {
+        const CHUNK: u64 = 4096;
+        let mut ids = HashSet::new();
+        for p in 0..self.partitions() {
+            let mut hi = self.end(p);
+            while hi > 0 {
+                let lo = hi.saturating_sub(CHUNK);
+                let mut newest_in_chunk = i64::MIN;
+                self.scan(p, lo, hi, |_, r| {
+                    newest_in_chunk = newest_in_chunk.max(r.received_at_ms);
+                    if r.received_at_ms >= floor_ms {
+                        ids.insert(r.event_id.to_owned());
+                    }
+                })?;
+                if newest_in_chunk < floor_ms.saturating_sub(RECEIVE_ORDER_SLACK_MS) {
+                    break;
+                }
+                hi = lo;
+            }
+        }
+        Ok(ids)
     }
 
     /// Bytes of the log on disk: segments and indexes.

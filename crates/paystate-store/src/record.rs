@@ -3,6 +3,10 @@
 //! Binary layout (version 1), all integers big-endian:
 //! `1u8 | received_at_ms i64 | event_id u16+bytes | event_type u16+bytes | payment_key u16+bytes |
 //!  signature u16+bytes | body u32+bytes`. An empty payment key means the event belongs to no payment.
+//!
+//! Version 2 is version 1 with the record's [`Origin`] after the version byte: `2u8 | origin u8 | …`.
+//! A webhook delivery is still written as version 1 (byte for byte what the previous release wrote, so a
+//! log it can read stays one); only an event fetched from Stripe's Events API is written as version 2.
 
 use crate::error::StoreError;
 
@@ -21,9 +25,48 @@ pub struct LogRecord {
     pub signature: String,
     /// The body, byte for byte.
     pub body: Vec<u8>,
+    /// How the event reached the log.
+    pub origin: Origin,
+}
+
+/// How an event reached the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Delivered by Stripe to the webhook endpoint, its `Stripe-Signature` verified.
+    #[default]
+    Webhook,
+    /// Fetched from Stripe's Events API by `paystate catch-up` (no signature: trusted through TLS and the
+    /// API key). The body is the API's rendering of the event.
+    EventsApi,
+}
+
+impl Origin {
+    const fn code(self) -> u8 {
+        match self {
+            Origin::Webhook => 0,
+            Origin::EventsApi => 1,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Origin::Webhook),
+            1 => Some(Origin::EventsApi),
+            _ => None,
+        }
+    }
+
+    /// A name for people and JSON (`webhook`, `events_api`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Origin::Webhook => "webhook",
+            Origin::EventsApi => "events_api",
+        }
+    }
 }
 
 const VERSION: u8 = 1;
+const VERSION_WITH_ORIGIN: u8 = 2;
 
 fn put_short(out: &mut Vec<u8>, s: &[u8]) -> Result<(), StoreError> {
     let len = u16::try_from(s.len()).map_err(|_| StoreError::Encode(format!("field of {} bytes", s.len())))?;
@@ -36,7 +79,10 @@ impl LogRecord {
     /// Encodes the record.
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::with_capacity(self.body.len() + 64 + self.signature.len());
-        out.push(VERSION);
+        match self.origin {
+            Origin::Webhook => out.push(VERSION),
+            origin => out.extend_from_slice(&[VERSION_WITH_ORIGIN, origin.code()]),
+        }
         out.extend_from_slice(&self.received_at_ms.to_be_bytes());
         put_short(&mut out, self.event_id.as_bytes())?;
         put_short(&mut out, self.event_type.as_bytes())?;
@@ -62,6 +108,7 @@ impl LogRecord {
             payment_key: &self.payment_key,
             signature: &self.signature,
             body: &self.body,
+            origin: self.origin,
         }
     }
 }
@@ -75,6 +122,7 @@ impl From<RecordRef<'_>> for LogRecord {
             payment_key: r.payment_key.to_owned(),
             signature: r.signature.to_owned(),
             body: r.body.to_vec(),
+            origin: r.origin,
         }
     }
 }
@@ -122,6 +170,8 @@ pub struct RecordRef<'a> {
     pub signature: &'a str,
     /// The body, byte for byte.
     pub body: &'a [u8],
+    /// How the event reached the log.
+    pub origin: Origin,
 }
 
 impl<'a> RecordRef<'a> {
@@ -129,9 +179,14 @@ impl<'a> RecordRef<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self, StoreError> {
         let corrupt = |why: &str| StoreError::Corrupt { tree: "log", why: why.to_owned() };
         let mut r = Reader { b: bytes, at: 0 };
-        if r.take(1).ok_or_else(|| corrupt("empty"))? != [VERSION] {
-            return Err(corrupt("unknown record version"));
-        }
+        let origin = match r.take(1).ok_or_else(|| corrupt("empty"))? {
+            [VERSION] => Origin::Webhook,
+            [VERSION_WITH_ORIGIN] => {
+                let code = r.take(1).ok_or_else(|| corrupt("truncated origin"))?;
+                code.first().copied().and_then(Origin::from_code).ok_or_else(|| corrupt("unknown record origin"))?
+            }
+            _ => return Err(corrupt("unknown record version")),
+        };
         let mut ts = [0u8; 8];
         ts.copy_from_slice(r.take(8).ok_or_else(|| corrupt("truncated time"))?);
         let text = |r: &mut Reader<'a>| -> Result<&'a str, StoreError> {
@@ -149,7 +204,15 @@ impl<'a> RecordRef<'a> {
         if r.at != bytes.len() {
             return Err(corrupt("trailing bytes"));
         }
-        Ok(RecordRef { received_at_ms: i64::from_be_bytes(ts), event_id, event_type, payment_key, signature, body })
+        Ok(RecordRef {
+            received_at_ms: i64::from_be_bytes(ts),
+            event_id,
+            event_type,
+            payment_key,
+            signature,
+            body,
+            origin,
+        })
     }
 }
 

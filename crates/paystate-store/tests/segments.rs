@@ -16,6 +16,7 @@ fn record(p: u32, i: u64, size: usize) -> LogRecord {
         signature: format!("t=1700000000,v1={i:064x}"),
         // Pseudo-random bytes: the log compresses what it can, and these must not shrink.
         body: (0..size as u64).map(|j| ((i * 7919 + j).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8).collect(),
+        origin: paystate_store::Origin::Webhook,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use paystate_core::{Payment, PaymentKey, PaymentWithHistory};
 use paystate_store::{
-    decode_frames, put_frame, Batch, DeadLetter, LogRecord, Store, StoreError, StoredHistory, Stream,
+    decode_frames, put_frame, Batch, DeadLetter, LogRecord, Origin, Store, StoreError, StoredHistory, Stream,
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -66,13 +66,42 @@ fn record(i: usize, body: &[u8]) -> LogRecord {
         payment_key: format!("pi_{}", i % 7),
         signature: format!("t=1700000000,v1={i:064x}"),
         body: body.to_vec(),
+        origin: paystate_store::Origin::Webhook,
     }
+}
+
+/// A webhook's record is written as version 1, byte for byte what the previous release wrote (it can read
+/// such a log); only a fetched event's record is version 2, whose second byte is the origin.
+#[test]
+fn record_versions_are_pinned() {
+    let mut r = LogRecord {
+        received_at_ms: 1,
+        event_id: "e".into(),
+        event_type: "t".into(),
+        payment_key: String::new(),
+        signature: "s".into(),
+        body: b"{}".to_vec(),
+        origin: Origin::Webhook,
+    };
+    let v1: &[u8] = &[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'e', 0, 1, b't', 0, 0, 0, 1, b's', 0, 0, 0, 2, b'{', b'}'];
+    assert_eq!(r.encode().expect("encode"), v1);
+    r.origin = Origin::EventsApi;
+    let v2 = r.encode().expect("encode");
+    assert_eq!(&v2[..2], &[2, 1]);
+    assert_eq!(&v2[2..], &v1[1..]);
+    assert_eq!(LogRecord::decode(&v2).expect("decode").origin, Origin::EventsApi);
+    let mut unknown = v2.clone();
+    unknown[1] = 9;
+    assert!(matches!(LogRecord::decode(&unknown), Err(StoreError::Corrupt { .. })));
+    unknown[0] = 3;
+    assert!(matches!(LogRecord::decode(&unknown), Err(StoreError::Corrupt { .. })));
 }
 
 proptest! {
     #[test]
-    fn records_round_trip(ts in any::<i64>(), id in ".{0,40}", ty in ".{0,40}", key in ".{0,40}", sig in ".{0,200}", body in proptest::collection::vec(any::<u8>(), 0..2000)) {
-        let r = LogRecord { received_at_ms: ts, event_id: id, event_type: ty, payment_key: key, signature: sig, body };
+    fn records_round_trip(ts in any::<i64>(), id in ".{0,40}", ty in ".{0,40}", key in ".{0,40}", sig in ".{0,200}", body in proptest::collection::vec(any::<u8>(), 0..2000), fetched in any::<bool>()) {
+        let origin = if fetched { Origin::EventsApi } else { Origin::Webhook };
+        let r = LogRecord { received_at_ms: ts, event_id: id, event_type: ty, payment_key: key, signature: sig, body, origin };
         prop_assert_eq!(LogRecord::decode(&r.encode().expect("encode")).expect("decode"), r);
     }
 
@@ -95,7 +124,7 @@ proptest! {
         let mut body = Vec::new();
         let mut want = Vec::new();
         for (offset, id, payload) in records {
-            let r = LogRecord { received_at_ms: 7, event_id: id, event_type: "t".into(), payment_key: String::new(), signature: String::new(), body: payload };
+            let r = LogRecord { received_at_ms: 7, event_id: id, event_type: "t".into(), payment_key: String::new(), signature: String::new(), body: payload, origin: Origin::Webhook };
             put_frame(&mut body, offset, &r.encode().expect("encode")).expect("frame");
             want.push((offset, r));
         }

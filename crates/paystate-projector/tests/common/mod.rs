@@ -16,6 +16,7 @@ pub fn records(bodies: &[Vec<u8>], partitions: u32) -> Vec<(u32, LogRecord)> {
                 payment_key: key.clone(),
                 signature: String::new(),
                 body: b.clone(),
+                origin: paystate_store::Origin::Webhook,
             };
             (paystate_core::partition_of(key.as_bytes(), partitions), record)
         })

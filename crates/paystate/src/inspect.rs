@@ -239,6 +239,13 @@ fn compare(truth: &Truth, got: Option<&Value>, actions: Option<Option<&BTreeMap<
             // one per failed attempt.
             let ok = match kind {
                 "notify_payment_failed" => want <= have && have <= truth.failure_count,
+                // A refund that reported success and failed later is announced as succeeded only if its
+                // success was seen before its failure: after an outage (events fetched back by catch-up)
+                // the failure may come first, and a success known to be over is not announced.
+                "refund_succeeded" => {
+                    let failed = truth.actions.get("refund_failed").copied().unwrap_or(0);
+                    want.saturating_sub(failed) <= have && have <= want
+                }
                 _ => want == have,
             };
             if !ok {

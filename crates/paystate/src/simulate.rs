@@ -84,6 +84,20 @@ pub struct SimulateArgs {
     /// simulated day are rendered in it (payments under way then are reported in both versions).
     #[arg(long)]
     pub upgrade_to: Option<String>,
+    /// Stripe time the payments start from (RFC 3339 or unix seconds): they begin within the day after it,
+    /// and their later events (refunds, disputes) follow over weeks. Default: the payments are dated so
+    /// that their last event is an hour before now (every event in the past).
+    #[arg(long, value_parser = crate::replay::parse_time)]
+    pub start: Option<i64>,
+    /// Share of events Stripe never manages to deliver (an outage longer than its retries): they are not
+    /// sent, but `--events` and `--truth` include them, as Stripe's Events API would (`paystate catch-up`
+    /// fetches them back).
+    #[arg(long, default_value_t = 0.0)]
+    pub lose: f64,
+    /// Write every event Stripe created, once each, as JSON lines in creation order: what its Events API
+    /// lists.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
 }
 
 struct Delivery {
@@ -91,8 +105,33 @@ struct Delivery {
     body: Vec<u8>,
 }
 
+/// What a simulation sends and what it knows.
+struct Plan {
+    /// The deliveries, in order (duplicates included, lost events left out).
+    deliveries: Vec<Delivery>,
+    /// Each payment's truth.
+    truths: Vec<Truth>,
+    /// Every event created, once, in creation order.
+    events: Vec<Delivery>,
+    /// `created` of the newest event.
+    newest: i64,
+}
+
+/// The plan with the payments starting within the day after `start`, or, without one, dated so that the
+/// newest event is an hour before `now` (the plan is generated twice: the seed draws the same payments
+/// whatever the start, so the second is the first shifted).
+fn plan_dated(args: &SimulateArgs, start: Option<i64>, now: i64) -> Plan {
+    match start {
+        Some(start) => plan(args, start + 86_400),
+        None => {
+            let draft = plan(args, now);
+            plan(args, now - (draft.newest - now) - 3600)
+        }
+    }
+}
+
 /// Generates the payments and the delivery order (pure: seeded).
-fn plan(args: &SimulateArgs, t0: i64) -> (Vec<Delivery>, Vec<Truth>) {
+fn plan(args: &SimulateArgs, t0: i64) -> Plan {
     let mut rng = Rng::new(args.seed);
     // Payments start within the day before t0.
     let versions = Versions {
@@ -114,6 +153,10 @@ fn plan(args: &SimulateArgs, t0: i64) -> (Vec<Delivery>, Vec<Truth>) {
     let window_ms = args.shuffle_window_secs.max(1) * 1000;
     for (p, events) in per_payment.iter().enumerate() {
         for (i, e) in events.iter().enumerate() {
+            // Drawn only when asked for: the same seed without --lose plans what it always did.
+            if args.lose > 0.0 && rng.chance(args.lose) {
+                continue;
+            }
             let copies = if rng.chance(args.duplicates) { 2 } else { 1 };
             for _ in 0..copies {
                 let jitter = rng.below(window_ms) as f64 / 1000.0;
@@ -129,7 +172,15 @@ fn plan(args: &SimulateArgs, t0: i64) -> (Vec<Delivery>, Vec<Truth>) {
             Delivery { event_id: e.id.clone(), body: e.body() }
         })
         .collect();
-    (deliveries, truths)
+    let mut all: Vec<&SynthEvent> = per_payment.iter().flatten().collect();
+    all.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+    let newest = all.last().map_or(t0, |e| e.created);
+    // Compact, one line each (the Events API's rendering is the same event).
+    let events = all
+        .into_iter()
+        .map(|e| Delivery { event_id: e.id.clone(), body: serde_json::to_vec(&e.json).unwrap_or_default() })
+        .collect();
+    Plan { deliveries, truths, events, newest }
 }
 
 fn unix_now() -> i64 {
@@ -139,7 +190,20 @@ fn unix_now() -> i64 {
 /// Runs the simulation and prints its figures.
 pub async fn run(args: SimulateArgs) -> Result<()> {
     let secret = WebhookSecret::new(&args.secret)?;
-    let (deliveries, truths) = plan(&args, unix_now() - 3600);
+    if !(0.0..=1.0).contains(&args.lose) || !(0.0..=1.0).contains(&args.duplicates) {
+        bail!("--lose and --duplicates are shares between 0 and 1");
+    }
+    let Plan { deliveries, truths, events, .. } = plan_dated(&args, args.start, unix_now());
+    if let Some(path) = &args.events {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for e in &events {
+            f.write_all(&e.body)?;
+            f.write_all(b"\n")?;
+        }
+        f.flush()?;
+    }
     if let Some(path) = &args.truth {
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,

@@ -390,3 +390,54 @@ fn show_finds_a_payment_by_its_charge_dispute_or_event_and_names_the_connect_acc
     let (_, err, ok) = paystate(&["show", "re_nothing_like_it", "--data-dir", data]);
     assert!(!ok && err.contains("nor a charge, refund, dispute, fraud warning or event of that id"), "{err}");
 }
+
+/// `simulate` dates its payments in the past by default (the newest event an hour before now), and
+/// `--start` moves the same payments (same ids, same spacing) to a given time; `--lose` leaves events out
+/// of the deliveries but not out of `--events`.
+#[test]
+fn simulated_payments_are_in_the_past_or_where_start_puts_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let events_of = |name: &str, extra: &[&str]| -> Vec<(String, i64)> {
+        let events = dir.path().join(format!("{name}.jsonl"));
+        let corpus = dir.path().join(name);
+        let mut args = vec!["simulate", "--secret", "whsec_cli_test", "--payments", "30", "--seed", "4"];
+        args.extend_from_slice(extra);
+        let (events_arg, corpus_arg) = (events.to_str().expect("utf-8"), corpus.to_str().expect("utf-8"));
+        args.extend(["--events", events_arg, "--corpus", corpus_arg, "--corpus-parts", "1"]);
+        let (out, err, ok) = paystate(&args);
+        assert!(ok, "{err}");
+        assert!(out.starts_with("corpus "), "{out}");
+        std::fs::read_to_string(&events)
+            .expect("events")
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("one event per line");
+                (v["id"].as_str().expect("id").to_owned(), v["created"].as_i64().expect("created"))
+            })
+            .collect()
+    };
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs())
+            .expect("secs");
+    let default = events_of("default", &[]);
+    let newest = default.iter().map(|(_, c)| *c).max().expect("events");
+    assert!(newest <= now - 3600 + 5 && newest > now - 3600 - 60, "newest event {} s before now", now - newest);
+    assert!(default.windows(2).all(|w| w[0].1 <= w[1].1), "in creation order");
+
+    let start = 1_788_220_800; // 2026-09-01T00:00:00Z
+    let moved = events_of("moved", &["--start", "2026-09-01T00:00:00Z"]);
+    let ids = |e: &[(String, i64)]| e.iter().map(|(id, _)| id.clone()).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(ids(&moved), ids(&default), "the same payments");
+    let oldest = moved.iter().map(|(_, c)| *c).min().expect("events");
+    assert!((start..start + 86_400 + 3600).contains(&oldest), "the first payment starts within the day after --start");
+    let shift = default[0].1 - moved[0].1;
+    let by_id: std::collections::BTreeMap<_, _> = moved.iter().cloned().collect();
+    assert!(default.iter().all(|(id, c)| by_id[id] + shift == *c), "every event moved by the same {shift} s");
+
+    // Lost deliveries: fewer in the corpus, all in --events.
+    let lossy = events_of("lossy", &["--lose", "0.5", "--duplicates", "0"]);
+    assert_eq!(ids(&lossy), ids(&default));
+    let corpus = std::fs::read(dir.path().join("lossy.0")).expect("corpus");
+    let delivered = corpus.split(|b| *b == b'\n').filter(|l| l.starts_with(b"t=")).count();
+    assert!(delivered > lossy.len() / 4 && delivered < lossy.len() * 3 / 4, "{delivered} of {} delivered", lossy.len());
+}

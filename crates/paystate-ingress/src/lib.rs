@@ -9,6 +9,7 @@
 //!
 //! The clock is read here (the verifier takes `now` as an argument).
 
+pub mod catchup;
 pub mod metrics;
 
 use axum::body::{to_bytes, Body, Bytes};

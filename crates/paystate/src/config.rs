@@ -1,4 +1,4 @@
-//! `--config paystate.toml`: every flag of `serve`, `ingress` and `project` in one file.
+//! `--config paystate.toml`: every flag of `serve`, `ingress`, `project` and `catch-up` in one file.
 //!
 //! The flags stay the one definition (their names, units, defaults and doc comments are clap's): a key is a
 //! flag's name with `_` for `-` (`admin_listen`, `kafka_timeout_ms`), a value its value (a string, a
@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// The commands a config file configures.
-pub const COMMANDS: [&str; 3] = ["serve", "ingress", "project"];
+pub const COMMANDS: [&str; 4] = ["serve", "ingress", "project", "catch-up"];
 
 /// Arguments that are not settings.
 const NOT_SETTINGS: [&str; 3] = ["help", "version", "config"];
@@ -45,7 +45,7 @@ pub fn apply(cli: &Command, argv: Vec<OsString>) -> Result<(Vec<OsString>, BTree
         return Ok((argv, BTreeSet::new())); // `config check` applies it to the command it checks
     }
     if !COMMANDS.contains(&name) {
-        bail!("--config is read by `paystate serve`, `ingress` and `project`, not by `paystate {name}`");
+        bail!("--config is read by `paystate serve`, `ingress`, `project` and `catch-up`, not by `paystate {name}`");
     }
     let doc = load(&path)?;
     let settings = settings_for(cli, &doc, name).with_context(|| format!("in {}", path.display()))?;
@@ -131,7 +131,7 @@ fn settings_for(cli: &Command, doc: &toml_edit::DocumentMut, name: &str) -> Resu
         match item {
             toml_edit::Item::Table(table) => {
                 if !COMMANDS.contains(&key) {
-                    bail!("unknown table [{key}]: the tables are [serve], [ingress] and [project]");
+                    bail!("unknown table [{key}]: the tables are [serve], [ingress], [project] and [catch-up]");
                 }
                 for (k, v) in table.iter() {
                     let value = v.as_value().with_context(|| format!("[{key}] {k}: a value, not a table"))?;
@@ -145,7 +145,7 @@ fn settings_for(cli: &Command, doc: &toml_edit::DocumentMut, name: &str) -> Resu
             }
             toml_edit::Item::Value(value) => {
                 if !COMMANDS.iter().any(|c| has(c, key)) {
-                    bail!("unknown key `{key}`: not a flag of `paystate serve`, `ingress` or `project`");
+                    bail!("unknown key `{key}`: not a flag of `paystate serve`, `ingress`, `project` or `catch-up`");
                 }
                 if has(name, key) {
                     top.push((key.to_owned(), value.clone()));

@@ -8,6 +8,7 @@
 //! Argument parsing, clocks, files, signals and logging set-up live here; the logic is in the library crates.
 
 mod admin;
+mod catchup;
 mod config;
 mod export;
 mod inspect;
@@ -41,9 +42,9 @@ struct Cli {
     /// admin URL.
     #[arg(long, global = true)]
     admin_token_file: Option<PathBuf>,
-    /// A TOML file of settings for `serve`, `ingress` and `project`: keys are the flags' names with `_`
+    /// A TOML file of settings for `serve`, `ingress`, `project` and `catch-up`: keys are the flags' names with `_`
     /// (`admin_listen = "127.0.0.1:9090"`), top-level for every command that has the flag, `[serve]`,
-    /// `[ingress]`, `[project]` tables for one; flags and environment variables override it. `paystate
+    /// `[ingress]`, `[project]`, `[catch-up]` tables for one; flags and environment variables override it. `paystate
     /// config check <command> --config FILE` prints the result.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
@@ -54,12 +55,17 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the webhook ingress, the embedded log, the projector and the admin API in one process.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Receive webhooks into the Kafka raw topic (no projector): the ingress of a scaled-out deployment.
     Ingress(serve::IngressArgs),
     /// Fold this member's share of the Kafka raw topic into a sled projection and publish the projection
     /// topics (one of a consumer group).
     Project(serve::ProjectArgs),
+    /// Fetch the events that never reached the webhook (an outage longer than Stripe's retries, a disabled
+    /// endpoint) from Stripe's Events API into the log: every listed event whose id the log does not hold
+    /// is appended (marked as fetched), the rest counted as already there.
+    #[command(name = "catch-up")]
+    CatchUp(catchup::CatchUpArgs),
     /// Send realistic signed Stripe events for N payments to a webhook endpoint, as Stripe delivers them.
     Simulate(simulate::SimulateArgs),
     /// Compare a projection with the truth file written by `simulate`; ends with `N passed, N failed`.
@@ -166,7 +172,7 @@ enum Command {
 enum ConfigAction {
     /// `paystate config check serve --config paystate.toml [more flags]`.
     Check {
-        /// The command whose settings to print: serve, ingress or project.
+        /// The command whose settings to print: serve, ingress, project or catch-up.
         #[arg(value_parser = config::COMMANDS)]
         command: String,
         /// Its flags, as they would be given to it.
@@ -232,10 +238,11 @@ fn run() -> Result<()> {
     let token = admin::AdminToken::load(cli.admin_token_file.as_deref())?;
     let token = token.as_ref();
     match cli.command {
-        Command::Serve(args) => runtime()?.block_on(serve::run(args, token)),
+        Command::Serve(args) => runtime()?.block_on(serve::run(*args, token)),
         Command::Ingress(args) => runtime()?.block_on(serve::run_ingress(args)),
         Command::Project(args) => runtime()?.block_on(serve::run_project(args, token)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
+        Command::CatchUp(args) => runtime()?.block_on(catchup::run(args)),
         Command::Verify { truth, data_dir, admin } => {
             let source = match (&data_dir, &admin) {
                 (Some(d), _) => inspect::Source::DataDir(d),

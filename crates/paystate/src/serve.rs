@@ -232,6 +232,12 @@ pub struct ServeArgs {
     pub group: String,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Fetch missed events from Stripe's Events API at start and then every this many minutes (as
+    /// `paystate catch-up` does; needs --api-key-file or STRIPE_API_KEY). Off by default.
+    #[arg(long)]
+    pub catch_up_every_mins: Option<u64>,
+    #[command(flatten)]
+    pub catch_up: crate::catchup::FetchArgs,
 }
 
 /// Options of `ingress`.
@@ -524,6 +530,17 @@ fn store_options(budget_mb: u64) -> paystate_store::StoreOptions {
 pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
     // Before anything is created: a refused start leaves no data directory behind.
     let auth = AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
+    let catch_up_key = match args.catch_up_every_mins {
+        Some(0) => anyhow::bail!("--catch-up-every-mins must be at least 1"),
+        Some(_) if args.log == "kafka" => {
+            anyhow::bail!("--catch-up-every-mins works with the embedded log only (not yet with --log kafka)")
+        }
+        Some(_) => {
+            args.catch_up.validate()?;
+            Some(args.catch_up.key()?)
+        }
+        None => None,
+    };
     if args.log == "kafka" {
         return run_kafka(args, auth).await;
     }
@@ -578,13 +595,55 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
     let projector_task = tokio::spawn(Arc::clone(&projector).run(store.log.subscribe(), wait_for(&ingress_done_rx)));
+    let catch_up_task = match (catch_up_key, args.catch_up_every_mins) {
+        (Some(key), Some(every)) => Some(tokio::spawn(periodic_catch_up(
+            args.catch_up.clone(),
+            key,
+            Duration::from_secs(every.saturating_mul(60)),
+            store.log.clone(),
+            appender.handle(),
+            stop_rx.clone(),
+        ))),
+        _ => None,
+    };
 
     public_server.await.context("public server task")?.context("public server")?;
+    if let Some(task) = catch_up_task {
+        // Its append handle must be gone before the appender closes.
+        task.await.context("catch-up task")?;
+    }
     // Every in-flight webhook has been answered; let the appender drain and stop.
     tokio::task::spawn_blocking(move || appender.close()).await.context("closing the log appender")?;
     let _ = ingress_done_tx.send(true);
     projector_task.await.context("projector task")?;
     stopped(admin_server).await
+}
+
+/// `serve --catch-up-every-mins`: a catch-up run at start and then every `every`, until `stop`.
+async fn periodic_catch_up(
+    fetch: crate::catchup::FetchArgs,
+    key: paystate_ingress::catchup::ApiKey,
+    every: Duration,
+    log: paystate_store::EmbeddedLog,
+    sink: paystate_store::AppendHandle,
+    stop: watch::Receiver<bool>,
+) {
+    let mut stopped = stop.clone();
+    let mut quiet = |_: paystate_ingress::catchup::Progress<'_>| {};
+    loop {
+        let run = crate::catchup::run_once(&fetch, &key, None, &log, &sink, &mut quiet);
+        tokio::select! {
+            result = run => match result {
+                Ok(summary) => crate::catchup::log_summary(&summary),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "catch-up run failed; the next one starts in {} min", every.as_secs() / 60),
+            },
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// `serve --log kafka`: the ingress and one projector around Kafka, in one process.

@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::Server;
+
 use paystate_store::{Store, Stream};
 use paystate_testkit::scenario::Truth;
 use paystate_testkit::synth::Rng;
@@ -27,20 +29,6 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "whsec_serve_test_secret";
 const BIN: &str = env!("CARGO_BIN_EXE_paystate");
 
-struct Server {
-    child: Child,
-    public: String,
-    admin: String,
-}
-
-impl Drop for Server {
-    /// A failing test must not leave its server running (it would hold the test's output pipes open).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `serve` and reads the bound addresses from its first line of output.
 fn start_server(data: &Path, listen: &str, admin: &str) -> Server {
     start_server_with(data, listen, admin, &[])
@@ -48,24 +36,16 @@ fn start_server(data: &Path, listen: &str, admin: &str) -> Server {
 
 /// [`start_server`] with more arguments.
 fn start_server_with(data: &Path, listen: &str, admin: &str, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(data)
-        .args(["--webhook-secret", SECRET, "--listen", listen, "--admin-listen", admin])
-        .args(extra)
-        .env_remove("PAYSTATE_ADMIN_TOKEN")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read address line");
-    let public =
-        line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("public address").to_owned();
-    let admin = line.split("admin on ").nth(1).map(|s| s.trim().to_owned()).expect("admin address");
-    Server { child, public, admin }
+    Server::spawn(
+        Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(data)
+            .args(["--webhook-secret", SECRET, "--listen", listen, "--admin-listen", admin])
+            .args(extra)
+            .env_remove("PAYSTATE_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit()),
+    )
 }
 
 fn free_port() -> u16 {

@@ -1,8 +1,55 @@
 //! Helpers shared by the binary's integration tests.
 #![allow(dead_code)] // each test file uses a subset
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+
+/// A running `paystate serve` (or another command that announces its addresses on its first line of
+/// stdout), killed when dropped: a failing test must not leave it running (it would hold the test's output
+/// pipes open).
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// `http://…/webhooks/stripe`.
+    pub public: String,
+    /// `http://…` of the admin listener.
+    pub admin: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Spawns `cmd` (stdout piped here) and reads the bound addresses from its first line of output.
+    pub fn spawn(cmd: &mut Command) -> Server {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read address line");
+        let public =
+            line.split("webhooks on ").nth(1).and_then(|s| s.split(',').next()).expect("public address").to_owned();
+        let admin = line.split("admin on ").nth(1).map(|s| s.trim().to_owned()).expect("admin address");
+        Server { child, public, admin }
+    }
+
+    /// SIGTERM, then the exit status (within 60 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "did not stop within 60 s of SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
 
 /// Runs the binary from the repository root; returns stdout, stderr and success.
 pub fn paystate(args: &[&str]) -> (String, String, bool) {

@@ -11,9 +11,10 @@
 
 pub mod catchup;
 pub mod metrics;
+mod query;
 
 use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,7 +23,7 @@ use metrics::Metrics;
 use paystate_core::{partition_of, Lifecycle};
 use paystate_store::{partition_status, LogRecord, LogSink, LogView, Origin, Projection, Stream};
 use paystate_stripe::{payment_key, ParsedEvent, Webhook};
-use serde::Deserialize;
+use query::{BadQuery, Params};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -406,10 +407,8 @@ pub fn admin_router(admin: Admin) -> Router {
     Router::new().merge(guarded).merge(open).fallback(not_found).with_state(Arc::new(admin))
 }
 
-#[derive(Deserialize)]
-struct AccountQuery {
-    account: Option<String>,
-}
+/// The parameters of the routes of one payment.
+const PAYMENT_PARAMS: &[&str] = &["account"];
 
 fn storage_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "store read failed");
@@ -446,8 +445,12 @@ fn key_of(id: &str, account: Option<&str>) -> String {
     }
 }
 
-async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
-    let key = key_of(&id, q.account.as_deref());
+async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let q = match Params::read(q.as_deref(), PAYMENT_PARAMS) {
+        Ok(q) => q,
+        Err(r) => return r.into_response(),
+    };
+    let key = key_of(&id, q.get("account"));
     match off_runtime(&a, move |a| a.projection.payment(&key)).await {
         Ok(Some(p)) => Json(json!(p.state.summary())).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
@@ -455,8 +458,13 @@ async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(
     }
 }
 
-async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(q): Query<AccountQuery>) -> Response {
-    let key = key_of(&id, q.account.as_deref());
+async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let q = match Params::read(q.as_deref(), PAYMENT_PARAMS) {
+        Ok(q) => q,
+        Err(r) => return r.into_response(),
+    };
+    let account = q.get("account").map(str::to_owned);
+    let key = key_of(&id, account.as_deref());
     match off_runtime(&a, move |a| a.projection.payment_with_history(&key)).await {
         Ok(Some(p)) => {
             let history: Vec<_> = p
@@ -464,35 +472,80 @@ async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, Query(
                 .iter()
                 .map(|h| json!({"event_id": h.event.id, "type": h.event.event_type, "created": h.event.created, "lifecycle": h.lifecycle}))
                 .collect();
-            Json(json!({"id": id, "account": q.account, "history": history})).into_response()
+            Json(json!({"id": id, "account": account, "history": history})).into_response()
         }
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
         Err(r) => r,
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    lifecycle: Option<String>,
+/// The parameters of `GET /v1/payments`.
+const LIST_PARAMS: &[&str] =
+    &["lifecycle", "livemode", "customer", "metadata[]", "created[gte]", "created[lte]", "disputed", "limit", "after"];
+/// Most payments in one page of `GET /v1/payments`.
+pub const LIST_LIMIT_MAX: u64 = 1000;
+
+/// Which payments a list keeps, from its query.
+struct ListFilter {
     livemode: Option<bool>,
-    limit: Option<usize>,
-    after: Option<String>,
+    customer: Option<String>,
+    metadata: Vec<(String, String)>,
+    created_gte: Option<i64>,
+    created_lte: Option<i64>,
+    disputed: Option<bool>,
 }
 
-async fn list_payments(State(a): State<Arc<Admin>>, Query(q): Query<ListQuery>) -> Response {
-    let want = match q.lifecycle.as_deref().map(Lifecycle::parse) {
-        Some(None) => return error(StatusCode::BAD_REQUEST, "bad_lifecycle", "unknown lifecycle"),
-        Some(Some(l)) => Some(l),
+impl ListFilter {
+    fn read(q: &Params) -> Result<Self, BadQuery> {
+        let boolean = "true or false";
+        Ok(ListFilter {
+            livemode: q.parse("livemode", boolean)?,
+            customer: q.get("customer").map(str::to_owned),
+            metadata: q.keyed("metadata").into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            created_gte: q.parse("created[gte]", "unix seconds")?,
+            created_lte: q.parse("created[lte]", "unix seconds")?,
+            disputed: q.parse("disputed", boolean)?,
+        })
+    }
+
+    fn keeps(&self, p: &paystate_core::Payment) -> bool {
+        let s = &p.state;
+        // A payment was created when its first event was.
+        let created = s.first_event_at.unwrap_or(i64::MIN);
+        self.livemode.is_none_or(|m| s.livemode == m)
+            && self.customer.as_deref().is_none_or(|c| s.customer.as_deref() == Some(c))
+            && self.metadata.iter().all(|(k, v)| s.metadata.get(k) == Some(v))
+            && self.created_gte.is_none_or(|t| created >= t)
+            && self.created_lte.is_none_or(|t| created <= t)
+            && self.disputed.is_none_or(|d| s.disputed == d)
+    }
+}
+
+async fn list_payments(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Response {
+    let q = match Params::read(q.as_deref(), LIST_PARAMS) {
+        Ok(q) => q,
+        Err(r) => return r.into_response(),
+    };
+    let want = match q.get("lifecycle") {
+        Some(name) => match Lifecycle::parse(name) {
+            Some(l) => Some(l),
+            None => {
+                let names: Vec<&str> = Lifecycle::ALL.iter().map(|l| l.as_str()).collect();
+                let why = format!("unknown lifecycle {name:?}; one of {}", names.join(", "));
+                return q.invalid("lifecycle", why).into_response();
+            }
+        },
         None => None,
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let livemode = q.livemode;
-    let keep = move |p: &paystate_core::Payment| livemode.is_none_or(|m| p.state.livemode == m);
-    let after = q.after.clone();
+    let (limit, filter) = match (q.bounded("limit", 1..=LIST_LIMIT_MAX, 100), ListFilter::read(&q)) {
+        (Ok(l), Ok(f)) => (usize::try_from(l).unwrap_or(100), f),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let after = q.get("after").map(str::to_owned);
     let list = off_runtime(&a, move |a| match want {
         // Through the lifecycle index: a page costs the payments it returns, not a scan of all of them.
-        Some(l) => a.projection.payments_in(l, after.as_deref(), limit, keep),
-        None => a.projection.payments(after.as_deref(), limit, keep),
+        Some(l) => a.projection.payments_in(l, after.as_deref(), limit, |p| filter.keeps(p)),
+        None => a.projection.payments(after.as_deref(), limit, |p| filter.keeps(p)),
     });
     match list.await {
         Ok(list) => {
@@ -543,13 +596,12 @@ pub fn status_json(
     Ok(v)
 }
 
-#[derive(Deserialize)]
-struct StatusQuery {
-    digest: Option<bool>,
-}
-
-async fn status(State(a): State<Arc<Admin>>, Query(q): Query<StatusQuery>) -> Response {
-    let digest = q.digest == Some(true);
+async fn status(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Response {
+    let digest = match Params::read(q.as_deref(), &["digest"]).and_then(|q| q.parse::<bool>("digest", "true or false"))
+    {
+        Ok(d) => d == Some(true),
+        Err(r) => return r.into_response(),
+    };
     let v = off_runtime(&a, move |a| {
         let mut v = status_json(&a.projection, a.log.as_ref(), a.publishes)?;
         // The digest reads every payment: only on request.
@@ -564,24 +616,29 @@ async fn status(State(a): State<Arc<Admin>>, Query(q): Query<StatusQuery>) -> Re
     }
 }
 
-#[derive(Deserialize)]
-struct StreamQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-    wait_ms: Option<u64>,
-}
+/// Most entries in one read of a stream, and the longest long-poll.
+pub const STREAM_LIMIT_MAX: u64 = 10_000;
+/// The longest `wait_ms` of a stream read.
+pub const STREAM_WAIT_MAX_MS: u64 = 60_000;
 
-async fn read_stream(
-    State(a): State<Arc<Admin>>,
-    Path(stream): Path<String>,
-    Query(q): Query<StreamQuery>,
-) -> Response {
+async fn read_stream(State(a): State<Arc<Admin>>, Path(stream): Path<String>, RawQuery(q): RawQuery) -> Response {
     let Some(stream) = Stream::parse(&stream) else {
         return error(StatusCode::NOT_FOUND, "not_found", "streams are `actions` and `payments`");
     };
-    let after = q.after.unwrap_or(0);
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(60_000));
+    let q = match Params::read(q.as_deref(), &["after", "limit", "wait_ms"]) {
+        Ok(q) => q,
+        Err(r) => return r.into_response(),
+    };
+    let read = (
+        q.parse::<u64>("after", "a cursor (a non-negative integer)").map(Option::unwrap_or_default),
+        q.bounded("limit", 1..=STREAM_LIMIT_MAX, 1000),
+        q.bounded("wait_ms", 0..=STREAM_WAIT_MAX_MS, 0),
+    );
+    let (after, limit, wait_ms) = match read {
+        (Ok(a), Ok(l), Ok(w)) => (a, usize::try_from(l).unwrap_or(1000), w),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r.into_response(),
+    };
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let mut committed = a.committed.clone();
     let entries = loop {
         committed.borrow_and_update();
@@ -611,23 +668,25 @@ async fn read_stream(
     resp
 }
 
-#[derive(Deserialize)]
-struct LogQuery {
-    from: Option<u64>,
-    limit: Option<usize>,
-}
-
 /// Durable records of one partition of the embedded log, for `paystate replay --source http://…` while
 /// `serve` holds the data directory: `offset u64 | length u32 | record` (big-endian; the record in its
 /// stored encoding) per record, as `application/vnd.paystate.log-records`. The log's durable end goes in
 /// `paystate-log-end`.
-async fn read_log(State(a): State<Arc<Admin>>, Path(partition): Path<u32>, Query(q): Query<LogQuery>) -> Response {
+async fn read_log(State(a): State<Arc<Admin>>, Path(partition): Path<u32>, RawQuery(q): RawQuery) -> Response {
     if partition >= a.log.partitions() {
         return error(StatusCode::NOT_FOUND, "not_found", format!("no partition {partition}"));
     }
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let q = match Params::read(q.as_deref(), &["from", "limit"]) {
+        Ok(q) => q,
+        Err(r) => return r.into_response(),
+    };
+    let from = q.parse::<u64>("from", "an offset (a non-negative integer)").map(Option::unwrap_or_default);
+    let (from, limit) = match (from, q.bounded("limit", 1..=STREAM_LIMIT_MAX, 1000)) {
+        (Ok(f), Ok(l)) => (f, usize::try_from(l).unwrap_or(1000)),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
     let log = Arc::clone(&a.log);
-    let read = tokio::task::spawn_blocking(move || log.read_encoded(partition, q.from.unwrap_or(0), limit)).await;
+    let read = tokio::task::spawn_blocking(move || log.read_encoded(partition, from, limit)).await;
     let records = match read {
         Ok(Ok(r)) => r,
         Ok(Err(paystate_store::StoreError::Unsupported(why))) => {

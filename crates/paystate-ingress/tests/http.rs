@@ -553,3 +553,101 @@ async fn a_cursor_older_than_the_retention_gets_410_with_the_oldest_cursor() {
     let text = h.admin_text(&format!("/v1/streams/actions?after={}", actions_end - 4)).await;
     assert_eq!(text.lines().count(), 4, "{text}");
 }
+
+/// The list's filters keep exactly the payments they name (checked against the truths of the generated
+/// scenarios), and every route answers an unknown parameter, a bad value or one out of range with a 400
+/// JSON body naming it and the valid ones, never ignoring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_filters_and_every_route_refuses_what_it_does_not_take() {
+    let h = start(None, 1 << 20).await;
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let mut rng = Rng::new(21);
+    let t0 = now() - 30 * 86_400;
+    let mut truths = Vec::new();
+    for (i, scenario) in [Scenario::CardSuccess, Scenario::DisputeLost, Scenario::FullRefund, Scenario::CardSuccess]
+        .into_iter()
+        .enumerate()
+    {
+        let (events, truth) = generate(scenario, &mut rng, t0 + i as i64 * 86_400);
+        for e in &events {
+            let body = e.body();
+            let (status, _) =
+                h.post("/webhooks/stripe", Some("application/json"), Some(secret.header(now(), &body)), body).await;
+            assert_eq!(status, 200);
+        }
+        truths.push((truth, events[0].json["data"]["object"].clone(), events.iter().map(|e| e.created).min()));
+    }
+    h.projector.catch_up().expect("project");
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["payments"]
+            .as_array()
+            .expect("payments")
+            .iter()
+            .map(|p| p["id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    let disputed = h.admin_json("/v1/payments?disputed=true").await;
+    let want: Vec<String> = truths.iter().filter(|(t, _, _)| t.disputed).map(|(t, _, _)| t.id.clone()).collect();
+    assert_eq!(ids(&disputed), sorted(want), "{disputed}");
+    // Most generated intents have a customer (80 %): the first that has one.
+    let (with, object) = truths
+        .iter()
+        .find_map(|(t, o, _)| o["customer"].as_str().map(|_| (t.id.clone(), o)))
+        .expect("an intent with a customer");
+    let customer = object["customer"].as_str().expect("customer");
+    let by_customer = h.admin_json(&format!("/v1/payments?customer={customer}")).await;
+    assert_eq!(ids(&by_customer), std::slice::from_ref(&with), "{by_customer}");
+    let (key, value) = object["metadata"].as_object().and_then(|m| m.iter().next()).expect("metadata");
+    let value = value.as_str().expect("text");
+    let by_metadata = h.admin_json(&format!("/v1/payments?metadata%5B{key}%5D={value}")).await;
+    assert_eq!(ids(&by_metadata), [with], "{by_metadata}");
+    let first_created = &truths[0].2;
+    // Created in the first two days: the first two payments.
+    let until = first_created.expect("created") + 86_400 + 3600;
+    let early = h.admin_json(&format!("/v1/payments?created[lte]={until}")).await;
+    assert_eq!(ids(&early), sorted(vec![truths[0].0.id.clone(), truths[1].0.id.clone()]), "{early}");
+    let late = h.admin_json(&format!("/v1/payments?created[gte]={}&disputed=false", until + 1)).await;
+    assert_eq!(ids(&late), sorted(vec![truths[2].0.id.clone(), truths[3].0.id.clone()]), "{late}");
+    let none = h.admin_json("/v1/payments?customer=cus_nobody").await;
+    assert_eq!(ids(&none), Vec::<String>::new());
+
+    let first = &truths[0].0.id;
+    for (path, parameter) in [
+        ("/v1/payments?bogus=1", "bogus"),
+        ("/v1/payments?limit=0", "limit"),
+        ("/v1/payments?limit=1001", "limit"),
+        ("/v1/payments?limit=ten", "limit"),
+        ("/v1/payments?disputed=yes", "disputed"),
+        ("/v1/payments?created[gte]=yesterday", "created[gte]"),
+        ("/v1/payments?lifecycle=bogus", "lifecycle"),
+        ("/v1/payments?limit=1&limit=2", "limit"),
+        (&format!("/v1/payments/{first}?acount=acct_1"), "acount"),
+        (&format!("/v1/payments/{first}/history?x=1"), "x"),
+        ("/v1/status?digest=maybe", "digest"),
+        ("/v1/streams/actions?limit=20000", "limit"),
+        ("/v1/streams/actions?wait_ms=600000", "wait_ms"),
+        ("/v1/streams/actions?after=-1", "after"),
+        ("/v1/log/0?from=x", "from"),
+        ("/v1/log/0?offset=3", "offset"),
+    ] {
+        let (status, _, body) = admin_get(&h, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"], "bad_query", "{path}: {body}");
+        assert_eq!(body["parameter"], parameter, "{path}: {body}");
+        assert!(body["valid_parameters"].as_array().is_some_and(|v| !v.is_empty()), "{path}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains(parameter)), "{path}: {body}");
+    }
+    let (status, _, body) = admin_get(&h, "/v1/payments?lifecycle=bogus", None).await;
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("succeeded")), "{status} {body}");
+    // The bounds themselves are accepted.
+    for path in ["/v1/payments?limit=1", "/v1/payments?limit=1000", "/v1/streams/actions?limit=10000&wait_ms=0"] {
+        assert_eq!(admin_get(&h, path, None).await.0, 200, "{path}");
+    }
+}

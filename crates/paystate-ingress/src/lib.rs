@@ -281,7 +281,13 @@ pub struct Admin {
     pub auth: AdminAuth,
     /// Why the process is not ready (empty: ready), for `/readyz`.
     pub readiness: Readiness,
+    /// Re-drives the dead letters through the projector (`POST /v1/dead-letters/retry`); `None` where this
+    /// process cannot (a Kafka member: each owns its partitions' dead letters).
+    pub retry_dead_letters: Option<RetryDeadLetters>,
 }
+
+/// The projector's re-drive of its dead letters, as JSON (`{"resolved": […], "still_dead": […]}`). Blocking.
+pub type RetryDeadLetters = Arc<dyn Fn() -> Result<serde_json::Value, String> + Send + Sync>;
 
 /// What `/readyz` asks: the reasons the process cannot do its job now (the log cannot take writes, the
 /// projector stopped or keeps failing); none means ready.
@@ -395,7 +401,9 @@ pub fn admin_router(admin: Admin) -> Router {
         .route("/v1/payments/{id}/history", get(get_history))
         .route("/v1/status", get(status))
         .route("/v1/streams/{stream}", get(read_stream))
-        .route("/v1/log/{partition}", get(read_log));
+        .route("/v1/log/{partition}", get(read_log))
+        .route("/v1/dead-letters", get(list_dead_letters))
+        .route("/v1/dead-letters/retry", post(retry_dead_letters));
     let readyz = get(|State(a): State<Arc<Admin>>| async move { readyz_response(&(a.readiness)()) });
     let mut open = Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", readyz);
     if auth.guard_metrics {
@@ -554,6 +562,56 @@ async fn list_payments(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Re
             Json(json!({"payments": payments, "next": next})).into_response()
         }
         Err(r) => r,
+    }
+}
+
+/// `GET /v1/dead-letters`: the records the projector could not use, in (partition, offset) order, with their
+/// reasons; `after=P:O` continues a list.
+async fn list_dead_letters(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Response {
+    let q = match Params::read(q.as_deref(), &["limit", "after"]) {
+        Ok(q) => q,
+        Err(r) => return r.into_response(),
+    };
+    let limit = match q.bounded("limit", 1..=LIST_LIMIT_MAX, 100) {
+        Ok(l) => usize::try_from(l).unwrap_or(100),
+        Err(r) => return r.into_response(),
+    };
+    let after = match q.get("after").map(|c| c.split_once(':').map(|(p, o)| (p.parse::<u32>(), o.parse::<u64>()))) {
+        None => None,
+        Some(Some((Ok(p), Ok(o)))) => Some((p, o)),
+        Some(_) => {
+            return q
+                .invalid("after", "`after` is a dead letter's partition:offset, e.g. 3:1207".into())
+                .into_response()
+        }
+    };
+    match off_runtime(&a, |a| a.projection.dead_letters()).await {
+        Ok(all) => {
+            let page: Vec<_> =
+                all.into_iter().filter(|d| after.is_none_or(|at| (d.partition, d.offset) > at)).take(limit).collect();
+            let next = (page.len() == limit).then(|| page.last().map(|d| format!("{}:{}", d.partition, d.offset)));
+            Json(json!({"dead_letters": page, "next": next.flatten()})).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// `POST /v1/dead-letters/retry`: every dead letter folded again; those that fold now are removed.
+async fn retry_dead_letters(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Response {
+    if let Err(r) = Params::read(q.as_deref(), &[]) {
+        return r.into_response();
+    }
+    let Some(retry) = a.retry_dead_letters.clone() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported",
+            "this process does not re-drive dead letters (a Kafka member: retry on each member's data directory)",
+        );
+    };
+    match tokio::task::spawn_blocking(move || retry()).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => storage_error(e),
+        Err(e) => storage_error(e),
     }
 }
 

@@ -72,6 +72,13 @@ async fn start_with(
         metrics,
         auth,
         readiness,
+        retry_dead_letters: Some({
+            let projector = Arc::clone(&projector);
+            Arc::new(move || {
+                let retried = projector.retry_dead_letters().map_err(|e| e.to_string())?;
+                serde_json::to_value(retried).map_err(|e| e.to_string())
+            })
+        }),
     };
     let public_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -207,6 +214,24 @@ async fn every_refusal_has_its_status_and_reason_and_appends_nothing() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].event_id, "evt_broken");
     assert!(dead[0].reason.contains("no amount"), "{}", dead[0].reason);
+    // The admin API lists it, and a retry (this release still cannot use it) keeps it with its reason.
+    let listed = h.admin_json("/v1/dead-letters").await;
+    assert_eq!(listed["dead_letters"][0]["event_id"], "evt_broken", "{listed}");
+    assert_eq!(listed["dead_letters"].as_array().map(Vec::len), Some(1), "{listed}");
+    let next = h.admin_json(&format!("/v1/dead-letters?after={}:{}", dead[0].partition, dead[0].offset)).await;
+    assert_eq!(next["dead_letters"].as_array().map(Vec::len), Some(0), "{next}");
+    let retried: Value = h
+        .client
+        .post(format!("{}/v1/dead-letters/retry", h.admin))
+        .send()
+        .await
+        .expect("retry")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(retried["resolved"].as_array().map(Vec::len), Some(0), "{retried}");
+    assert!(retried["still_dead"][0]["reason"].as_str().is_some_and(|r| r.contains("no amount")), "{retried}");
+    assert_eq!(h.store.projection.dead_letters().expect("dead").len(), 1);
     for p in 0..4 {
         assert_eq!(h.store.projection.position(p).expect("pos"), h.store.log.end(p), "partition {p} fully consumed");
     }
@@ -346,6 +371,7 @@ async fn the_admin_api_answers_401_without_its_token_and_keeps_the_health_checks
         "/v1/streams/actions?after=0".to_owned(),
         "/v1/streams/payments?after=0".to_owned(),
         "/v1/log/0?from=0".to_owned(),
+        "/v1/dead-letters".to_owned(),
     ];
     let wrong = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
     for route in &routes {

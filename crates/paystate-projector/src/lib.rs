@@ -126,6 +126,18 @@ pub struct Projector<L> {
     committed: watch::Sender<u64>,
     /// The error of the last batch [`Projector::run`] tried, while batches keep failing (for `/readyz`).
     failing: std::sync::Mutex<Option<String>>,
+    /// Held by whatever builds and commits a batch (a step, a re-drive of dead letters): a batch reads
+    /// payments before its transaction writes them, so two at once would lose one's changes.
+    turn: std::sync::Mutex<()>,
+}
+
+/// What [`Projector::retry_dead_letters`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Retried {
+    /// Dead letters folded now (applied, duplicates or not relevant), removed.
+    pub resolved: Vec<DeadLetter>,
+    /// Dead letters still dead, with this release's reason.
+    pub still_dead: Vec<DeadLetter>,
 }
 
 /// Entries each projection stream keeps by default; older ones are removed (a reader behind them is told
@@ -161,6 +173,7 @@ impl<L: LogSource> Projector<L> {
             retention: DEFAULT_STREAM_RETENTION,
             committed,
             failing: std::sync::Mutex::new(None),
+            turn: std::sync::Mutex::new(()),
         }
     }
 
@@ -193,6 +206,7 @@ impl<L: LogSource> Projector<L> {
     /// One batch from every partition that has records, committed as ONE transaction (states, every
     /// consumed partition's next offset, stream entries, dead letters) with one flush. Blocking (sled).
     pub fn step(&self) -> Result<Progress, ProjectorError> {
+        let _turn = self.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut folder = Folder::new(&self.projection, false).with_failure_grace(self.grace);
         for p in 0..self.log.partitions() {
             let from = self.projection.position(p)?;
@@ -208,6 +222,30 @@ impl<L: LogSource> Projector<L> {
             trim_streams(&self.projection, self.retention, |_| Ok(u64::MAX))?;
         }
         Ok(progress)
+    }
+
+    /// Folds every dead letter's record again (after an upgrade that understands it, say), in one batch:
+    /// those that fold now are removed, the others kept. Positions do not move. Blocking.
+    pub fn retry_dead_letters(&self) -> Result<Retried, ProjectorError> {
+        let _turn = self.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut folder = Folder::new(&self.projection, false).with_failure_grace(self.grace);
+        let mut out = Retried::default();
+        for dead in self.projection.dead_letters()? {
+            let record = self.log.read(dead.partition, dead.offset, 1)?.into_iter().next();
+            let Some((_, record)) = record.filter(|(o, _)| *o == dead.offset) else {
+                // Gone from the log (it cannot be on the embedded one): kept, and said so.
+                out.still_dead.push(DeadLetter { reason: "its record is no longer in the log".into(), ..dead });
+                continue;
+            };
+            match folder.redrive(&dead, &record)? {
+                None => out.resolved.push(dead),
+                Some(reason) => out.still_dead.push(DeadLetter { reason, ..dead }),
+            }
+        }
+        if folder.commit()?.records > 0 {
+            self.committed.send_modify(|g| *g += 1);
+        }
+        Ok(out)
     }
 
     /// Applies every record currently readable. Blocking.
@@ -339,52 +377,74 @@ impl<'a> Folder<'a> {
         self.batch.positions.insert(partition, last + 1);
         self.records += records.len() as u64;
         for (offset, rec) in records {
-            let projection = self.projection;
-            let grace = self.grace;
-            let (payments, history) = (&mut self.batch.payments, &mut self.batch.history);
-            let mut before = None;
-            let mut late = None;
-            let folded = fold_record(&rec.body, None, |key| -> Result<_, ProjectorError> {
-                let p = load(payments, projection, key)?;
-                before = Some(p.next_deadline(grace));
-                let changes = history.entry(key.to_string()).or_default();
-                Ok((p, StoredHistory::new(projection, key, changes)))
-            })?;
-            let created = match folded {
-                Folded::NotRelevant | Folded::AfterUntil => None,
-                Folded::Duplicate { created } => {
-                    self.batch.duplicates += 1;
-                    Some(created)
-                }
-                Folded::Dead(reason) => {
-                    self.batch.dead.push(DeadLetter {
-                        partition,
-                        offset: *offset,
-                        event_id: rec.event_id.clone(),
-                        event_type: rec.event_type.clone(),
-                        reason,
-                    });
-                    None
-                }
-                Folded::Applied { key, created, actions } => {
-                    self.batch.applied += 1;
-                    for action in &actions {
-                        self.batch.actions.push(published::action(action)?);
-                    }
-                    if let Some(p) = self.batch.payments.get(&key) {
-                        reindex(&mut self.batch.deadlines, partition, &key, before.flatten(), p.next_deadline(grace));
-                    }
-                    self.touched.push((key.clone(), partition, *offset));
-                    late = Some(key);
-                    Some(created)
-                }
-            };
-            if let Some(created) = created {
-                self.advance(partition, *offset, created)?;
+            self.apply(partition, *offset, rec)?;
+        }
+        Ok(())
+    }
+
+    /// Re-drives dead letter `dead` (its record `rec`): folded again through the same step, with whatever
+    /// this release understands. Resolved (applied, a duplicate or not relevant now), the dead letter is
+    /// removed when the batch commits; still dead, it is kept as it is and the reason returned. The
+    /// partition's position does not move.
+    pub fn redrive(&mut self, dead: &DeadLetter, rec: &LogRecord) -> Result<Option<String>, ProjectorError> {
+        self.records += 1;
+        let before = self.batch.dead.len();
+        self.apply(dead.partition, dead.offset, rec)?;
+        if self.batch.dead.len() > before {
+            return Ok(self.batch.dead.pop().map(|d| d.reason));
+        }
+        self.batch.resolved.push((dead.partition, dead.offset));
+        Ok(None)
+    }
+
+    /// Folds one record of `partition` at `offset` into the batch.
+    fn apply(&mut self, partition: u32, offset: u64, rec: &LogRecord) -> Result<(), ProjectorError> {
+        let offset = &offset;
+        let projection = self.projection;
+        let grace = self.grace;
+        let (payments, history) = (&mut self.batch.payments, &mut self.batch.history);
+        let mut before = None;
+        let mut late = None;
+        let folded = fold_record(&rec.body, None, |key| -> Result<_, ProjectorError> {
+            let p = load(payments, projection, key)?;
+            before = Some(p.next_deadline(grace));
+            let changes = history.entry(key.to_string()).or_default();
+            Ok((p, StoredHistory::new(projection, key, changes)))
+        })?;
+        let created = match folded {
+            Folded::NotRelevant | Folded::AfterUntil => None,
+            Folded::Duplicate { created } => {
+                self.batch.duplicates += 1;
+                Some(created)
             }
-            if let Some(key) = late {
-                self.announce_late(partition, *offset, &key)?;
+            Folded::Dead(reason) => {
+                self.batch.dead.push(DeadLetter {
+                    partition,
+                    offset: *offset,
+                    event_id: rec.event_id.clone(),
+                    event_type: rec.event_type.clone(),
+                    reason,
+                });
+                None
             }
+            Folded::Applied { key, created, actions } => {
+                self.batch.applied += 1;
+                for action in &actions {
+                    self.batch.actions.push(published::action(action)?);
+                }
+                if let Some(p) = self.batch.payments.get(&key) {
+                    reindex(&mut self.batch.deadlines, partition, &key, before.flatten(), p.next_deadline(grace));
+                }
+                self.touched.push((key.clone(), partition, *offset));
+                late = Some(key);
+                Some(created)
+            }
+        };
+        if let Some(created) = created {
+            self.advance(partition, *offset, created)?;
+        }
+        if let Some(key) = late {
+            self.announce_late(partition, *offset, &key)?;
         }
         Ok(())
     }

@@ -102,6 +102,8 @@ pub struct Batch {
     pub updates: Vec<Vec<u8>>,
     /// Records that could not be applied.
     pub dead: Vec<DeadLetter>,
+    /// Dead letters (partition, offset) re-driven and now applied or not relevant: removed.
+    pub resolved: Vec<(u32, u64)>,
     /// Events applied (new, not duplicates).
     pub applied: u64,
     /// Events that were duplicates.
@@ -1046,6 +1048,9 @@ impl Projection {
                     for (k, v) in &dead {
                         dead_tree.insert(k, v.as_slice())?;
                     }
+                    for (partition, offset) in &batch.resolved {
+                        dead_tree.remove(&dead_key_at(*partition, *offset))?;
+                    }
                     bump(meta, b"count/applied", batch.applied)?;
                     bump(meta, b"count/duplicates", batch.duplicates)?;
                     bump(meta, b"count/dead", batch.dead.len() as u64)?;
@@ -1092,9 +1097,13 @@ pub fn digest_of(hashes: &[StateHash]) -> String {
 }
 
 fn dead_key(d: &DeadLetter) -> [u8; 12] {
+    dead_key_at(d.partition, d.offset)
+}
+
+fn dead_key_at(partition: u32, offset: u64) -> [u8; 12] {
     let mut key = [0u8; 12];
-    key[..4].copy_from_slice(&d.partition.to_be_bytes());
-    key[4..].copy_from_slice(&d.offset.to_be_bytes());
+    key[..4].copy_from_slice(&partition.to_be_bytes());
+    key[4..].copy_from_slice(&offset.to_be_bytes());
     key
 }
 

@@ -183,6 +183,17 @@ pub enum Source<'a> {
     Admin(&'a str),
 }
 
+impl<'a> Source<'a> {
+    /// From `--data-dir` / `--admin` (clap makes one of them required).
+    pub fn of(data_dir: Option<&'a Path>, admin: Option<&'a str>) -> Result<Self> {
+        match (data_dir, admin) {
+            (Some(d), _) => Ok(Source::DataDir(d)),
+            (None, Some(a)) => Ok(Source::Admin(a)),
+            (None, None) => bail!("give --data-dir or --admin"),
+        }
+    }
+}
+
 /// Actions of each kind per payment key (`acct_…/pi_…` or `pi_…`), from action JSON lines.
 fn count_actions<'a>(actions: impl Iterator<Item = &'a Value>) -> BTreeMap<String, BTreeMap<String, u32>> {
     let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
@@ -466,4 +477,59 @@ fn summaries(source: &str, token: Option<&AdminToken>) -> Result<std::collection
 /// Whether a source on the command line is the admin URL of a running process rather than a directory.
 pub fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// `paystate dead-letters list|retry`: the records the projector could not use, from a data directory or a
+/// running admin API; `retry` folds them again (after an upgrade) and prints what resolved.
+pub async fn dead_letters(retry: bool, source: Source<'_>, token: Option<&AdminToken>) -> Result<()> {
+    let value = match source {
+        Source::DataDir(dir) => {
+            let store = open(dir)?;
+            let projector = Projector::new(store.log.clone(), store.projection.clone(), 512);
+            if retry {
+                serde_json::to_value(projector.retry_dead_letters()?)?
+            } else {
+                json!({ "dead_letters": store.projection.dead_letters()? })
+            }
+        }
+        Source::Admin(url) => {
+            let client = crate::admin::client(token, reqwest::Client::builder())?;
+            let base = url.trim_end_matches('/');
+            let resp = if retry {
+                client.post(format!("{base}/v1/dead-letters/retry")).send().await
+            } else {
+                client.get(format!("{base}/v1/dead-letters?limit=1000")).send().await
+            };
+            let resp = checked(resp.with_context(|| format!("reaching {base}"))?)?;
+            resp.json().await.with_context(|| format!("{base}: not a JSON answer"))?
+        }
+    };
+    let line = |d: &Value| {
+        format!(
+            "{}:{}  {}  {}  {}",
+            d["partition"],
+            d["offset"],
+            d["event_id"].as_str().unwrap_or(""),
+            d["event_type"].as_str().unwrap_or(""),
+            d["reason"].as_str().unwrap_or("")
+        )
+    };
+    let list = |name: &str| value[name].as_array().cloned().unwrap_or_default();
+    if retry {
+        let (resolved, still) = (list("resolved"), list("still_dead"));
+        for d in &resolved {
+            println!("resolved    {}", line(d));
+        }
+        for d in &still {
+            println!("still dead  {}", line(d));
+        }
+        println!("{} resolved, {} still dead", resolved.len(), still.len());
+    } else {
+        let all = list("dead_letters");
+        for d in &all {
+            println!("{}", line(d));
+        }
+        println!("{} dead letters", all.len());
+    }
+    Ok(())
 }

@@ -149,6 +149,20 @@ enum Command {
         #[arg(long)]
         history: bool,
     },
+    /// List the records the projector could not use (partition:offset, event, type, reason), or `retry`
+    /// them: each is folded again (after an upgrade that understands it) and removed if it folds now.
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        /// `list` or `retry`.
+        #[arg(value_parser = ["list", "retry"])]
+        action: String,
+        /// A data directory no process has open.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        data_dir: Option<PathBuf>,
+        /// A running serve's admin API, e.g. http://127.0.0.1:9090.
+        #[arg(long)]
+        admin: Option<String>,
+    },
     /// Check a config file (`--config FILE`): print the effective settings of a command, where each comes
     /// from (flag, environment, config file, default), secrets redacted; refuse unknown keys by name.
     Config {
@@ -244,16 +258,16 @@ fn run() -> Result<()> {
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
         Command::CatchUp(args) => runtime()?.block_on(catchup::run(args)),
         Command::Verify { truth, data_dir, admin } => {
-            let source = match (&data_dir, &admin) {
-                (Some(d), _) => inspect::Source::DataDir(d),
-                (None, Some(a)) => inspect::Source::Admin(a),
-                (None, None) => bail!("give --data-dir or --admin"),
-            };
+            let source = inspect::Source::of(data_dir.as_deref(), admin.as_deref())?;
             if runtime()?.block_on(inspect::verify(&truth, source, token))? {
                 Ok(())
             } else {
                 std::process::exit(1)
             }
+        }
+        Command::DeadLetters { action, data_dir, admin } => {
+            let source = inspect::Source::of(data_dir.as_deref(), admin.as_deref())?;
+            runtime()?.block_on(inspect::dead_letters(action == "retry", source, token))
         }
         Command::Export { data_dir, out, force, format, what } => {
             if let Some(path) = out.as_deref().filter(|p| p.exists() && !force) {

@@ -496,6 +496,7 @@ pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Resul
         auth,
         // A failed Kafka projector exits (the orchestrator restarts it): running means ready.
         readiness: Arc::new(Vec::new),
+        retry_dead_letters: None,
     };
     let admin_server = tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&stop)));
     join_projector(handle).await?;
@@ -577,6 +578,13 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
         metrics,
         auth,
         readiness,
+        retry_dead_letters: Some({
+            let projector = Arc::clone(&projector);
+            Arc::new(move || {
+                let retried = projector.retry_dead_letters().map_err(|e| e.to_string())?;
+                serde_json::to_value(retried).map_err(|e| e.to_string())
+            })
+        }),
     };
 
     let (public_addr, admin_addr) = (public.local_addr()?, admin_listener.local_addr()?);
@@ -681,6 +689,7 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
         metrics,
         auth,
         readiness,
+        retry_dead_letters: None,
     };
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));

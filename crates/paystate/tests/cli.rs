@@ -441,3 +441,30 @@ fn simulated_payments_are_in_the_past_or_where_start_puts_them() {
     let delivered = corpus.split(|b| *b == b'\n').filter(|l| l.starts_with(b"t=")).count();
     assert!(delivered > lossy.len() / 4 && delivered < lossy.len() * 3 / 4, "{delivered} of {} delivered", lossy.len());
 }
+
+/// `dead-letters list` names each record the projector could not use with its reason; `retry` folds them
+/// again and says what resolved and what is still dead.
+#[test]
+fn dead_letters_are_listed_and_retried_from_a_data_directory() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut bodies = common::golden_bodies();
+    let mut broken: serde_json::Value = serde_json::from_slice(&bodies[0]).expect("json");
+    broken["id"] = "evt_cli_broken".into();
+    broken["type"] = "payment_intent.created".into();
+    broken["data"]["object"] = serde_json::json!({"id": "pi_cli_broken", "object": "payment_intent"});
+    bodies.push(serde_json::to_vec(&broken).expect("json"));
+    common::build_store(dir.path(), &bodies, 64);
+    let data = dir.path().to_str().expect("utf-8");
+    let (out, err, ok) = paystate(&["dead-letters", "list", "--data-dir", data]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.last(), Some(&"1 dead letters"), "{out}");
+    assert!(lines[0].contains("evt_cli_broken") && lines[0].contains("payment_intent.created"), "{out}");
+    assert!(lines[0].contains("unmappable"), "the reason: {out}");
+    let (out, err, ok) = paystate(&["dead-letters", "retry", "--data-dir", data]);
+    assert!(ok, "{err}");
+    assert!(out.contains("still dead") && out.contains("evt_cli_broken"), "{out}");
+    assert_eq!(out.lines().last(), Some("0 resolved, 1 still dead"), "{out}");
+    let (_, err, ok) = paystate(&["dead-letters", "list"]);
+    assert!(!ok && err.contains("--data-dir"), "{err}");
+}

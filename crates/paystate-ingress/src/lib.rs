@@ -281,6 +281,8 @@ pub struct Admin {
     pub auth: AdminAuth,
     /// Why the process is not ready (empty: ready), for `/readyz`.
     pub readiness: Readiness,
+    /// The longest a stream read long-polls, whatever its `wait_ms` (at most [`STREAM_WAIT_MAX_MS`]).
+    pub stream_max_wait: Duration,
     /// Re-drives the dead letters through the projector (`POST /v1/dead-letters/retry`); `None` where this
     /// process cannot (a Kafka member: each owns its partitions' dead letters).
     pub retry_dead_letters: Option<RetryDeadLetters>,
@@ -403,7 +405,8 @@ pub fn admin_router(admin: Admin) -> Router {
         .route("/v1/streams/{stream}", get(read_stream))
         .route("/v1/log/{partition}", get(read_log))
         .route("/v1/dead-letters", get(list_dead_letters))
-        .route("/v1/dead-letters/retry", post(retry_dead_letters));
+        .route("/v1/dead-letters/retry", post(retry_dead_letters))
+        .route("/v1/openapi.json", get(openapi));
     let readyz = get(|State(a): State<Arc<Admin>>| async move { readyz_response(&(a.readiness)()) });
     let mut open = Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", readyz);
     if auth.guard_metrics {
@@ -565,6 +568,16 @@ async fn list_payments(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Re
     }
 }
 
+/// The admin API's OpenAPI 3.1 document (`crates/paystate-ingress/openapi.json`), as built in.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi(RawQuery(q): RawQuery) -> Response {
+    if let Err(r) = Params::read(q.as_deref(), &[]) {
+        return r.into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 /// `GET /v1/dead-letters`: the records the projector could not use, in (partition, offset) order, with their
 /// reasons; `after=P:O` continues a list.
 async fn list_dead_letters(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Response {
@@ -696,7 +709,7 @@ async fn read_stream(State(a): State<Arc<Admin>>, Path(stream): Path<String>, Ra
         (Ok(a), Ok(l), Ok(w)) => (a, usize::try_from(l).unwrap_or(1000), w),
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r.into_response(),
     };
-    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms).min(a.stream_max_wait);
     let mut committed = a.committed.clone();
     let entries = loop {
         committed.borrow_and_update();
@@ -730,7 +743,10 @@ async fn read_stream(State(a): State<Arc<Admin>>, Path(stream): Path<String>, Ra
 /// `serve` holds the data directory: `offset u64 | length u32 | record` (big-endian; the record in its
 /// stored encoding) per record, as `application/vnd.paystate.log-records`. The log's durable end goes in
 /// `paystate-log-end`.
-async fn read_log(State(a): State<Arc<Admin>>, Path(partition): Path<u32>, RawQuery(q): RawQuery) -> Response {
+async fn read_log(State(a): State<Arc<Admin>>, Path(partition): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let Ok(partition) = partition.parse::<u32>() else {
+        return error(StatusCode::BAD_REQUEST, "bad_partition", format!("{partition:?} is not a partition number"));
+    };
     if partition >= a.log.partitions() {
         return error(StatusCode::NOT_FOUND, "not_found", format!("no partition {partition}"));
     }

@@ -112,7 +112,8 @@ fn matches(valid: &str, name: &str) -> bool {
             .strip_prefix(prefix)
             .and_then(|r| r.strip_prefix('['))
             .and_then(|r| r.strip_suffix(']'))
-            .is_some_and(|k| !k.is_empty()),
+            // Keys without brackets (as Stripe's metadata keys): `metadata[a][b]` is not a key.
+            .is_some_and(|k| !k.is_empty() && !k.contains(['[', ']'])),
         _ => valid == name,
     }
 }
@@ -134,7 +135,15 @@ mod tests {
         assert_eq!(p.keyed("metadata"), [("order_id", "o 42")]);
         assert_eq!(p.parse::<i64>("created[gte]", "unix seconds").expect("int"), Some(10));
         assert_eq!(p.bounded("after", 1..=9, 3).expect("absent"), 3);
-        for bad in ["limit=5&bogus=1", "metadata[]=1", "metadata=1", "limit=1&limit=2", "created=1"] {
+        for bad in [
+            "limit=5&bogus=1",
+            "metadata[]=1",
+            "metadata[a][b]=1",
+            "metadata[]][=1",
+            "metadata=1",
+            "limit=1&limit=2",
+            "created=1",
+        ] {
             assert_eq!(code(Params::read(Some(bad), VALID)), Some(StatusCode::BAD_REQUEST), "{bad}");
         }
         let p = Params::read(Some("limit=0"), VALID).expect("names valid");

@@ -79,6 +79,7 @@ async fn start_with(
                 serde_json::to_value(retried).map_err(|e| e.to_string())
             })
         }),
+        stream_max_wait: std::time::Duration::from_millis(paystate_ingress::STREAM_WAIT_MAX_MS),
     };
     let public_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -214,6 +214,10 @@ pub struct ServeArgs {
     /// answered 410 with the oldest cursor.
     #[arg(long, default_value_t = paystate_projector::DEFAULT_STREAM_RETENTION)]
     pub stream_retention_entries: u64,
+    /// The longest a stream read (`GET /v1/streams/…?wait_ms=`) long-polls, whatever it asks for.
+    #[arg(long, default_value_t = paystate_ingress::STREAM_WAIT_MAX_MS, value_parser = clap::value_parser!(u64).range(0..=paystate_ingress::STREAM_WAIT_MAX_MS))]
+    pub stream_max_wait_ms: u64,
+
     /// With `--log kafka`: when records a partition needs next were deleted by the raw topic's retention
     /// before they were applied, skip them (logged) instead of stopping the partition (the default: it is
     /// reported in /v1/status and /metrics and never caught up).
@@ -280,6 +284,10 @@ pub struct ProjectArgs {
     /// Entries each projection stream (the outbox) keeps once published to Kafka.
     #[arg(long, default_value_t = paystate_projector::DEFAULT_STREAM_RETENTION)]
     pub stream_retention_entries: u64,
+    /// The longest a stream read (`GET /v1/streams/…?wait_ms=`) long-polls, whatever it asks for.
+    #[arg(long, default_value_t = paystate_ingress::STREAM_WAIT_MAX_MS, value_parser = clap::value_parser!(u64).range(0..=paystate_ingress::STREAM_WAIT_MAX_MS))]
+    pub stream_max_wait_ms: u64,
+
     /// Consumer session timeout: how soon a dead member's partitions move.
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
@@ -497,6 +505,7 @@ pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Resul
         // A failed Kafka projector exits (the orchestrator restarts it): running means ready.
         readiness: Arc::new(Vec::new),
         retry_dead_letters: None,
+        stream_max_wait: Duration::from_millis(args.stream_max_wait_ms),
     };
     let admin_server = tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&stop)));
     join_projector(handle).await?;
@@ -585,6 +594,7 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
                 serde_json::to_value(retried).map_err(|e| e.to_string())
             })
         }),
+        stream_max_wait: Duration::from_millis(args.stream_max_wait_ms),
     };
 
     let (public_addr, admin_addr) = (public.local_addr()?, admin_listener.local_addr()?);
@@ -690,6 +700,7 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
         auth,
         readiness,
         retry_dead_letters: None,
+        stream_max_wait: Duration::from_millis(args.stream_max_wait_ms),
     };
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));

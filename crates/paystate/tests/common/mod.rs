@@ -105,12 +105,18 @@ pub fn http_get(url: &str) -> (u16, String) {
 
 /// [`http_get`] with an `Authorization` header when `authorization` is given.
 pub fn http_get_with(url: &str, authorization: Option<&str>) -> (u16, String) {
+    http_request("GET", url, authorization)
+}
+
+/// `method url` with no body (and an `Authorization` header when given): status and body.
+pub fn http_request(method: &str, url: &str, authorization: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut s = std::net::TcpStream::connect(host).expect("connect");
     let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").expect("write");
+    let length = if method == "GET" { "" } else { "Content-Length: 0\r\n" };
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{length}Connection: close\r\n\r\n").expect("write");
     let mut bytes = Vec::new();
     s.read_to_end(&mut bytes).expect("read");
     let buf = String::from_utf8_lossy(&bytes); // a body may be binary (the log's records)

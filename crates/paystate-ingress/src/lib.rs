@@ -281,11 +281,55 @@ pub struct Admin {
     pub auth: AdminAuth,
     /// Why the process is not ready (empty: ready), for `/readyz`.
     pub readiness: Readiness,
+    /// The last hour's webhooks and lag, sampled by [`keep_timeline`] (`GET /v1/timeline`).
+    pub timeline: metrics::Timeline,
+    /// The latest catch-up runs, newest last (in `/v1/status` as `catch_up_runs`).
+    pub catch_up_runs: CatchUpRuns,
     /// The longest a stream read long-polls, whatever its `wait_ms` (at most [`STREAM_WAIT_MAX_MS`]).
     pub stream_max_wait: Duration,
     /// Re-drives the dead letters through the projector (`POST /v1/dead-letters/retry`); `None` where this
     /// process cannot (a Kafka member: each owns its partitions' dead letters).
     pub retry_dead_letters: Option<RetryDeadLetters>,
+}
+
+/// The latest catch-up runs (their summaries, or why they failed), newest last, at most [`CATCH_UP_RUNS_KEPT`].
+#[derive(Debug, Clone, Default)]
+pub struct CatchUpRuns(Arc<std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>>);
+
+/// Catch-up runs [`CatchUpRuns`] keeps.
+pub const CATCH_UP_RUNS_KEPT: usize = 10;
+
+impl CatchUpRuns {
+    /// Records a run.
+    pub fn push(&self, run: serde_json::Value) {
+        let mut runs = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if runs.len() == CATCH_UP_RUNS_KEPT {
+            runs.pop_front();
+        }
+        runs.push_back(run);
+    }
+
+    /// The runs, oldest first.
+    pub fn runs(&self) -> Vec<serde_json::Value> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+}
+
+/// Samples `admin`'s webhooks and lag into its timeline every [`metrics::SAMPLE_EVERY`], for ever (the
+/// process's runtime ends it).
+pub async fn keep_timeline(admin: Admin) {
+    let mut tick = tokio::time::interval(metrics::SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        let (projection, log) = (admin.projection.clone(), Arc::clone(&admin.log));
+        let lag = tokio::task::spawn_blocking(move || partition_status(&projection, log.as_ref()))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map_or(0, |parts| parts.iter().map(|p| p.lag).sum());
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        admin.timeline.push(metrics::Sample { at, webhooks_accepted: admin.metrics.accepted(), lag });
+    }
 }
 
 /// The projector's re-drive of its dead letters, as JSON (`{"resolved": […], "still_dead": […]}`). Blocking.
@@ -406,9 +450,13 @@ pub fn admin_router(admin: Admin) -> Router {
         .route("/v1/log/{partition}", get(read_log))
         .route("/v1/dead-letters", get(list_dead_letters))
         .route("/v1/dead-letters/retry", post(retry_dead_letters))
-        .route("/v1/openapi.json", get(openapi));
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/timeline", get(timeline));
     let readyz = get(|State(a): State<Arc<Admin>>| async move { readyz_response(&(a.readiness)()) });
-    let mut open = Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", readyz);
+    // The dashboard's page holds no data (only its code): every figure it shows comes from /v1/*, with the
+    // token typed into it.
+    let mut open =
+        Router::new().route("/", get(dashboard)).route("/healthz", get(|| async { "ok\n" })).route("/readyz", readyz);
     if auth.guard_metrics {
         guarded = guarded.route("/metrics", get(metrics_text));
     } else {
@@ -483,7 +531,8 @@ async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQue
                 .iter()
                 .map(|h| json!({"event_id": h.event.id, "type": h.event.event_type, "created": h.event.created, "lifecycle": h.lifecycle}))
                 .collect();
-            Json(json!({"id": id, "account": account, "history": history})).into_response()
+            let emitted: Vec<_> = p.payment.emitted.iter().map(ToString::to_string).collect();
+            Json(json!({"id": id, "account": account, "history": history, "actions_emitted": emitted})).into_response()
         }
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
         Err(r) => r,
@@ -566,6 +615,35 @@ async fn list_payments(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Re
         }
         Err(r) => r,
     }
+}
+
+/// The dashboard: one page of HTML, CSS and JavaScript, built in, reading the admin API.
+pub const DASHBOARD: &str = include_str!("../dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing from elsewhere: no scripts, styles, fonts or frames but its own.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                 img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+/// `GET /v1/timeline`: the last hour's samples.
+async fn timeline(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Response {
+    if let Err(r) = Params::read(q.as_deref(), &[]) {
+        return r.into_response();
+    }
+    let every = metrics::SAMPLE_EVERY.as_secs();
+    Json(json!({"every_secs": every, "samples": a.timeline.samples()})).into_response()
 }
 
 /// The admin API's OpenAPI 3.1 document (`crates/paystate-ingress/openapi.json`), as built in.
@@ -668,16 +746,35 @@ pub fn status_json(
 }
 
 async fn status(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Response {
-    let digest = match Params::read(q.as_deref(), &["digest"]).and_then(|q| q.parse::<bool>("digest", "true or false"))
-    {
-        Ok(d) => d == Some(true),
+    let asked = Params::read(q.as_deref(), &["digest", "lifecycles"]).and_then(|q| {
+        Ok((q.parse::<bool>("digest", "true or false")?, q.parse::<bool>("lifecycles", "true or false")?))
+    });
+    let (digest, lifecycles) = match asked {
+        Ok((d, l)) => (d == Some(true), l == Some(true)),
         Err(r) => return r.into_response(),
     };
     let v = off_runtime(&a, move |a| {
         let mut v = status_json(&a.projection, a.log.as_ref(), a.publishes)?;
-        // The digest reads every payment: only on request.
+        // The digest reads every payment, the counts by lifecycle the whole index: only on request.
         if digest {
             v["digest"] = json!(a.projection.digest()?.0);
+        }
+        if lifecycles {
+            let mut counts = serde_json::Map::new();
+            for l in Lifecycle::ALL {
+                counts.insert(l.as_str().into(), json!(a.projection.count_in(l)?));
+            }
+            v["by_lifecycle"] = counts.into();
+        }
+        let mut streams = serde_json::Map::new();
+        for (name, stream) in [("actions", Stream::Actions), ("payments", Stream::Payments)] {
+            let (start, end) = (a.projection.stream_start(stream)?, a.projection.stream_end(stream)?);
+            streams.insert(name.into(), json!({"start": start, "end": end}));
+        }
+        v["streams"] = streams.into();
+        let runs = a.catch_up_runs.runs();
+        if !runs.is_empty() {
+            v["catch_up_runs"] = json!(runs);
         }
         Ok(v)
     });

@@ -35,7 +35,49 @@ fn unix_ms() -> u64 {
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
 }
 
+/// What the process looked like over the last hour, one sample every [`SAMPLE_EVERY`] (the dashboard's
+/// graphs): webhooks accepted so far and the projector's lag at each moment.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Sample>>>);
+
+/// One moment of a [`Timeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Sample {
+    /// Unix seconds.
+    pub at: i64,
+    /// Webhooks accepted since the process started.
+    pub webhooks_accepted: u64,
+    /// Log records not yet applied by the projector.
+    pub lag: u64,
+}
+
+/// How often a [`Timeline`] is sampled.
+pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Samples kept: an hour.
+const SAMPLES_KEPT: usize = 360;
+
+impl Timeline {
+    /// Adds a sample, forgetting those older than an hour.
+    pub fn push(&self, sample: Sample) {
+        let mut samples = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if samples.len() == SAMPLES_KEPT {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    /// The samples, oldest first.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect()
+    }
+}
+
 impl Metrics {
+    /// Webhooks accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.webhooks[0].load(Ordering::Relaxed)
+    }
+
     /// Counts one webhook with `outcome` (one of [`OUTCOMES`]).
     pub fn webhook(&self, outcome: &str) {
         if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {

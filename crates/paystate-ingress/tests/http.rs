@@ -80,6 +80,8 @@ async fn start_with(
             })
         }),
         stream_max_wait: std::time::Duration::from_millis(paystate_ingress::STREAM_WAIT_MAX_MS),
+        timeline: paystate_ingress::metrics::Timeline::default(),
+        catch_up_runs: paystate_ingress::CatchUpRuns::default(),
     };
     let public_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -362,6 +362,16 @@ impl Projection {
         Ok(())
     }
 
+    /// How many payments are in `lifecycle`, counted in the lifecycle index (its keys only).
+    pub fn count_in(&self, lifecycle: Lifecycle) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for key in self.lifecycles.scan_prefix(lifecycle_index_key(lifecycle.as_str(), b"")).keys() {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Payments of one lifecycle, in key order after `after`, filtered, at most `limit`: read through the
     /// lifecycle index, not a scan of every payment.
     pub fn payments_in(

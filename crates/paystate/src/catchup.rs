@@ -115,7 +115,8 @@ impl FetchArgs {
     }
 }
 
-fn now_secs() -> i64 {
+/// Now, unix seconds.
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -478,6 +478,7 @@ async fn learn_partitions(kafka: KafkaArgs, partitions: Partitions) {
 
 /// `paystate project`: a consumer-group member folding its partitions into its sled projection.
 pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Result<()> {
+    let catch_up_runs = paystate_ingress::CatchUpRuns::default();
     let auth = AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
     let admin_listener = bind(args.admin_listen).await?;
     let (cfg, partitions) = args.kafka.connect().await?;
@@ -506,7 +507,10 @@ pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Resul
         readiness: Arc::new(Vec::new),
         retry_dead_letters: None,
         stream_max_wait: Duration::from_millis(args.stream_max_wait_ms),
+        timeline: paystate_ingress::metrics::Timeline::default(),
+        catch_up_runs: catch_up_runs.clone(),
     };
+    tokio::spawn(paystate_ingress::keep_timeline(admin.clone()));
     let admin_server = tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&stop)));
     join_projector(handle).await?;
     stopped(admin_server).await
@@ -554,6 +558,7 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
     if args.log == "kafka" {
         return run_kafka(args, auth).await;
     }
+    let catch_up_runs = paystate_ingress::CatchUpRuns::default();
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     let store = Store::open_with(&args.data_dir, Some(args.partitions), &store_options(args.memory_budget_mb))
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
@@ -595,7 +600,10 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
             })
         }),
         stream_max_wait: Duration::from_millis(args.stream_max_wait_ms),
+        timeline: paystate_ingress::metrics::Timeline::default(),
+        catch_up_runs: catch_up_runs.clone(),
     };
+    tokio::spawn(paystate_ingress::keep_timeline(admin.clone()));
 
     let (public_addr, admin_addr) = (public.local_addr()?, admin_listener.local_addr()?);
     announce("serve", Some(public_addr), admin_addr)?;
@@ -621,6 +629,7 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
             store.log.clone(),
             appender.handle(),
             stop_rx.clone(),
+            catch_up_runs,
         ))),
         _ => None,
     };
@@ -645,16 +654,26 @@ async fn periodic_catch_up(
     log: paystate_store::EmbeddedLog,
     sink: paystate_store::AppendHandle,
     stop: watch::Receiver<bool>,
+    runs: paystate_ingress::CatchUpRuns,
 ) {
     let mut stopped = stop.clone();
     let mut quiet = |_: paystate_ingress::catchup::Progress<'_>| {};
     loop {
         let run = crate::catchup::run_once(&fetch, &key, None, &log, &sink, &mut quiet);
         tokio::select! {
-            result = run => match result {
-                Ok(summary) => crate::catchup::log_summary(&summary),
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "catch-up run failed; the next one starts in {} min", every.as_secs() / 60),
-            },
+            result = run => {
+                let finished_at = crate::export::rfc3339(crate::catchup::now_secs());
+                match result {
+                    Ok(summary) => {
+                        crate::catchup::log_summary(&summary);
+                        runs.push(serde_json::json!({"finished_at": finished_at, "summary": summary}));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "catch-up run failed; the next one starts in {} min", every.as_secs() / 60);
+                        runs.push(serde_json::json!({"finished_at": finished_at, "error": format!("{e:#}")}));
+                    }
+                }
+            }
             _ = stopped.wait_for(|s| *s) => return,
         }
         tokio::select! {
@@ -666,6 +685,7 @@ async fn periodic_catch_up(
 
 /// `serve --log kafka`: the ingress and one projector around Kafka, in one process.
 async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
+    let catch_up_runs = paystate_ingress::CatchUpRuns::default();
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     let (cfg, partitions) = args.kafka.connect().await?;
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
@@ -701,7 +721,10 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
         readiness,
         retry_dead_letters: None,
         stream_max_wait: Duration::from_millis(args.stream_max_wait_ms),
+        timeline: paystate_ingress::metrics::Timeline::default(),
+        catch_up_runs: catch_up_runs.clone(),
     };
+    tokio::spawn(paystate_ingress::keep_timeline(admin.clone()));
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
     paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop))

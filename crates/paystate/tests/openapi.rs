@@ -13,41 +13,16 @@ use common::Server;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-const SECRET: &str = "whsec_openapi_test_secret";
 const TOKEN: &str = "openapi-test-token-0123456789abcdef";
-const BIN: &str = env!("CARGO_BIN_EXE_paystate");
 
-/// `serve` with a token, filled by `simulate` and caught up; `extra` flags.
+/// `serve` with a token, filled by `simulate` and caught up; `extra` flags. Short long-polls:
+/// schemathesis asks for long ones.
 fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, TOKEN).expect("token");
-    let server = Server::spawn(
-        Command::new(BIN)
-            .arg("--admin-token-file")
-            .arg(&token_file)
-            .args(["serve", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            // Short long-polls: schemathesis asks for long ones.
-            .args(["--stream-max-wait-ms", "50"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit()),
-    );
-    let out = Command::new(BIN)
-        .args(["simulate", "--url", &server.public, "--secret", SECRET, "--payments", "60", "--seed", "3"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("simulate");
-    assert!(out.status.success(), "simulate: {}", String::from_utf8_lossy(&out.stderr));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while call(&server, "GET", "/v1/status", true).1["caught_up"] != true {
-        assert!(std::time::Instant::now() < deadline, "the projector did not catch up within 60 s");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    server
+    let mut flags = vec!["--stream-max-wait-ms", "50"];
+    flags.extend_from_slice(extra);
+    common::filled_serve(dir, TOKEN, 60, 3, &flags)
 }
 
 fn schemathesis() -> PathBuf {
@@ -73,7 +48,9 @@ fn call(server: &Server, method: &str, path: &str, token: bool) -> (u16, Value) 
 fn schemathesis_finds_the_admin_api_as_its_document_says() {
     let dir = tempfile::tempdir().expect("tmp");
     let server = start(dir.path(), &[]);
+    // schemathesis keeps a cache of what it found under its working directory: the test's own temp dir.
     let out = Command::new(schemathesis())
+        .current_dir(dir.path())
         .args(["run", &format!("{}/v1/openapi.json", server.admin)])
         .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--checks", "all", "--max-examples", "40", "--workers", "2", "--seed", "20261204", "--no-color"])
@@ -81,7 +58,7 @@ fn schemathesis_finds_the_admin_api_as_its_document_says() {
         .expect("schemathesis runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("Operations:       11 selected / 11 total"), "{text}");
+    assert!(text.contains("Operations:       13 selected / 13 total"), "{text}");
     let summary = text.lines().find(|l| l.contains(" generated, ")).unwrap_or("");
     assert!(summary.contains("passed") && !summary.contains("fail"), "{summary}");
 }
@@ -121,7 +98,7 @@ fn every_documented_error_is_reachable() {
         ("GET", "/v1/payments/{id}/history", 400, format!("/v1/payments/{id}/history?x=1"), true),
         ("GET", "/v1/payments/{id}/history", 401, format!("/v1/payments/{id}/history"), false),
         ("GET", "/v1/payments/{id}/history", 404, "/v1/payments/pi_none/history".into(), true),
-        ("GET", "/v1/status", 200, "/v1/status?digest=true".into(), true),
+        ("GET", "/v1/status", 200, "/v1/status?digest=true&lifecycles=true".into(), true),
         ("GET", "/v1/status", 400, "/v1/status?digest=2".into(), true),
         ("GET", "/v1/status", 401, "/v1/status".into(), false),
         ("GET", "/v1/streams/{stream}", 200, "/v1/streams/payments?after=1000000".into(), true),
@@ -142,6 +119,10 @@ fn every_documented_error_is_reachable() {
         ("GET", "/v1/openapi.json", 200, "/v1/openapi.json".into(), true),
         ("GET", "/v1/openapi.json", 400, "/v1/openapi.json?v=2".into(), true),
         ("GET", "/v1/openapi.json", 401, "/v1/openapi.json".into(), false),
+        ("GET", "/v1/timeline", 200, "/v1/timeline".into(), true),
+        ("GET", "/v1/timeline", 400, "/v1/timeline?hours=2".into(), true),
+        ("GET", "/v1/timeline", 401, "/v1/timeline".into(), false),
+        ("GET", "/", 200, "/".into(), false),
         ("GET", "/healthz", 200, "/healthz".into(), false),
         ("GET", "/readyz", 200, "/readyz".into(), false),
         ("GET", "/metrics", 200, "/metrics".into(), false),

@@ -124,3 +124,40 @@ pub fn http_request(method: &str, url: &str, authorization: Option<&str>) -> (u1
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (code, body)
 }
+
+/// `paystate serve` in `dir` behind admin `token` (ports the system picks, `extra` flags), filled by
+/// `simulate` with `payments` payments of `seed`, and caught up (within 60 s).
+pub fn filled_serve(dir: &std::path::Path, token: &str, payments: usize, seed: u64, extra: &[&str]) -> Server {
+    const SECRET: &str = "whsec_filled_serve_secret";
+    let bin = env!("CARGO_BIN_EXE_paystate");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).expect("token");
+    let server = Server::spawn(
+        Command::new(bin)
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .args(["serve", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit()),
+    );
+    let out = Command::new(bin)
+        .args(["simulate", "--url", &server.public, "--secret", SECRET])
+        .args(["--payments", &payments.to_string(), "--seed", &seed.to_string()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("simulate");
+    assert!(out.status.success(), "simulate: {}", String::from_utf8_lossy(&out.stderr));
+    let bearer = format!("Bearer {token}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get_with(&format!("{}/v1/status", server.admin), Some(&bearer));
+        if serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["caught_up"] == true) {
+            return server;
+        }
+        assert!(std::time::Instant::now() < deadline, "the projector did not catch up within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

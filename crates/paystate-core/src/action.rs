@@ -35,6 +35,19 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// Every kind.
+    pub const ALL: [ActionKind; 9] = [
+        ActionKind::FulfillOrder,
+        ActionKind::NotifyPaymentFailed,
+        ActionKind::RequestCustomerAction,
+        ActionKind::PaymentCanceled,
+        ActionKind::RefundSucceeded,
+        ActionKind::RefundFailed,
+        ActionKind::DisputeOpened,
+        ActionKind::DisputeClosed,
+        ActionKind::ReviewFraudWarning,
+    ];
+
     /// The stable name used in ids and on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

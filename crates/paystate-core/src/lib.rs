@@ -23,7 +23,7 @@ pub use event::{
 };
 pub use ids::{partition_of, AccountId, EventId, PaymentId, PaymentKey};
 pub use state::{
-    timeline, Applied, ApplyError, ChargeFacts, DisputeState, Effect, EventList, EventPosition, FraudWarningState,
-    History, HistoryEntry, Lifecycle, Payment, PaymentState, PaymentSummary, PaymentWithHistory, RefundFacts,
-    RefundState, DEFAULT_FAILURE_GRACE_SECS,
+    timeline, transitions, Applied, ApplyError, ChargeFacts, DisputeState, Effect, EmittedAction, EventList,
+    EventPosition, FraudWarningState, History, HistoryEntry, Lifecycle, Payment, PaymentState, PaymentSummary,
+    PaymentWithHistory, RefundFacts, RefundState, Transition, DEFAULT_FAILURE_GRACE_SECS,
 };

@@ -477,6 +477,66 @@ pub fn timeline(key: &PaymentKey, events: &[PaymentEvent]) -> Vec<HistoryEntry> 
         .collect()
 }
 
+/// One applied event as a step of the payment: the lifecycle before and after it and the amounts right
+/// after it. What `/v1/payments/{id}/history`, `paystate show` and `export --what transitions` give.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The event's Stripe `created` (unix seconds).
+    pub created: i64,
+    /// The lifecycle before the event.
+    pub lifecycle_before: Lifecycle,
+    /// The lifecycle after the event.
+    pub lifecycle: Lifecycle,
+    /// The amount after the event, minor units.
+    pub amount: i64,
+    /// Money received after the event, minor units.
+    pub amount_received: i64,
+    /// Money refunded after the event, minor units.
+    pub amount_refunded: i64,
+    /// The currency after the event.
+    pub currency: Option<String>,
+}
+
+/// An action the payment's ledger holds, with its kind and subject when they are known (see
+/// [`PaymentWithHistory::emitted_actions`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmittedAction {
+    /// The action's id.
+    pub id: ActionId,
+    /// Its kind.
+    pub kind: Option<ActionKind>,
+    /// What it is about: the payment, an attempt, a refund, a dispute or a fraud warning.
+    pub subject: Option<String>,
+}
+
+/// Each event of `events` (causal order) as a [`Transition`] of the payment `key`.
+pub fn transitions(key: &PaymentKey, events: &[PaymentEvent]) -> Vec<Transition> {
+    let mut s = PaymentState::new(key.clone());
+    events
+        .iter()
+        .map(|ev| {
+            let lifecycle_before = s.lifecycle;
+            s.step(ev);
+            Transition {
+                event_id: ev.id.as_str().to_owned(),
+                event_type: ev.event_type.clone(),
+                created: ev.created,
+                lifecycle_before,
+                lifecycle: s.lifecycle,
+                amount: s.amount,
+                amount_received: s.amount_received,
+                amount_refunded: s.amount_refunded,
+                currency: s.currency.clone(),
+            }
+        })
+        .collect()
+}
+
 /// A payment together with its applied events in memory: what replay and `paystate fold` fold into, and
 /// the simplest way to use the core.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,6 +566,46 @@ impl PaymentWithHistory {
     /// The events with the lifecycle after each (see [`timeline`]).
     pub fn timeline(&self) -> Vec<HistoryEntry> {
         timeline(&self.payment.state.key, self.events.events())
+    }
+
+    /// Its applied events as [`Transition`]s, in causal order.
+    pub fn transitions(&self) -> Vec<Transition> {
+        transitions(&self.payment.state.key, self.events.events())
+    }
+
+    /// The actions of the ledger, named: each id's kind and subject are found by deriving the id of
+    /// every kind for every id the payment's states name (the payment, each failed or challenged attempt,
+    /// refund, dispute and fraud warning) as its events are folded one by one. In id order; an id that
+    /// matches none (a ledger of a release that derived ids otherwise) has no kind.
+    pub fn emitted_actions(&self) -> Vec<EmittedAction> {
+        let key = &self.payment.state.key;
+        let mut subjects: BTreeSet<String> = BTreeSet::from([key.payment.as_str().to_owned()]);
+        let mut s = PaymentState::new(key.clone());
+        for ev in self.events.events() {
+            s.step(ev);
+            subjects.extend(s.fold.action_subject.iter().cloned());
+            subjects.extend(s.fold.failed_attempts.keys().cloned());
+            subjects.extend(s.refunds.keys().cloned());
+            subjects.extend(s.disputes.keys().cloned());
+            subjects.extend(s.early_fraud_warning.iter().map(|w| w.id.clone()));
+        }
+        let mut named: BTreeMap<ActionId, (ActionKind, String)> = BTreeMap::new();
+        for subject in subjects {
+            for kind in ActionKind::ALL {
+                let id = ActionId::derive(key, kind, &subject);
+                if self.payment.emitted.contains(&id) {
+                    named.insert(id, (kind, subject.clone()));
+                }
+            }
+        }
+        self.payment
+            .emitted
+            .iter()
+            .map(|id| {
+                let (kind, subject) = named.remove(id).map_or((None, None), |(k, s)| (Some(k), Some(s)));
+                EmittedAction { id: id.clone(), kind, subject }
+            })
+            .collect()
     }
 
     /// The state as of Stripe time `t`.

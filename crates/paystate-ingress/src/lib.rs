@@ -467,8 +467,6 @@ pub fn admin_router(admin: Admin) -> Router {
 }
 
 /// The parameters of the routes of one payment.
-const PAYMENT_PARAMS: &[&str] = &["account"];
-
 fn storage_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "store read failed");
     error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "the store could not be read")
@@ -497,46 +495,82 @@ async fn off_runtime<T: Send + 'static>(
     }
 }
 
-fn key_of(id: &str, account: Option<&str>) -> String {
-    match account {
-        Some(a) if !a.is_empty() => format!("{a}/{id}"),
-        _ => id.to_owned(),
+/// The parameters of `GET /v1/payments/{id}` and its history.
+const PAYMENT_PARAMS: &[&str] = &["account", "as_of"];
+
+/// A payment the path names, found (see [`paystate_store::Projection::locate`]), with its history and, with
+/// `as_of`, its state as of then; else the 404 saying where it is.
+fn find_payment(
+    a: &Admin,
+    id: &str,
+    account: Option<&str>,
+) -> Result<Result<paystate_core::PaymentWithHistory, String>, paystate_store::StoreError> {
+    let located = a.projection.locate(id, account)?;
+    if let paystate_store::Located::Payment(key) = &located {
+        if let Some(p) = a.projection.payment_with_history(key)? {
+            return Ok(Ok(p));
+        }
     }
+    Ok(Err(located.why_not(id, account, "account", '=').unwrap_or_else(|| format!("no payment {id}"))))
+}
+
+/// Reads `account` and `as_of` of a payment route.
+fn payment_query(q: Option<&str>) -> Result<(Option<String>, Option<i64>), BadQuery> {
+    let q = Params::read(q, PAYMENT_PARAMS)?;
+    let as_of = q.parse("as_of", "unix seconds")?;
+    Ok((q.get("account").filter(|a| !a.is_empty()).map(str::to_owned), as_of))
 }
 
 async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
-    let q = match Params::read(q.as_deref(), PAYMENT_PARAMS) {
+    let (account, as_of) = match payment_query(q.as_deref()) {
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
-    let key = key_of(&id, q.get("account"));
-    match off_runtime(&a, move |a| a.projection.payment(&key)).await {
-        Ok(Some(p)) => Json(json!(p.state.summary())).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
+    match off_runtime(&a, move |a| find_payment(a, &id, account.as_deref())).await {
+        Ok(Ok(p)) => match as_of {
+            Some(t) => Json(json!(p.as_of(t).summary())).into_response(),
+            None => Json(json!(p.payment.state.summary())).into_response(),
+        },
+        Ok(Err(why)) => error(StatusCode::NOT_FOUND, "not_found", why),
         Err(r) => r,
     }
 }
 
 async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
-    let q = match Params::read(q.as_deref(), PAYMENT_PARAMS) {
+    let (account, as_of) = match payment_query(q.as_deref()) {
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
-    let account = q.get("account").map(str::to_owned);
-    let key = key_of(&id, account.as_deref());
-    match off_runtime(&a, move |a| a.projection.payment_with_history(&key)).await {
-        Ok(Some(p)) => {
-            let history: Vec<_> = p
-                .timeline()
-                .iter()
-                .map(|h| json!({"event_id": h.event.id, "type": h.event.event_type, "created": h.event.created, "lifecycle": h.lifecycle}))
-                .collect();
-            let emitted: Vec<_> = p.payment.emitted.iter().map(ToString::to_string).collect();
-            Json(json!({"id": id, "account": account, "history": history, "actions_emitted": emitted})).into_response()
-        }
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
+    match off_runtime(&a, move |a| find_payment(a, &id, account.as_deref())).await {
+        Ok(Ok(p)) => Json(payment_history(&p, as_of)).into_response(),
+        Ok(Err(why)) => error(StatusCode::NOT_FOUND, "not_found", why),
         Err(r) => r,
     }
+}
+
+/// The answer of `GET /v1/payments/{id}/history` (what `paystate show` prints): the payment (as of `as_of`
+/// when given), its transitions up to then, how many events it has in all and the actions emitted for it.
+pub fn payment_history(p: &paystate_core::PaymentWithHistory, as_of: Option<i64>) -> serde_json::Value {
+    let mut history = p.transitions();
+    let events_total = history.len();
+    let state = match as_of {
+        Some(t) => {
+            history.retain(|h| h.created <= t);
+            p.as_of(t)
+        }
+        None => p.payment.state.clone(),
+    };
+    let emitted = p.emitted_actions();
+    let key = &p.payment.state.key;
+    json!({
+        "id": key.payment,
+        "account": key.account,
+        "as_of": as_of,
+        "events_total": events_total,
+        "payment": state.summary(),
+        "history": history,
+        "actions_emitted": emitted,
+    })
 }
 
 /// The parameters of `GET /v1/payments`.
@@ -757,7 +791,9 @@ async fn status(State(a): State<Arc<Admin>>, RawQuery(q): RawQuery) -> Response 
         let mut v = status_json(&a.projection, a.log.as_ref(), a.publishes)?;
         // The digest reads every payment, the counts by lifecycle the whole index: only on request.
         if digest {
-            v["digest"] = json!(a.projection.digest()?.0);
+            let (hex, payments) = a.projection.digest()?;
+            v["digest"] = json!(hex);
+            v["digest_payments"] = json!(payments);
         }
         if lifecycles {
             let mut counts = serde_json::Map::new();

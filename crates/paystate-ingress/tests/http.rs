@@ -6,7 +6,7 @@ use paystate_store::{Appender, Store};
 use paystate_stripe::{Webhook, WebhookSecret};
 use paystate_testkit::scenario::{generate, Scenario};
 use paystate_testkit::synth::Rng;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -296,6 +296,24 @@ async fn admin_api_and_streams() {
         hist["history"].as_array().expect("history").iter().filter_map(|e| e["lifecycle"].as_str()).collect();
     assert_eq!(lifecycles.first(), Some(&"created"));
     assert_eq!(lifecycles.last(), Some(&"succeeded"));
+    let steps = hist["history"].as_array().expect("history");
+    assert_eq!(steps.len(), events.len());
+    assert_eq!(steps[0]["lifecycle_before"], "created");
+    assert_eq!(steps.last().map(|s| s["amount_received"].clone()), Some(json!(truth.amount_received)));
+    assert!(steps.windows(2).all(|w| w[0]["lifecycle"] == w[1]["lifecycle_before"]), "{steps:?}");
+    assert_eq!(hist["payment"]["events_applied"], events.len() as u64);
+    // Any event of the payment names it; as of its first event's time, only what was known then.
+    let bodies: Vec<Value> = events.iter().map(|e| serde_json::from_slice(&e.body()).expect("event json")).collect();
+    let mut times: Vec<i64> = bodies.iter().map(|b| b["created"].as_i64().expect("created")).collect();
+    times.sort_unstable();
+    let evt = bodies[0]["id"].as_str().expect("event id");
+    let by_event: Value = h.admin_json(&format!("/v1/payments/{evt}")).await;
+    assert_eq!(by_event["id"], truth.id.as_str());
+    let early: Value = h.admin_json(&format!("/v1/payments/{evt}/history?as_of={}", times[0])).await;
+    let known_then = times.iter().filter(|t| **t <= times[0]).count();
+    assert_eq!((early["as_of"].as_i64(), early["events_total"].as_u64()), (Some(times[0]), Some(events.len() as u64)));
+    assert_eq!(early["history"].as_array().map(Vec::len), Some(known_then));
+    assert_eq!(early["payment"]["events_applied"], known_then as u64);
     let missing = h.client.get(format!("{}/v1/payments/pi_nope", h.admin)).send().await.expect("get");
     assert_eq!(missing.status().as_u16(), 404);
     assert_eq!(missing.json::<Value>().await.expect("json")["error"], "not_found");
@@ -312,6 +330,17 @@ async fn admin_api_and_streams() {
         .map(|l| serde_json::from_str::<Value>(l).expect("ndjson")["data"]["kind"].as_str().unwrap_or("").to_owned())
         .collect();
     assert!(kinds.contains(&"fulfill_order".to_owned()), "{kinds:?}");
+    // The ledger's actions, named by the history route, are the ones the stream carried.
+    let mut named: Vec<String> = hist["actions_emitted"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap_or("unnamed").to_owned())
+        .collect();
+    let mut streamed = kinds.clone();
+    named.sort();
+    streamed.sort();
+    assert_eq!(named, streamed);
     assert_eq!(next, kinds.len() as u64);
     let after: String = h.admin_text(&format!("/v1/streams/actions?after={next}")).await;
     assert!(after.is_empty());
@@ -327,6 +356,7 @@ async fn admin_api_and_streams() {
     let with_digest: Value = h.admin_json("/v1/status?digest=true").await;
     let (digest, _) = h.store.projection.digest().expect("digest");
     assert_eq!(with_digest["digest"], digest.as_str());
+    assert_eq!(with_digest["digest_payments"], 1);
     let metrics = h.admin_text("/metrics").await;
     assert!(
         metrics.contains(&format!("paystate_webhooks_total{{outcome=\"accepted\"}} {}", events.len())),

@@ -22,7 +22,7 @@ pub use log::{
 };
 pub use migrate::Progress;
 pub use projection::{
-    digest_of, state_hash, Batch, DeadLetter, HistoryChange, HistoryChanges, Projection, Rebuild, StateHash,
+    digest_of, state_hash, Batch, DeadLetter, HistoryChange, HistoryChanges, Located, Projection, Rebuild, StateHash,
     StoredHistory, Stream, Totals,
 };
 pub use record::{decode_frames, put_frame, LogRecord, Origin, RecordRef};

@@ -232,6 +232,46 @@ pub struct Totals {
     pub dead_letters: u64,
 }
 
+/// What [`Projection::locate`] found for an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// The key of the payment (`pi_…` or `acct_…/pi_…`).
+    Payment(String),
+    /// No such payment under the account given; a payment of that id exists only on the platform account.
+    PlatformOnly,
+    /// No such payment on the account given (or on the platform); one of that id exists under these
+    /// Connect accounts.
+    UnderAccounts(Vec<String>),
+    /// No payment, nor a part of one, of that id.
+    Nowhere,
+}
+
+impl Located {
+    /// Why `id` (under `account`) named no payment, for a person, naming the account option as `flag`
+    /// joined to its value by `sep` (`--account acct_…` on the command line, `account=acct_…` in a URL);
+    /// `None` when it named one.
+    pub fn why_not(&self, id: &str, account: Option<&str>, flag: &str, sep: char) -> Option<String> {
+        let direct = match account {
+            Some(a) => format!("{a}/{id}"),
+            None => id.to_owned(),
+        };
+        match self {
+            Located::Payment(_) => None,
+            Located::PlatformOnly => {
+                Some(format!("no payment {direct}; {id} is the platform account's own payment: drop {flag}"))
+            }
+            Located::UnderAccounts(accounts) => Some(format!(
+                "no payment {direct}; {id} exists under the Connect account {}: add {flag}{sep}{}",
+                accounts.join(", "),
+                accounts.first().map_or("", String::as_str)
+            )),
+            Located::Nowhere => {
+                Some(format!("no payment {direct} (nor a charge, refund, dispute, fraud warning or event of that id)"))
+            }
+        }
+    }
+}
+
 /// The projection side of the store.
 #[derive(Debug, Clone)]
 pub struct Projection {
@@ -778,6 +818,47 @@ impl Projection {
     /// One payment, by its key (`pi_…` or `acct_…/pi_…`).
     pub fn payment(&self, key: &str) -> Result<Option<Payment>, StoreError> {
         self.payments.get(key.as_bytes())?.map(|v| decode_payment(&v)).transpose()
+    }
+
+    /// The payment `id` names (see [`Located`]): a payment (`pi_…`, or `ch_…` without a PaymentIntent)
+    /// under `account`, else the payment a charge, refund, dispute, early fraud warning or event of that id
+    /// belongs to. Looking up a part is a scan of the payments (the projection keeps no index of them).
+    pub fn locate(&self, id: &str, account: Option<&str>) -> Result<Located, StoreError> {
+        let direct = match account {
+            Some(a) => format!("{a}/{id}"),
+            None => id.to_owned(),
+        };
+        if self.payment(&direct)?.is_some() {
+            return Ok(Located::Payment(direct));
+        }
+        let (mut accounts, mut platform) = (Vec::new(), false);
+        for p in self.all_payments() {
+            let s = p?.state;
+            let key = s.key.to_string();
+            if s.key.payment.as_str() == id {
+                match &s.key.account {
+                    Some(a) => accounts.push(a.as_str().to_owned()),
+                    None => platform = true,
+                }
+                continue;
+            }
+            let here = account.is_none_or(|a| s.key.account.as_ref().is_some_and(|k| k.as_str() == a));
+            let part_of = s.latest_charge.as_deref() == Some(id)
+                || s.refunds.contains_key(id)
+                || s.disputes.contains_key(id)
+                || s.early_fraud_warning.as_ref().is_some_and(|w| w.id == id)
+                || (id.starts_with("evt_") && self.history(&key)?.iter().any(|e| e.id.as_str() == id));
+            if part_of && here {
+                return Ok(Located::Payment(key));
+            }
+        }
+        Ok(if platform {
+            Located::PlatformOnly
+        } else if accounts.is_empty() {
+            Located::Nowhere
+        } else {
+            Located::UnderAccounts(accounts)
+        })
     }
 
     /// Payments in key order after `after`, filtered, at most `limit`.

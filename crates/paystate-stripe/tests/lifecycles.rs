@@ -208,6 +208,16 @@ proptest! {
         }
         check_truth(&p.payment.state, &truth);
         check_actions(&actions, &p.payment.state, &truth, false);
+        // The ledger holds only ids; naming them back (kind and subject) gives the actions emitted.
+        let mut named: Vec<(ActionKind, String, String)> = p
+            .emitted_actions()
+            .into_iter()
+            .map(|a| (a.kind.expect("every emitted action is named"), a.subject.unwrap_or_default(), a.id.to_string()))
+            .collect();
+        let mut emitted = actions.clone();
+        named.sort();
+        emitted.sort();
+        prop_assert_eq!(named, emitted);
 
         // Idempotence: everything again changes nothing and emits nothing.
         let mut again = p.clone();

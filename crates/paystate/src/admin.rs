@@ -97,6 +97,77 @@ pub fn checked(resp: reqwest::Response) -> Result<reqwest::Response> {
     Ok(resp)
 }
 
+/// A blocking reader of a running process's admin API, for the commands that read either a data directory
+/// or an admin URL (`show`, `export`, `digest`, `diff`).
+pub struct Remote {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Remote {
+    /// A reader of the admin API at `base` (`http://host:port`), sending `token` when there is one.
+    pub fn new(base: &str, token: Option<&AdminToken>) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let client = client(token, reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)))?;
+        Ok(Remote { runtime, client, base: base.trim_end_matches('/').to_owned() })
+    }
+
+    /// The JSON answer to `GET {base}{path}?{query}`; `Ok(Err(message))` for a 404 (its message).
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Result<serde_json::Value, String>> {
+        let url = format!("{}{path}", self.base);
+        self.runtime
+            .block_on(async {
+                let resp = self.client.get(&url).query(query).send().await?;
+                if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    let message = body["message"].as_str().unwrap_or("not found").to_owned();
+                    return anyhow::Ok(Err(message));
+                }
+                Ok(Ok(checked(resp)?.json::<serde_json::Value>().await?))
+            })
+            .with_context(|| format!("reading {url}"))
+    }
+
+    /// Every payment's summary, in key order, paged through `GET /v1/payments` as the iteration goes.
+    pub fn payments(&self) -> impl Iterator<Item = Result<serde_json::Value>> + '_ {
+        let mut page: std::vec::IntoIter<serde_json::Value> = Vec::new().into_iter();
+        let (mut after, mut done) = (None::<String>, false);
+        std::iter::from_fn(move || loop {
+            if let Some(p) = page.next() {
+                return Some(Ok(p));
+            }
+            if done {
+                return None;
+            }
+            let mut query = vec![("limit", "1000")];
+            if let Some(a) = &after {
+                query.push(("after", a.as_str()));
+            }
+            let answer = match self.get("/v1/payments", &query) {
+                Ok(Ok(v)) => v,
+                Ok(Err(why)) => {
+                    done = true;
+                    return Some(Err(anyhow::anyhow!("{}/v1/payments: {why}", self.base)));
+                }
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            };
+            after = answer["next"].as_str().map(str::to_owned);
+            done = after.is_none();
+            match answer["payments"].as_array() {
+                Some(list) => page = list.clone().into_iter(),
+                None => {
+                    done = true;
+                    return Some(Err(anyhow::anyhow!("{}/v1/payments: no payments in the answer", self.base)));
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,13 @@
 //! seconds; milliseconds in Parquet), so that readers need no conversion. Maps (metadata, refunds) are one JSON text column. Rows
 //! are written in chunks: memory does not grow with the projection.
 
+use crate::admin::Remote;
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use paystate_core::{PaymentEvent, PaymentState, PaymentWithHistory};
+use paystate_core::Transition;
 use paystate_store::Projection;
-use serde::Serialize;
+use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -94,65 +95,89 @@ const TRANSITION_COLUMNS: &[(&str, Kind)] = &[
     ("currency", Kind::Text),
 ];
 
-/// The snake_case name serde gives an enum value.
-fn name_of<T: Serialize>(v: Option<T>) -> Option<String> {
-    v.and_then(|v| serde_json::to_value(v).ok()).and_then(|v| v.as_str().map(str::to_owned))
+/// The cell of column `name` of kind `kind` in a payment's summary object (a map or list is its JSON text).
+fn cell(v: &Value, name: &str, kind: Kind) -> Cell {
+    let field = &v[name];
+    match kind {
+        Kind::Text => Cell::Text(match field {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }),
+        Kind::Int => Cell::Int(field.as_i64()),
+        Kind::Bool => Cell::Bool(field.as_bool().unwrap_or(false)),
+        Kind::Time => Cell::Time(field.as_i64()),
+    }
 }
 
-fn text(v: Option<&str>) -> Cell {
-    Cell::Text(v.map(str::to_owned))
+/// One row of a payment's summary object (`PaymentState::summary`, as the admin API gives it): the payment
+/// table's columns are fields of it.
+fn payment_row(summary: &Value) -> Vec<Cell> {
+    PAYMENT_COLUMNS.iter().map(|(name, kind)| cell(summary, name, *kind)).collect()
 }
 
-fn payment_row(s: &PaymentState) -> Result<Vec<Cell>> {
-    Ok(vec![
-        text(Some(s.key.payment.as_str())),
-        text(s.key.account.as_ref().map(|a| a.as_str())),
-        Cell::Bool(s.livemode),
-        Cell::Text(s.status.map(|x| x.as_str().to_owned())),
-        text(Some(s.lifecycle.as_str())),
-        Cell::Int(Some(s.amount)),
-        text(s.currency.as_deref()),
-        Cell::Int(Some(s.amount_received)),
-        Cell::Int(Some(s.amount_refunded)),
-        Cell::Text(Some(serde_json::to_string(&s.refunds)?)),
-        Cell::Bool(s.disputed),
-        Cell::Text(name_of(s.dispute_status)),
-        text(s.latest_charge.as_deref()),
-        Cell::Text(name_of(s.latest_charge_status)),
-        Cell::Int(Some(i64::from(s.failure_count))),
-        text(s.last_failure_code.as_deref()),
-        text(s.customer.as_deref()),
-        Cell::Text(Some(serde_json::to_string(&s.metadata)?)),
-        Cell::Int(Some(i64::try_from(s.events_applied).unwrap_or(i64::MAX))),
-        text(s.last_event.as_ref().map(|e| e.id.as_str())),
-        Cell::Time(s.first_event_at),
-        Cell::Time(s.last_event_at),
-    ])
-}
-
-/// One row per applied event (`events`, the payment's history in causal order): the payment is refolded
-/// event by event, so each row has the amounts right after its event.
-fn transition_rows(s: &PaymentState, events: &[PaymentEvent], rows: &mut Vec<Vec<Cell>>) -> Result<()> {
-    let mut p = PaymentWithHistory::new(s.key.clone());
-    for ev in events {
-        let before = p.state().lifecycle;
-        p.apply(ev.clone()).with_context(|| format!("refolding {}", s.key))?;
-        let after = p.state();
+/// One row per transition of the payment whose summary is `summary` (its history in causal order, each
+/// with the amounts right after its event).
+fn transition_rows(summary: &Value, transitions: &[Transition], rows: &mut Vec<Vec<Cell>>) {
+    let (id, account) = (cell(summary, "id", Kind::Text), cell(summary, "account", Kind::Text));
+    let name = |l: paystate_core::Lifecycle| Cell::Text(Some(l.as_str().to_owned()));
+    for t in transitions {
         rows.push(vec![
-            text(Some(s.key.payment.as_str())),
-            text(s.key.account.as_ref().map(|a| a.as_str())),
-            text(Some(ev.id.as_str())),
-            text(Some(&ev.event_type)),
-            Cell::Time(Some(ev.created)),
-            text(Some(before.as_str())),
-            text(Some(after.lifecycle.as_str())),
-            Cell::Int(Some(after.amount)),
-            Cell::Int(Some(after.amount_received)),
-            Cell::Int(Some(after.amount_refunded)),
-            text(after.currency.as_deref()),
+            id.clone(),
+            account.clone(),
+            Cell::Text(Some(t.event_id.clone())),
+            Cell::Text(Some(t.event_type.clone())),
+            Cell::Time(Some(t.created)),
+            name(t.lifecycle_before),
+            name(t.lifecycle),
+            Cell::Int(Some(t.amount)),
+            Cell::Int(Some(t.amount_received)),
+            Cell::Int(Some(t.amount_refunded)),
+            Cell::Text(t.currency.clone()),
         ]);
     }
-    Ok(())
+}
+
+/// One payment to export: its summary object and, when transitions are exported, its transitions.
+pub struct Item {
+    /// `PaymentState::summary` as JSON.
+    pub summary: Value,
+    /// Its transitions in causal order (empty when payments are exported).
+    pub transitions: Vec<Transition>,
+}
+
+/// The payments of a local projection as export items (transitions refolded from each one's history when
+/// `what` asks for them).
+pub fn local_items(projection: &Projection, what: What) -> impl Iterator<Item = Result<Item>> + '_ {
+    projection.all_payments().map(move |p| {
+        let s = p?.state;
+        let transitions = match what {
+            What::Payments => Vec::new(),
+            What::Transitions => paystate_core::transitions(&s.key, &projection.history(&s.key.to_string())?),
+        };
+        Ok(Item { summary: serde_json::to_value(s.summary())?, transitions })
+    })
+}
+
+/// The payments of a running admin API as export items, paged through `GET /v1/payments`; their
+/// transitions (when `what` asks for them) from each one's `GET /v1/payments/{id}/history`.
+pub fn remote_items(remote: &Remote, what: What) -> impl Iterator<Item = Result<Item>> + '_ {
+    remote.payments().map(move |summary| {
+        let summary = summary?;
+        let transitions = match what {
+            What::Payments => Vec::new(),
+            What::Transitions => {
+                let id = summary["id"].as_str().context("a payment without id")?;
+                let mut query = Vec::new();
+                query.extend(summary["account"].as_str().map(|a| ("account", a)));
+                let view = remote
+                    .get(&format!("/v1/payments/{id}/history"), &query)?
+                    .map_err(|why| anyhow::anyhow!("{id}: {why} (removed while exporting?)"))?;
+                serde_json::from_value(view["history"].clone()).with_context(|| format!("the history of {id}"))?
+            }
+        };
+        Ok(Item { summary, transitions })
+    })
 }
 
 /// A unix time as RFC 3339 in UTC (the number itself when it is out of range).
@@ -278,9 +303,14 @@ fn record_batch(columns: &[(&str, Kind)], rows: &[Vec<Cell>]) -> Result<RecordBa
     Ok(RecordBatch::try_new(schema(columns), arrays)?)
 }
 
-/// `paystate export`: writes `what` of the projection in `format` to `out` (stdout when `None`; Parquet
+/// `paystate export`: writes `what` of `items` (in order) in `format` to `out` (stdout when `None`; Parquet
 /// needs a file). Returns the number of rows.
-pub fn export(projection: &Projection, what: What, format: Format, out: Option<&Path>) -> Result<u64> {
+pub fn export(
+    items: impl Iterator<Item = Result<Item>>,
+    what: What,
+    format: Format,
+    out: Option<&Path>,
+) -> Result<u64> {
     let columns = match what {
         What::Payments => PAYMENT_COLUMNS,
         What::Transitions => TRANSITION_COLUMNS,
@@ -309,18 +339,18 @@ pub fn export(projection: &Projection, what: What, format: Format, out: Option<&
     };
     let mut rows: Vec<Vec<Cell>> = Vec::with_capacity(CHUNK);
     let mut total = 0u64;
-    for p in projection.all_payments() {
-        let p = p?;
+    for item in items {
+        let item = item?;
         // JSON lines of payments are the summary objects the admin API and streams use (maps nested).
         if let (What::Payments, Sink::Jsonl(w)) = (what, &mut sink) {
-            serde_json::to_writer(&mut *w, &p.state.summary())?;
+            serde_json::to_writer(&mut *w, &item.summary)?;
             w.write_all(b"\n")?;
             total += 1;
             continue;
         }
         match what {
-            What::Payments => rows.push(payment_row(&p.state)?),
-            What::Transitions => transition_rows(&p.state, &projection.history(&p.state.key.to_string())?, &mut rows)?,
+            What::Payments => rows.push(payment_row(&item.summary)),
+            What::Transitions => transition_rows(&item.summary, &item.transitions, &mut rows),
         }
         if rows.len() >= CHUNK {
             sink.write(columns, &rows)?;

@@ -1,11 +1,11 @@
 //! Reading a data directory: `export`, `show`, `verify`.
 
-use crate::admin::{checked, AdminToken};
+use crate::admin::{checked, AdminToken, Remote};
 use crate::export::rfc3339;
 use anyhow::{bail, Context, Result};
-use paystate_core::{HistoryEntry, PaymentEvent, PaymentState};
+use paystate_core::{EmittedAction, Transition};
 use paystate_projector::Projector;
-use paystate_store::{Projection, Store};
+use paystate_store::{Located, Projection, Store};
 use paystate_testkit::scenario::{Truth, CHECKED_ACTIONS};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -44,135 +44,119 @@ pub fn open_projection(dir: &Path) -> Result<Projection> {
         .with_context(|| format!("opening {} (is a paystate process running on it?)", dir.display()))
 }
 
-/// `paystate show`: one payment and its history, for a person (or as the JSON line `export` writes), now
-/// or as of a Stripe event time.
-pub fn show(data_dir: &Path, id: &str, account: Option<&str>, as_of: Option<i64>, as_json: bool) -> Result<()> {
-    let projection = open_projection(data_dir)?;
-    let key = resolve(&projection, id, account, data_dir)?;
-    let Some(p) = projection.payment_with_history(&key)? else { bail!("no payment {key} in {}", data_dir.display()) };
-    let (all_events, emitted) = (p.events.events().len(), p.payment.emitted.len());
-    let (state, events) = match as_of {
-        Some(t) => {
-            let events: Vec<PaymentEvent> = p.events.events().iter().take_while(|e| e.created <= t).cloned().collect();
-            (PaymentState::fold_all(p.payment.state.key.clone(), &events), events)
+/// `paystate show`: one payment, its history and the actions emitted for it, for a person (or as the JSON
+/// line `export` writes), now or as of a Stripe event time; from a data directory or a running admin API
+/// (the same answer: `GET /v1/payments/{id}/history`).
+pub fn show(
+    source: Source<'_>,
+    id: &str,
+    account: Option<&str>,
+    as_of: Option<i64>,
+    as_json: bool,
+    token: Option<&AdminToken>,
+) -> Result<()> {
+    let view = match source {
+        Source::DataDir(dir) => {
+            let projection = open_projection(dir)?;
+            let located = projection.locate(id, account)?;
+            let found = match &located {
+                Located::Payment(key) => projection.payment_with_history(key)?,
+                _ => None,
+            };
+            let Some(p) = found else {
+                let why = located.why_not(id, account, "--account", ' ').unwrap_or_else(|| format!("no payment {id}"));
+                bail!("{why}, in {}", dir.display());
+            };
+            paystate_ingress::payment_history(&p, as_of)
         }
-        None => (p.payment.state, p.events.into_events()),
+        Source::Admin(url) => {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                bail!("{id:?} is not a Stripe id (letters, digits and `_`, like pi_3Nq…)");
+            }
+            let remote = Remote::new(url, token)?;
+            let as_of = as_of.map(|t| t.to_string());
+            let mut query: Vec<(&str, &str)> = Vec::new();
+            query.extend(account.map(|a| ("account", a)));
+            query.extend(as_of.as_deref().map(|t| ("as_of", t)));
+            match remote.get(&format!("/v1/payments/{id}/history"), &query)? {
+                Ok(view) => view,
+                Err(why) => bail!("{why}, at {url}"),
+            }
+        }
     };
-    let history = paystate_core::timeline(&state.key, &events);
     if as_json {
-        println!("{}", serde_json::to_string(&state.summary())?);
+        println!("{}", serde_json::to_string(&view["payment"])?);
         return Ok(());
     }
-    if let Some(t) = as_of {
-        println!("as of     {} ({t}): {} of {all_events} events", rfc3339(t), events.len());
-    }
-    print!("{}", render(&state, &history));
-    if as_of.is_none() {
-        println!("actions emitted: {emitted}");
-    }
+    print!("{}", render(&view)?);
     Ok(())
 }
 
-/// The key of the payment `id` names: a payment (`pi_…`, or `ch_…` without a PaymentIntent) under
-/// `account`, else the payment that a charge, refund, dispute, early fraud warning or event id belongs to
-/// (found by reading the projection). A payment that exists only under a Connect account is named with
-/// the `--account` to give.
-fn resolve(projection: &Projection, id: &str, account: Option<&str>, dir: &Path) -> Result<String> {
-    let direct = match account {
-        Some(a) => format!("{a}/{id}"),
-        None => id.to_owned(),
-    };
-    if projection.payment(&direct)?.is_some() {
-        return Ok(direct);
-    }
-    let mut elsewhere = Vec::new();
-    for p in projection.all_payments() {
-        let s = p?.state;
-        let key = s.key.to_string();
-        let here = account.is_none_or(|a| s.key.account.as_ref().is_some_and(|k| k.as_str() == a));
-        if s.key.payment.as_str() == id {
-            elsewhere.push(s.key.account.as_ref().map(|a| a.as_str().to_owned()));
-            continue;
-        }
-        let part_of = s.latest_charge.as_deref() == Some(id)
-            || s.refunds.contains_key(id)
-            || s.disputes.contains_key(id)
-            || s.early_fraud_warning.as_ref().is_some_and(|w| w.id == id)
-            || (id.starts_with("evt_") && projection.history(&key)?.iter().any(|e| e.id.as_str() == id));
-        if part_of && here {
-            return Ok(key);
-        }
-    }
-    if elsewhere.contains(&None) {
-        bail!("no payment {direct}; {id} is the platform account's own payment: drop --account");
-    }
-    let accounts: Vec<String> = elsewhere.into_iter().flatten().collect();
-    match accounts.as_slice() {
-        [] => bail!(
-            "no payment {direct} in {} (nor a charge, refund, dispute, fraud warning or event of that id)",
-            dir.display()
-        ),
-        [first, ..] => bail!(
-            "no payment {direct}; {id} exists under the Connect account {}: add --account {first}",
-            accounts.join(", ")
-        ),
-    }
-}
-
-fn render(s: &PaymentState, history: &[HistoryEntry]) -> String {
+/// A `GET /v1/payments/{id}/history` answer for a person.
+fn render(view: &Value) -> Result<String> {
+    let s = &view["payment"];
+    let history: Vec<Transition> = serde_json::from_value(view["history"].clone()).context("the history")?;
+    let actions: Vec<EmittedAction> =
+        serde_json::from_value(view["actions_emitted"].clone()).context("the actions emitted")?;
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let currency = s["currency"].as_str().unwrap_or("");
+    let money = |v: &Value| paystate_stripe::currency::format_amount(v.as_i64().unwrap_or(0), currency);
     let mut out = String::new();
-    let money = |v: i64| paystate_stripe::currency::format_amount(v, s.currency.as_deref().unwrap_or(""));
-    out += &format!("payment   {}\n", s.key);
-    out += &format!("lifecycle {}   (Stripe status: {})\n", s.lifecycle.as_str(), s.status.map_or("-", |x| x.as_str()));
+    if let Some(t) = view["as_of"].as_i64() {
+        out += &format!("as of     {} ({t}): {} of {} events\n", rfc3339(t), history.len(), view["events_total"]);
+    }
+    let key = match s["account"].as_str() {
+        Some(a) => format!("{a}/{}", text(&s["id"])),
+        None => text(&s["id"]),
+    };
+    out += &format!("payment   {key}\n");
+    out += &format!("lifecycle {}   (Stripe status: {})\n", text(&s["lifecycle"]), text(&s["status"]));
     out += &format!(
         "amount    {}   received {}   refunded {}\n",
-        money(s.amount),
-        money(s.amount_received),
-        money(s.amount_refunded)
+        money(&s["amount"]),
+        money(&s["amount_received"]),
+        money(&s["amount_refunded"])
     );
-    if s.amount_refund_pending > 0 {
-        out += &format!("refunds pending {}\n", money(s.amount_refund_pending));
+    if s["amount_refund_pending"].as_i64().unwrap_or(0) > 0 {
+        out += &format!("refunds pending {}\n", money(&s["amount_refund_pending"]));
     }
-    for (id, r) in &s.refunds {
-        let whose = if r.customer { "" } else { "   (Stripe's own: no money moved)" };
-        out += &format!("refund    {id} {} {:?}{whose}\n", money(r.amount), r.status);
+    for (id, r) in s["refunds"].as_object().into_iter().flatten() {
+        let whose = if r["customer"] == json!(false) { "   (Stripe's own: no money moved)" } else { "" };
+        out += &format!("refund    {id} {} {}{whose}\n", money(&r["amount"]), text(&r["status"]));
     }
-    if s.disputed {
+    if s["disputed"] == json!(true) {
         out += &format!(
             "disputed  yes ({})   open or lost {}   lost {}\n",
-            s.dispute_status.map(|d| format!("{d:?}")).unwrap_or_default(),
-            money(s.amount_disputed),
-            money(s.amount_lost_to_disputes)
+            text(&s["dispute_status"]),
+            money(&s["amount_disputed"]),
+            money(&s["amount_lost_to_disputes"])
         );
     }
-    if let Some(w) = &s.early_fraud_warning {
-        out += &format!(
-            "fraud     early warning {} ({}, {})\n",
-            w.id,
-            w.fraud_type.as_deref().unwrap_or("-"),
-            if w.actionable { "actionable" } else { "not actionable" }
-        );
+    let w = &s["early_fraud_warning"];
+    if w.is_object() {
+        let actionable = if w["actionable"] == json!(true) { "actionable" } else { "not actionable" };
+        out += &format!("fraud     early warning {} ({}, {actionable})\n", text(&w["id"]), text(&w["fraud_type"]));
     }
-    if s.failure_count > 0 {
-        out += &format!("failures  {} (last: {})\n", s.failure_count, s.last_failure_code.as_deref().unwrap_or("-"));
+    if s["failure_count"].as_u64().unwrap_or(0) > 0 {
+        out += &format!("failures  {} (last: {})\n", s["failure_count"], text(&s["last_failure_code"]));
     }
-    if let Some(c) = &s.customer {
+    if let Some(c) = s["customer"].as_str() {
         out += &format!("customer  {c}\n");
     }
-    for (k, v) in &s.metadata {
-        out += &format!("metadata  {k} = {v}\n");
+    for (k, v) in s["metadata"].as_object().into_iter().flatten() {
+        out += &format!("metadata  {k} = {}\n", v.as_str().map_or_else(|| v.to_string(), str::to_owned));
     }
-    out += "history (causal order):\n";
-    for h in history {
-        out += &format!(
-            "  {}  {:<36} {:<24} -> {}\n",
-            rfc3339(h.event.created),
-            h.event.event_type,
-            h.event.id,
-            h.lifecycle.as_str()
-        );
+    out += "history (causal order, times in UTC):\n";
+    for h in &history {
+        out +=
+            &format!("  {}  {:<36} {:<24} -> {}\n", rfc3339(h.created), h.event_type, h.event_id, h.lifecycle.as_str());
     }
-    out
+    out += &format!("actions emitted: {}\n", actions.len());
+    for a in &actions {
+        let kind = a.kind.map_or("(unknown kind)", |k| k.as_str());
+        out += &format!("  {kind:<24} {:<30} {}\n", a.subject.as_deref().unwrap_or("-"), a.id);
+    }
+    Ok(out)
 }
 
 /// Where `verify` reads the projection from.
@@ -391,10 +375,18 @@ pub async fn verify(truth_file: &Path, source: Source<'_>, token: Option<&AdminT
 /// `verify` prints this many failures, then how many it left out.
 const SHOWN_FAILURES: usize = 20;
 
-/// `paystate digest`: the projection's digest (see `Projection::digest`).
-pub fn digest(data_dir: &Path) -> Result<()> {
-    let projection = open_projection(data_dir)?;
-    let (hex, n) = projection.digest()?;
+/// `paystate digest`: the projection's digest (see `Projection::digest`), of a data directory or of a
+/// running admin API (`GET /v1/status?digest=true`).
+pub fn digest(source: Source<'_>, token: Option<&AdminToken>) -> Result<()> {
+    let (hex, n) = match source {
+        Source::DataDir(dir) => open_projection(dir)?.digest()?,
+        Source::Admin(url) => {
+            let remote = Remote::new(url, token)?;
+            let answer = remote.get("/v1/status", &[("digest", "true")])?.map_err(|why| anyhow::anyhow!("{why}"))?;
+            let hex = answer["digest"].as_str().context("no digest in the answer")?.to_owned();
+            (hex, answer["digest_payments"].as_u64().context("no digest_payments in the answer")?)
+        }
+    };
     println!("digest {hex} payments {n}");
     Ok(())
 }
@@ -441,31 +433,17 @@ pub fn diff(a_src: &str, b_src: &str, token: Option<&AdminToken>) -> Result<bool
 fn summaries(source: &str, token: Option<&AdminToken>) -> Result<std::collections::BTreeMap<String, Value>> {
     let mut out = std::collections::BTreeMap::new();
     if is_url(source) {
-        let base = source.trim_end_matches('/');
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let client = crate::admin::client(token, reqwest::Client::builder())?;
-        let mut after: Option<String> = None;
-        loop {
-            let mut req = client.get(format!("{base}/v1/payments")).query(&[("limit", "1000")]);
-            if let Some(a) = &after {
-                req = req.query(&[("after", a)]);
-            }
-            let page: Value = runtime
-                .block_on(async { anyhow::Ok(checked(req.send().await?)?.json::<Value>().await?) })
-                .with_context(|| format!("reading {base}/v1/payments"))?;
-            for p in page["payments"].as_array().context("no payments in the answer")? {
-                let id = p["id"].as_str().context("payment without id")?;
-                let key = match p["account"].as_str() {
-                    Some(a) => format!("{a}/{id}"),
-                    None => id.to_owned(),
-                };
-                out.insert(key, p.clone());
-            }
-            match page["next"].as_str() {
-                Some(next) => after = Some(next.to_owned()),
-                None => return Ok(out),
-            }
+        let remote = Remote::new(source, token)?;
+        for p in remote.payments() {
+            let p = p?;
+            let id = p["id"].as_str().context("payment without id")?;
+            let key = match p["account"].as_str() {
+                Some(a) => format!("{a}/{id}"),
+                None => id.to_owned(),
+            };
+            out.insert(key, p);
         }
+        return Ok(out);
     }
     for p in open_projection(Path::new(source))?.all_payments() {
         let p = p?;

@@ -83,8 +83,12 @@ enum Command {
     /// Write the projection's payments, or their transitions, as JSON lines, CSV or Parquet.
     Export {
         /// Data directory.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        data_dir: Option<PathBuf>,
+        /// Read a running process's admin API instead (e.g. http://127.0.0.1:9090), while it holds the
+        /// data directory.
         #[arg(long)]
-        data_dir: PathBuf,
+        admin: Option<String>,
         /// Output file (default: stdout; Parquet needs a file). An existing file is kept unless --force.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -104,8 +108,12 @@ enum Command {
     /// Print the projection's digest: a hash over every payment's canonical state in key order.
     Digest {
         /// Data directory.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        data_dir: Option<PathBuf>,
+        /// Read a running process's admin API instead (e.g. http://127.0.0.1:9090), while it holds the
+        /// data directory.
         #[arg(long)]
-        data_dir: PathBuf,
+        admin: Option<String>,
     },
     /// Compare two projections and list the payments that differ, field by field (exit 1 if any). Each is
     /// a data directory or the admin URL of a running process (http://…), to check a live projection
@@ -118,14 +126,19 @@ enum Command {
     },
     /// Print one payment and its history.
     Show {
-        /// PaymentIntent id (or charge id for charges without PaymentIntent).
+        /// PaymentIntent id (or charge id for charges without PaymentIntent), or the id of a charge, refund,
+        /// dispute, early fraud warning or event of the payment.
         id: String,
         /// Connect account.
         #[arg(long)]
         account: Option<String>,
         /// Data directory.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        data_dir: Option<PathBuf>,
+        /// Read a running process's admin API instead (e.g. http://127.0.0.1:9090), while it holds the
+        /// data directory.
         #[arg(long)]
-        data_dir: PathBuf,
+        admin: Option<String>,
         /// The payment as it was at this Stripe event time (RFC 3339 or unix seconds), refolded from its
         /// history.
         #[arg(long, value_parser = replay::parse_time)]
@@ -269,16 +282,26 @@ fn run() -> Result<()> {
             let source = inspect::Source::of(data_dir.as_deref(), admin.as_deref())?;
             runtime()?.block_on(inspect::dead_letters(action == "retry", source, token))
         }
-        Command::Export { data_dir, out, force, format, what } => {
+        Command::Export { data_dir, admin, out, force, format, what } => {
             if let Some(path) = out.as_deref().filter(|p| p.exists() && !force) {
                 bail!("{} exists: give --force to overwrite it", path.display());
             }
-            let projection = inspect::open_projection(&data_dir)?;
-            let rows = export::export(&projection, what, format, out.as_deref())?;
+            let rows = match inspect::Source::of(data_dir.as_deref(), admin.as_deref())? {
+                inspect::Source::DataDir(dir) => {
+                    let projection = inspect::open_projection(dir)?;
+                    export::export(export::local_items(&projection, what), what, format, out.as_deref())?
+                }
+                inspect::Source::Admin(url) => {
+                    let remote = admin::Remote::new(url, token)?;
+                    export::export(export::remote_items(&remote, what), what, format, out.as_deref())?
+                }
+            };
             eprintln!("exported {rows} rows");
             Ok(())
         }
-        Command::Digest { data_dir } => inspect::digest(&data_dir),
+        Command::Digest { data_dir, admin } => {
+            inspect::digest(inspect::Source::of(data_dir.as_deref(), admin.as_deref())?, token)
+        }
         Command::Diff { a, b } => {
             if inspect::diff(&a, &b, token)? {
                 Ok(())
@@ -286,8 +309,9 @@ fn run() -> Result<()> {
                 std::process::exit(1)
             }
         }
-        Command::Show { id, account, data_dir, as_of, json } => {
-            inspect::show(&data_dir, &id, account.as_deref(), as_of, json)
+        Command::Show { id, account, data_dir, admin, as_of, json } => {
+            let source = inspect::Source::of(data_dir.as_deref(), admin.as_deref())?;
+            inspect::show(source, &id, account.as_deref(), as_of, json, token)
         }
         Command::Replay(args) => replay::run(&args, token),
         Command::Config { action: ConfigAction::Check { command, args } } => {

@@ -375,6 +375,23 @@ fn show_finds_a_payment_by_its_charge_dispute_or_event_and_names_the_connect_acc
         assert!(out.contains("disputed  yes"), "show {id}: {out}");
     }
     let (out, _, _) = paystate(&["show", &pi, "--data-dir", data]);
+    // The actions emitted, each named by its kind: those Stripe's documented flow calls for.
+    let golden_doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(golden.join("dispute_lost.json")).expect("golden")).expect("json");
+    let want = golden_doc["expect"]["actions"].as_object().expect("expected actions");
+    let total: u64 = want.values().filter_map(serde_json::Value::as_u64).sum();
+    let listed: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("actions emitted: "))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(out.contains(&format!("actions emitted: {total}\n")), "{out}");
+    for (kind, n) in want {
+        let n = usize::try_from(n.as_u64().expect("count")).expect("small");
+        assert_eq!(listed.iter().filter(|k| *k == kind).count(), n, "{kind} in {out}");
+    }
+    assert_eq!(listed.len(), usize::try_from(total).expect("small"), "{out}");
     let first = out.lines().find(|l| l.contains("payment_intent.created")).expect("history line");
     assert!(first.trim_start().starts_with("20") && first.contains("T") && first.contains("Z "), "{first}");
 
@@ -467,4 +484,77 @@ fn dead_letters_are_listed_and_retried_from_a_data_directory() {
     assert_eq!(out.lines().last(), Some("0 resolved, 1 still dead"), "{out}");
     let (_, err, ok) = paystate(&["dead-letters", "list"]);
     assert!(!ok && err.contains("--data-dir"), "{err}");
+}
+
+/// `show`, `export` and `digest` with `--admin` read a running `serve` (which holds the data directory's
+/// lock) and print exactly what the same commands print from the data directory once it stopped.
+#[test]
+fn show_export_and_digest_read_a_running_serve_as_they_read_its_data_directory() {
+    const TOKEN: &str = "cli-admin-token-0123456789";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = common::filled_serve(dir.path(), TOKEN, 40, 11, &[]);
+    let token_file = dir.path().join("token");
+    let (tf, data) = (token_file.to_str().expect("utf-8"), dir.path().join("data"));
+    let data = data.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--admin-token-file", tf];
+        all.extend_from_slice(args);
+        let (out, err, ok) = paystate(&all);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    let (_, err, ok) = paystate(&["digest", "--data-dir", data]);
+    assert!(!ok && err.contains("is `paystate serve` running on it?"), "the lock is held: {err}");
+    let (_, err, ok) = paystate(&["show", "pi_any", "--admin", &server.admin]);
+    assert!(!ok && err.contains("answered 401"), "no token: {err}");
+
+    let admin = server.admin.clone();
+    let csv_file = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
+    let (remote_csv, local_csv) = (csv_file("remote.csv"), csv_file("local.csv"));
+    let remote_payments = run(&["export", "--admin", &admin]);
+    run(&["export", "--admin", &admin, "--what", "transitions", "--format", "csv", "--out", &remote_csv]);
+    let remote_digest = run(&["digest", "--admin", &admin]);
+    let payments: Vec<serde_json::Value> =
+        remote_payments.lines().map(|l| serde_json::from_str(l).expect("a payment per line")).collect();
+    assert!(payments.len() >= 40, "{} payments", payments.len());
+    assert!(remote_digest.trim_end().ends_with(&format!("payments {}", payments.len())), "{remote_digest}");
+    // Shown by their own id (and account), by their charge, and as of their first event.
+    let mut shows: Vec<Vec<String>> = Vec::new();
+    for p in payments.iter().filter(|p| p["disputed"] == true || !p["account"].is_null()).take(4) {
+        let mut args = vec!["show".to_owned(), p["id"].as_str().expect("id").to_owned()];
+        if let Some(a) = p["account"].as_str() {
+            args.extend(["--account".to_owned(), a.to_owned()]);
+        }
+        shows.push(args.clone());
+        args.extend(["--as-of".to_owned(), p["first_event_at"].as_i64().expect("first event").to_string()]);
+        shows.push(args);
+        if let (Some(ch), None) = (p["latest_charge"].as_str(), p["account"].as_str()) {
+            shows.push(vec!["show".to_owned(), ch.to_owned()]);
+        }
+    }
+    assert!(shows.len() >= 4, "{shows:?}");
+    let shown = |source: &[&str]| -> Vec<String> {
+        shows
+            .iter()
+            .map(|args| {
+                let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+                all.extend_from_slice(source);
+                run(&all)
+            })
+            .collect()
+    };
+    let remote_shows = shown(&["--admin", &admin]);
+    assert!(server.terminate().success());
+
+    assert_eq!(run(&["export", "--data-dir", data]), remote_payments);
+    run(&["export", "--data-dir", data, "--what", "transitions", "--format", "csv", "--out", &local_csv]);
+    let (remote_rows, local_rows) =
+        (std::fs::read_to_string(&remote_csv).expect("csv"), std::fs::read_to_string(&local_csv).expect("csv"));
+    assert_eq!(remote_rows, local_rows);
+    let events: u64 = payments.iter().filter_map(|p| p["events_applied"].as_u64()).sum();
+    assert_eq!(local_rows.lines().count() as u64, events + 1, "one row per applied event and a header");
+    assert_eq!(run(&["digest", "--data-dir", data]), remote_digest);
+    let local_shows = shown(&["--data-dir", data]);
+    assert_eq!(local_shows, remote_shows);
+    assert!(remote_shows.iter().any(|s| s.starts_with("as of ")), "{remote_shows:?}");
 }

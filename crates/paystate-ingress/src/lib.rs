@@ -466,7 +466,6 @@ pub fn admin_router(admin: Admin) -> Router {
     Router::new().merge(guarded).merge(open).fallback(not_found).with_state(Arc::new(admin))
 }
 
-/// The parameters of the routes of one payment.
 fn storage_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "store read failed");
     error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "the store could not be read")
@@ -498,20 +497,25 @@ async fn off_runtime<T: Send + 'static>(
 /// The parameters of `GET /v1/payments/{id}` and its history.
 const PAYMENT_PARAMS: &[&str] = &["account", "as_of"];
 
-/// A payment the path names, found (see [`paystate_store::Projection::locate`]), with its history and, with
-/// `as_of`, its state as of then; else the 404 saying where it is.
+/// The key of the payment the path names (see [`paystate_store::Projection::locate`]), else the 404's
+/// message saying where it is.
 fn find_payment(
     a: &Admin,
     id: &str,
     account: Option<&str>,
+) -> Result<Result<String, String>, paystate_store::StoreError> {
+    Ok(match a.projection.locate(id, account)? {
+        paystate_store::Located::Payment(key) => Ok(key),
+        other => Err(other.why_not(id, account, "account", '=').unwrap_or_else(|| format!("no payment {id}"))),
+    })
+}
+
+/// The payment of `key` with its history, or the 404's message (removed since it was found).
+fn with_history(
+    a: &Admin,
+    key: &str,
 ) -> Result<Result<paystate_core::PaymentWithHistory, String>, paystate_store::StoreError> {
-    let located = a.projection.locate(id, account)?;
-    if let paystate_store::Located::Payment(key) = &located {
-        if let Some(p) = a.projection.payment_with_history(key)? {
-            return Ok(Ok(p));
-        }
-    }
-    Ok(Err(located.why_not(id, account, "account", '=').unwrap_or_else(|| format!("no payment {id}"))))
+    Ok(a.projection.payment_with_history(key)?.ok_or_else(|| format!("no payment {key}")))
 }
 
 /// Reads `account` and `as_of` of a payment route.
@@ -526,11 +530,21 @@ async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQue
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
-    match off_runtime(&a, move |a| find_payment(a, &id, account.as_deref())).await {
-        Ok(Ok(p)) => match as_of {
-            Some(t) => Json(json!(p.as_of(t).summary())).into_response(),
-            None => Json(json!(p.payment.state.summary())).into_response(),
-        },
+    // The history is read only when the state as of a time must be refolded from it.
+    let read = move |a: &Admin| {
+        let key = match find_payment(a, &id, account.as_deref())? {
+            Ok(key) => key,
+            Err(why) => return Ok(Err(why)),
+        };
+        Ok(match as_of {
+            Some(t) => with_history(a, &key)?.map(|p| json!(p.as_of(t).summary())),
+            None => {
+                a.projection.payment(&key)?.map(|p| json!(p.state.summary())).ok_or_else(|| format!("no payment {key}"))
+            }
+        })
+    };
+    match off_runtime(&a, read).await {
+        Ok(Ok(summary)) => Json(summary).into_response(),
         Ok(Err(why)) => error(StatusCode::NOT_FOUND, "not_found", why),
         Err(r) => r,
     }
@@ -541,7 +555,11 @@ async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQue
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
-    match off_runtime(&a, move |a| find_payment(a, &id, account.as_deref())).await {
+    let read = move |a: &Admin| match find_payment(a, &id, account.as_deref())? {
+        Ok(key) => with_history(a, &key),
+        Err(why) => Ok(Err(why)),
+    };
+    match off_runtime(&a, read).await {
         Ok(Ok(p)) => Json(payment_history(&p, as_of)).into_response(),
         Ok(Err(why)) => error(StatusCode::NOT_FOUND, "not_found", why),
         Err(r) => r,

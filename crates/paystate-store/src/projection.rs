@@ -246,15 +246,20 @@ pub enum Located {
     Nowhere,
 }
 
+/// A payment's key as text (`pi_…` or `acct_…/pi_…`) from its id and account.
+fn key_text(id: &str, account: Option<&str>) -> String {
+    match account {
+        Some(a) => format!("{a}/{id}"),
+        None => id.to_owned(),
+    }
+}
+
 impl Located {
     /// Why `id` (under `account`) named no payment, for a person, naming the account option as `flag`
     /// joined to its value by `sep` (`--account acct_…` on the command line, `account=acct_…` in a URL);
     /// `None` when it named one.
     pub fn why_not(&self, id: &str, account: Option<&str>, flag: &str, sep: char) -> Option<String> {
-        let direct = match account {
-            Some(a) => format!("{a}/{id}"),
-            None => id.to_owned(),
-        };
+        let direct = key_text(id, account);
         match self {
             Located::Payment(_) => None,
             Located::PlatformOnly => {
@@ -824,11 +829,8 @@ impl Projection {
     /// under `account`, else the payment a charge, refund, dispute, early fraud warning or event of that id
     /// belongs to. Looking up a part is a scan of the payments (the projection keeps no index of them).
     pub fn locate(&self, id: &str, account: Option<&str>) -> Result<Located, StoreError> {
-        let direct = match account {
-            Some(a) => format!("{a}/{id}"),
-            None => id.to_owned(),
-        };
-        if self.payment(&direct)?.is_some() {
+        let direct = key_text(id, account);
+        if self.payments.contains_key(direct.as_bytes())? {
             return Ok(Located::Payment(direct));
         }
         let (mut accounts, mut platform) = (Vec::new(), false);

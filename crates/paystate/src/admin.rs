@@ -132,39 +132,34 @@ impl Remote {
     /// Every payment's summary, in key order, paged through `GET /v1/payments` as the iteration goes.
     pub fn payments(&self) -> impl Iterator<Item = Result<serde_json::Value>> + '_ {
         let mut page: std::vec::IntoIter<serde_json::Value> = Vec::new().into_iter();
-        let (mut after, mut done) = (None::<String>, false);
+        // The cursor of the next page; `None` once the last page was read (or failed).
+        let mut after: Option<Option<String>> = Some(None);
         std::iter::from_fn(move || loop {
             if let Some(p) = page.next() {
                 return Some(Ok(p));
             }
-            if done {
-                return None;
-            }
-            let mut query = vec![("limit", "1000")];
-            if let Some(a) = &after {
-                query.push(("after", a.as_str()));
-            }
-            let answer = match self.get("/v1/payments", &query) {
-                Ok(Ok(v)) => v,
-                Ok(Err(why)) => {
-                    done = true;
-                    return Some(Err(anyhow::anyhow!("{}/v1/payments: {why}", self.base)));
+            let cursor = after.take()?;
+            match self.page(cursor.as_deref()) {
+                Ok((list, next)) => {
+                    page = list.into_iter();
+                    after = next.map(Some);
                 }
-                Err(e) => {
-                    done = true;
-                    return Some(Err(e));
-                }
-            };
-            after = answer["next"].as_str().map(str::to_owned);
-            done = after.is_none();
-            match answer["payments"].as_array() {
-                Some(list) => page = list.clone().into_iter(),
-                None => {
-                    done = true;
-                    return Some(Err(anyhow::anyhow!("{}/v1/payments: no payments in the answer", self.base)));
-                }
+                Err(e) => return Some(Err(e)),
             }
         })
+    }
+
+    /// One page of `GET /v1/payments` after `after`, and the cursor of the next one if there is one.
+    fn page(&self, after: Option<&str>) -> Result<(Vec<serde_json::Value>, Option<String>)> {
+        let mut query = vec![("limit", "1000")];
+        query.extend(after.map(|a| ("after", a)));
+        let mut answer =
+            self.get("/v1/payments", &query)?.map_err(|why| anyhow::anyhow!("{}/v1/payments: {why}", self.base))?;
+        let next = answer["next"].as_str().map(str::to_owned);
+        match answer["payments"].take() {
+            serde_json::Value::Array(list) => Ok((list, next)),
+            _ => bail!("{}/v1/payments: no payments in the answer", self.base),
+        }
     }
 }
 

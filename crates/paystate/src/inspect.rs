@@ -281,9 +281,12 @@ pub async fn verify(truth_file: &Path, source: Source<'_>, token: Option<&AdminT
                     dir.display()
                 );
             }
+            let bar = crate::progress::bar("verify", Some(truths.len() as u64), "payments");
             for t in &truths {
                 got.push(projection.payment(&t.key())?.map(|p| json!(p.state.summary())));
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             let mut lines = Vec::new();
             let mut after = 0;
             loop {
@@ -319,7 +322,9 @@ pub async fn verify(truth_file: &Path, source: Source<'_>, token: Option<&AdminT
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
+            let bar = crate::progress::bar("verify", Some(truths.len() as u64), "payments");
             for t in &truths {
+                bar.inc(1);
                 let mut req = client.get(format!("{base}/v1/payments/{}", t.id));
                 if let Some(a) = &t.account {
                     req = req.query(&[("account", a)]);
@@ -330,6 +335,7 @@ pub async fn verify(truth_file: &Path, source: Source<'_>, token: Option<&AdminT
                     _ => Some(checked(resp)?.json().await?),
                 });
             }
+            bar.finish_and_clear();
             let mut lines = Vec::new();
             let mut after = 0u64;
             loop {

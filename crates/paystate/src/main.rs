@@ -12,6 +12,7 @@ mod catchup;
 mod config;
 mod export;
 mod inspect;
+mod progress;
 mod replay;
 mod serve;
 mod simulate;

@@ -185,17 +185,7 @@ fn open_log(dir: &Path) -> Result<EmbeddedLog> {
 
 /// Runs `work` with a progress bar on stderr when it is a terminal (`total` records, when known).
 fn with_progress<T>(total: Option<u64>, progress: &AtomicU64, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    use indicatif::{ProgressBar, ProgressStyle};
-    let bar = match total {
-        Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {human_pos}/{human_len} events, eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        ),
-        None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{elapsed_precise} {spinner} {human_pos} events")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        ),
-    };
+    let bar = crate::progress::bar("replay", total, "events");
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {

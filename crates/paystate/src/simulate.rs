@@ -385,6 +385,7 @@ fn to_log(dir: &std::path::Path, partitions: u32, secret: &WebhookSecret, delive
     let partitions = store.log.partitions();
     let received_ms = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?;
     let mut bytes = 0usize;
+    let bar = crate::progress::bar("writing the log", Some(deliveries.len() as u64), "events");
     for chunk in deliveries.chunks(8192) {
         let mut records = Vec::with_capacity(chunk.len());
         for d in chunk {
@@ -394,7 +395,9 @@ fn to_log(dir: &std::path::Path, partitions: u32, secret: &WebhookSecret, delive
             records.push(paystate_ingress::log_record(&event, d.body.clone(), signature, received_ms, partitions));
         }
         store.log.append_bulk(&records)?;
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     store.log.close()?;
     println!(
         "wrote {} records ({:.1} MB of bodies) to {} in {:.1}s",

@@ -11,11 +11,12 @@
 
 pub mod catchup;
 pub mod metrics;
+pub mod peers;
 mod query;
 
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -443,8 +444,8 @@ pub fn admin_router(admin: Admin) -> Router {
     let auth = admin.auth.clone();
     let mut guarded = Router::new()
         .route("/v1/payments", get(list_payments))
-        .route("/v1/payments/{id}", get(get_payment))
-        .route("/v1/payments/{id}/history", get(get_history))
+        .route("/v1/payments/{id}", get(payment_route::<false>))
+        .route("/v1/payments/{id}/history", get(payment_route::<true>))
         .route("/v1/status", get(status))
         .route("/v1/streams/{stream}", get(read_stream))
         .route("/v1/log/{partition}", get(read_log))
@@ -525,45 +526,42 @@ fn payment_query(q: Option<&str>) -> Result<(Option<String>, Option<i64>), BadQu
     Ok((q.get("account").filter(|a| !a.is_empty()).map(str::to_owned), as_of))
 }
 
-async fn get_payment(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+/// `GET /v1/payments/{id}` (`HISTORY` false: the payment's summary) and `GET /v1/payments/{id}/history`
+/// (`HISTORY` true: [`payment_history`]), answered from this member's store or, in a consumer group, by
+/// the member that owns the payment (`peers`).
+async fn payment_route<const HISTORY: bool>(
+    State(a): State<Arc<Admin>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let (account, as_of) = match payment_query(q.as_deref()) {
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
-    // The history is read only when the state as of a time must be refolded from it.
+    let (id2, account2) = (id.clone(), account.clone());
     let read = move |a: &Admin| {
-        let key = match find_payment(a, &id, account.as_deref())? {
+        let key = match find_payment(a, &id2, account2.as_deref())? {
             Ok(key) => key,
             Err(why) => return Ok(Err(why)),
         };
-        Ok(match as_of {
-            Some(t) => with_history(a, &key)?.map(|p| json!(p.as_of(t).summary())),
-            None => {
+        // The history is read only when it is shown or the state as of a time must be refolded from it.
+        let answer = match (HISTORY, as_of) {
+            (true, _) => with_history(a, &key)?.map(|p| payment_history(&p, as_of)),
+            (false, Some(t)) => with_history(a, &key)?.map(|p| json!(p.as_of(t).summary())),
+            (false, None) => {
                 a.projection.payment(&key)?.map(|p| json!(p.state.summary())).ok_or_else(|| format!("no payment {key}"))
             }
-        })
+        };
+        Ok(answer.map(|v| (key, v)))
     };
-    match off_runtime(&a, read).await {
-        Ok(Ok(summary)) => Json(summary).into_response(),
-        Ok(Err(why)) => error(StatusCode::NOT_FOUND, "not_found", why),
-        Err(r) => r,
-    }
-}
-
-async fn get_history(State(a): State<Arc<Admin>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
-    let (account, as_of) = match payment_query(q.as_deref()) {
-        Ok(q) => q,
-        Err(r) => return r.into_response(),
+    let local = match off_runtime(&a, read).await {
+        Ok(Ok((key, answer))) => peers::Local::Found(key, Json(answer).into_response()),
+        Ok(Err(why)) => peers::Local::Missing(why),
+        Err(r) => return r,
     };
-    let read = move |a: &Admin| match find_payment(a, &id, account.as_deref())? {
-        Ok(key) => with_history(a, &key),
-        Err(why) => Ok(Err(why)),
-    };
-    match off_runtime(&a, read).await {
-        Ok(Ok(p)) => Json(payment_history(&p, as_of)).into_response(),
-        Ok(Err(why)) => error(StatusCode::NOT_FOUND, "not_found", why),
-        Err(r) => r,
-    }
+    peers::answer(&a, &headers, &uri, &id, account.as_deref(), local).await
 }
 
 /// The answer of `GET /v1/payments/{id}/history` (what `paystate show` prints): the payment (as of `as_of`

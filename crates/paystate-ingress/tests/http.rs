@@ -2,12 +2,12 @@
 
 use paystate_ingress::{admin_router, metrics::Metrics, public_router, Admin, AdminAuth, Ingress, Mode};
 use paystate_projector::Projector;
-use paystate_store::{Appender, Store};
+use paystate_store::{Appender, GroupMember, GroupView, LogView, Store};
 use paystate_stripe::{Webhook, WebhookSecret};
 use paystate_testkit::scenario::{generate, Scenario};
 use paystate_testkit::synth::Rng;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "whsec_http_test_secret";
@@ -38,6 +38,35 @@ async fn start_with(
     header_timeout: std::time::Duration,
     auth: AdminAuth,
 ) -> Harness {
+    start_in_group(mode, body_limit, limits, header_timeout, auth, None).await
+}
+
+/// A log view that reports a consumer group (as a Kafka member's does), set by the test.
+struct Grouped {
+    log: paystate_store::EmbeddedLog,
+    view: Arc<Mutex<Option<GroupView>>>,
+}
+
+impl LogView for Grouped {
+    fn partitions(&self) -> u32 {
+        LogView::partitions(&self.log)
+    }
+    fn end(&self, partition: u32) -> u64 {
+        LogView::end(&self.log, partition)
+    }
+    fn group(&self) -> Option<GroupView> {
+        self.view.lock().expect("view").clone()
+    }
+}
+
+async fn start_in_group(
+    mode: Option<Mode>,
+    body_limit: usize,
+    limits: paystate_ingress::Limits,
+    header_timeout: std::time::Duration,
+    auth: AdminAuth,
+    group: Option<Arc<Mutex<Option<GroupView>>>>,
+) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 4).expect("store");
     let appender = store.log.start_appender();
@@ -66,7 +95,10 @@ async fn start_with(
     };
     let admin = Admin {
         projection: store.projection.clone(),
-        log: Arc::new(store.log.clone()),
+        log: match group {
+            Some(view) => Arc::new(Grouped { log: store.log.clone(), view }),
+            None => Arc::new(store.log.clone()),
+        },
         publishes: false,
         committed: projector.subscribe(),
         metrics,
@@ -709,4 +741,106 @@ async fn the_list_filters_and_every_route_refuses_what_it_does_not_take() {
     for path in ["/v1/payments?limit=1", "/v1/payments?limit=1000", "/v1/streams/actions?limit=10000&wait_ms=0"] {
         assert_eq!(admin_get(&h, path, None).await.0, 200, "{path}");
     }
+}
+
+/// A group view as member `me` sees it: `b` owns `b_partitions`, `a` the rest of 4.
+fn view_of(me: &str, a_url: &str, b_url: &str, b_partitions: &[u32]) -> GroupView {
+    let member = |id: &str, url: &str, partitions: Vec<u32>| GroupMember {
+        member_id: format!("m-{id}"),
+        client_id: id.to_owned(),
+        host: "/127.0.0.1".into(),
+        partitions,
+        admin_url: Some(url.to_owned()),
+    };
+    let a_parts: Vec<u32> = (0..4).filter(|p| !b_partitions.contains(p)).collect();
+    let owned = if me == "a" { a_parts.clone() } else { b_partitions.to_vec() };
+    let members = vec![member("a", a_url, a_parts), member("b", b_url, b_partitions.to_vec())];
+    GroupView::new("g".into(), "Stable".into(), members, me, owned, Vec::new(), Vec::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_answers_for_a_payment_another_member_owns() {
+    let (limits, timeout) = (paystate_ingress::Limits::default(), paystate_ingress::DEFAULT_HEADER_TIMEOUT);
+    let (view_a, view_b) = (Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None)));
+    let auth = || AdminAuth::token(TOKEN, false);
+    let a = start_in_group(None, 1 << 20, limits.clone(), timeout, auth(), Some(Arc::clone(&view_a))).await;
+    let b = start_in_group(None, 1 << 20, limits, timeout, auth(), Some(Arc::clone(&view_b))).await;
+    // Two payments in different partitions: x held by B (which owns its partition), y by A.
+    let secret = WebhookSecret::new(SECRET).expect("secret");
+    let mut rng = Rng::new(41);
+    let (x_events, x) = generate(Scenario::DeclineThenSuccess, &mut rng, now() - 100);
+    let partition = |id: &str| paystate_core::partition_of(id.as_bytes(), 4);
+    let (y_events, y) = loop {
+        let (events, truth) = generate(Scenario::CardSuccess, &mut rng, now() - 100);
+        if partition(&truth.id) != partition(&x.id) {
+            break (events, truth);
+        }
+    };
+    for (h, events) in [(&b, &x_events), (&a, &y_events)] {
+        for e in events {
+            let body = e.body();
+            let sig = Some(secret.header(now(), &body));
+            assert_eq!(h.post("/webhooks/stripe", Some("application/json"), sig, body).await.0, 200);
+        }
+        h.projector.catch_up().expect("project");
+    }
+    *view_a.lock().expect("view") = Some(view_of("a", &a.admin, &b.admin, &[partition(&x.id)]));
+    *view_b.lock().expect("view") = Some(view_of("b", &a.admin, &b.admin, &[partition(&x.id)]));
+    let bearer = format!("Bearer {TOKEN}");
+    let get = |h: &Harness, path: String, forwarded: bool| {
+        let mut req = h.client.get(format!("{}{path}", h.admin)).header("authorization", &bearer);
+        if forwarded {
+            req = req.header(paystate_ingress::peers::FORWARDED_BY, "test");
+        }
+        async move {
+            let r = req.send().await.expect("get");
+            let by =
+                r.headers().get(paystate_ingress::peers::ANSWERED_BY).map(|v| v.to_str().expect("ascii").to_owned());
+            let status = r.status().as_u16();
+            (status, by, r.json::<Value>().await.expect("json"))
+        }
+    };
+
+    // A, which never saw x, answers for it as B does: B answered (with the token A was given).
+    let direct = get(&b, format!("/v1/payments/{}", x.id), false).await;
+    assert_eq!((direct.0, direct.1.as_deref()), (200, Some("b")), "{}", direct.2);
+    assert_eq!(direct.2["lifecycle"], "succeeded");
+    let via_a = get(&a, format!("/v1/payments/{}", x.id), false).await;
+    assert_eq!((via_a.0, via_a.1.as_deref()), (200, Some("b")), "{}", via_a.2);
+    assert_eq!(via_a.2, direct.2);
+    // By an id that names no partition (an event's): every other member is asked.
+    let history = get(&a, format!("/v1/payments/{}/history", x_events[0].id), false).await;
+    assert_eq!((history.0, history.1.as_deref()), (200, Some("b")), "{}", history.2);
+    assert_eq!(history.2["id"], x.id.as_str());
+    assert_eq!(history.2["history"].as_array().map(Vec::len), Some(x_events.len()));
+    // The other way round, and a payment held where it is asked answers there.
+    let y_via_b = get(&b, format!("/v1/payments/{}", y.id), false).await;
+    assert_eq!((y_via_b.0, y_via_b.1.as_deref()), (200, Some("a")), "{}", y_via_b.2);
+    assert_eq!(y_via_b.2["id"], y.id.as_str());
+    assert_eq!(get(&a, format!("/v1/payments/{}", y.id), false).await.1.as_deref(), Some("a"));
+    // A forwarded request is answered from what the member holds, never forwarded again.
+    let once = get(&b, format!("/v1/payments/{}", y.id), true).await;
+    assert_eq!((once.0, once.1.as_deref()), (404, Some("b")), "{}", once.2);
+    // Nowhere in the group: 404 saying the others were asked.
+    let none = get(&a, "/v1/payments/pi_nowhere".into(), false).await;
+    assert_eq!(none.0, 404, "{}", none.2);
+    let message = none.2["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the 1 other member(s) of group g"), "{message}");
+
+    // A copy A holds of a payment whose partition B owns now is not served: B's answer is.
+    *view_a.lock().expect("view") = Some(view_of("a", &a.admin, &b.admin, &[partition(&x.id), partition(&y.id)]));
+    *view_b.lock().expect("view") = Some(view_of("b", &a.admin, &b.admin, &[partition(&x.id), partition(&y.id)]));
+    let moved = get(&a, format!("/v1/payments/{}", y.id), false).await;
+    assert_eq!((moved.0, moved.1.as_deref()), (404, Some("b")), "B does not hold y: {}", moved.2);
+    let stale = get(&a, format!("/v1/payments/{}", y.id), true).await;
+    assert_eq!(stale.0, 404, "A does not serve its stale copy to a forwarded request: {}", stale.2);
+
+    // The owner unreachable (nothing can listen on port 0): 502, naming it.
+    *view_a.lock().expect("view") = Some(view_of("a", &a.admin, "http://127.0.0.1:0", &[partition(&x.id)]));
+    let down = get(&a, format!("/v1/payments/{}", x.id), false).await;
+    assert_eq!(down.0, 502, "{}", down.2);
+    assert_eq!(down.2["error"], "member_unreachable");
+    assert!(down.2["message"].as_str().unwrap_or_default().contains("b at http://127.0.0.1:0"), "{}", down.2);
+    let down = get(&a, format!("/v1/payments/{}/history", x_events[0].id), false).await;
+    assert_eq!((down.0, down.2["error"].as_str()), (502, Some("member_unreachable")), "{}", down.2);
 }

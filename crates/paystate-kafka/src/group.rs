@@ -68,6 +68,25 @@ pub fn assigned_partitions(bytes: &[u8], topic: &str) -> Option<Vec<u32>> {
     Some(out)
 }
 
+/// What separates a member's name from its admin URL in its `client.id`.
+const ADMIN_MARK: char = '@';
+
+/// The `client.id` of a member named `name` (no `@` in it) whose admin API answers at `admin_url`: the
+/// group's description carries it to every other member, which can then forward a query for a payment of
+/// a partition this member owns (`paystate_ingress`'s payment routes).
+pub fn client_id(name: &str, admin_url: Option<&str>) -> String {
+    match admin_url {
+        Some(url) => format!("{name}{ADMIN_MARK}{url}"),
+        None => name.to_owned(),
+    }
+}
+
+/// The admin URL a member's `client.id` carries ([`client_id`]), if it is one.
+pub fn admin_url_of(client_id: &str) -> Option<&str> {
+    let (_, url) = client_id.split_once(ADMIN_MARK)?;
+    (url.starts_with("http://") || url.starts_with("https://")).then_some(url)
+}
+
 /// Refreshes a [`GroupView`] of `group` on `cfg.raw_topic` into a shared slot, on a thread of its own,
 /// until dropped.
 pub struct GroupWatch {
@@ -157,6 +176,7 @@ fn observe(
                         client_id: m.client_id().to_owned(),
                         host: m.client_host().to_owned(),
                         partitions: partitions.unwrap_or_default(),
+                        admin_url: admin_url_of(m.client_id()).map(str::to_owned),
                     });
                 }
             }

@@ -17,6 +17,7 @@
 pub mod group;
 mod projector;
 mod reader;
+pub mod received;
 mod replay;
 mod sink;
 

@@ -73,7 +73,13 @@ impl KafkaSink {
     /// Appends `record` to `partition` and waits for the delivery report.
     pub async fn send(&self, partition: u32, record: &LogRecord) -> Result<Position, KafkaLogError> {
         let p = i32::try_from(partition).map_err(|_| KafkaLogError::NotConfirmed("partition".into()))?;
-        let mut msg = FutureRecord::to(&self.topic).partition(p).payload(&record.body).headers(headers_of(record));
+        // The message's time is its receive time: the broker's time index then finds where a receive time
+        // starts (catch-up's `received::event_ids_received_since`).
+        let mut msg = FutureRecord::to(&self.topic)
+            .partition(p)
+            .payload(&record.body)
+            .headers(headers_of(record))
+            .timestamp(record.received_at_ms);
         if !record.payment_key.is_empty() {
             msg = msg.key(&record.payment_key);
         }

@@ -2,7 +2,7 @@
 //! group's leader): known answers written from the protocol's layout, a round trip against an encoder
 //! of that layout, and arbitrary bytes never panic nor invent partitions beyond what they hold.
 
-use paystate_kafka::group::assigned_partitions;
+use paystate_kafka::group::{admin_url_of, assigned_partitions, client_id};
 use proptest::prelude::*;
 
 /// `ConsumerProtocolAssignment` as Kafka's protocol defines it: version int16, [topic string (int16
@@ -42,7 +42,25 @@ fn known_assignments() {
     assert_eq!(assigned_partitions(&huge, "t"), None);
 }
 
+#[test]
+fn a_client_id_carries_the_admin_url_or_nothing() {
+    let id = client_id("paystate-project-7-ab", Some("http://10.0.0.5:9090"));
+    assert_eq!(id, "paystate-project-7-ab@http://10.0.0.5:9090");
+    assert_eq!(admin_url_of(&id), Some("http://10.0.0.5:9090"));
+    assert_eq!(admin_url_of(&client_id("paystate-project-7-ab", None)), None);
+    // Another program's client id, even with an `@`, is no URL.
+    assert_eq!(admin_url_of("rdkafka@host"), None);
+    assert_eq!(admin_url_of("paystate-group-watch"), None);
+}
+
 proptest! {
+    #[test]
+    fn any_admin_url_comes_back(host in "[a-z0-9.-]{1,30}", port in 1u16.., tls in any::<bool>()) {
+        let url = format!("{}://{host}:{port}", if tls { "https" } else { "http" });
+        let id = client_id("paystate-project-1-x", Some(&url));
+        prop_assert_eq!(admin_url_of(&id), Some(url.as_str()));
+    }
+
     #[test]
     fn round_trip(version in 0i16..4, parts in proptest::collection::vec(0i32..10_000, 0..64),
                   others in proptest::collection::vec(0i32..10_000, 0..8), ud in proptest::collection::vec(any::<u8>(), 0..16)) {

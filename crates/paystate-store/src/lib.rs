@@ -121,6 +121,8 @@ const COMPRESSED_CACHE_DIVISOR: u64 = 3;
 pub struct GroupView {
     /// The group id.
     pub group: String,
+    /// This member's client id (the name it has in `members`).
+    pub me: String,
     /// The group's state as the broker names it (`Stable`, `PreparingRebalance`, `CompletingRebalance`,
     /// `Empty`, `Dead`; `Unknown` when it could not be described).
     pub state: String,
@@ -171,7 +173,8 @@ impl GroupView {
             && unowned.is_empty()
             && !partitions.is_empty()
             && partitions.iter().all(|p| p.lag == Some(0));
-        GroupView { group, state, members, owned, pending, unowned, partitions, lag, caught_up, errors }
+        let me = me.to_owned();
+        GroupView { group, me, state, members, owned, pending, unowned, partitions, lag, caught_up, errors }
     }
 }
 
@@ -186,6 +189,23 @@ pub struct GroupMember {
     pub host: String,
     /// Its partitions of the raw topic.
     pub partitions: Vec<u32>,
+    /// Where its admin API answers (`--admin-advertise`, carried in its client id), if it says.
+    pub admin_url: Option<String>,
+}
+
+impl GroupView {
+    /// The member other than this one that owns `partition` and says where its admin API answers.
+    pub fn other_owner(&self, partition: u32) -> Option<&GroupMember> {
+        self.members
+            .iter()
+            .find(|m| m.partitions.contains(&partition))
+            .filter(|m| m.client_id != self.me && m.admin_url.is_some())
+    }
+
+    /// The other members whose admin APIs can be asked.
+    pub fn peers(&self) -> impl Iterator<Item = &GroupMember> {
+        self.members.iter().filter(|m| m.client_id != self.me && m.admin_url.is_some())
+    }
 }
 
 /// One partition of the raw topic as the group sees it.

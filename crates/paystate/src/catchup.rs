@@ -4,7 +4,9 @@
 use anyhow::{bail, Context, Result};
 use paystate_ingress::catchup::{self, ApiKey, CatchUpOptions, Progress, Scope, Summary};
 use paystate_store::{EmbeddedLog, LogSink, RECEIVE_ORDER_SLACK_MS};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Stripe keeps events for 30 days.
@@ -52,6 +54,12 @@ pub struct CatchUpArgs {
     /// it: give serve --catch-up-every instead). The projector folds them when serve next runs.
     #[arg(long, default_value = "paystate-data")]
     pub data_dir: PathBuf,
+    /// The log that gets the missing events: `embedded` (--data-dir) or `kafka` (the raw topic of
+    /// --kafka-brokers, which the projectors fold as they come, whatever runs).
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "kafka"])]
+    pub log: String,
+    #[command(flatten)]
+    pub kafka: crate::serve::KafkaArgs,
     /// List events created at or after this time (RFC 3339 or unix seconds). Default: the newest event
     /// received in the log minus --catch-up-window-mins.
     #[arg(long, value_parser = crate::replay::parse_time)]
@@ -122,13 +130,66 @@ pub(crate) fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// What a run needs to know of the log it appends to: which events it holds already.
+pub trait Received: Send + Sync + 'static {
+    /// The log's partition count (where an event goes).
+    fn partitions(&self) -> u32;
+    /// When the newest event was received, unix ms; `None` for an empty log.
+    fn newest_received_ms(&self) -> Result<Option<i64>>;
+    /// The ids of (at least) every event received at or after `floor_ms`.
+    fn event_ids_received_since(&self, floor_ms: i64) -> Result<HashSet<String>>;
+}
+
+impl Received for EmbeddedLog {
+    fn partitions(&self) -> u32 {
+        EmbeddedLog::partitions(self)
+    }
+    fn newest_received_ms(&self) -> Result<Option<i64>> {
+        Ok(EmbeddedLog::newest_received_ms(self)?)
+    }
+    fn event_ids_received_since(&self, floor_ms: i64) -> Result<HashSet<String>> {
+        Ok(EmbeddedLog::event_ids_received_since(self, floor_ms)?)
+    }
+}
+
+/// The Kafka log's raw topic, as catch-up reads it.
+#[derive(Debug, Clone)]
+pub struct KafkaReceived {
+    /// Where the topic is.
+    pub cfg: paystate_kafka::KafkaConfig,
+    /// Its partition count.
+    pub partitions: u32,
+}
+
+impl Received for KafkaReceived {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+    fn newest_received_ms(&self) -> Result<Option<i64>> {
+        paystate_kafka::received::newest_received_ms(&self.cfg).context("reading the raw topic's newest events")
+    }
+    fn event_ids_received_since(&self, floor_ms: i64) -> Result<HashSet<String>> {
+        paystate_kafka::received::event_ids_received_since(&self.cfg, floor_ms)
+            .context("reading the event ids of the raw topic")
+    }
+}
+
+/// Runs a blocking question about the log off the runtime.
+async fn ask<T: Send + 'static>(
+    log: &Arc<dyn Received>,
+    f: impl FnOnce(&dyn Received) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let log = Arc::clone(log);
+    tokio::task::spawn_blocking(move || f(log.as_ref())).await.context("reading the log")?
+}
+
 /// One run against `log`, appending through `sink`: `since` given, or the newest receive time minus the
 /// window (now minus the window for an empty log).
 pub async fn run_once(
     fetch: &FetchArgs,
     key: &ApiKey,
     since: Option<i64>,
-    log: &EmbeddedLog,
+    log: &Arc<dyn Received>,
     sink: &dyn LogSink,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<Summary> {
@@ -136,8 +197,8 @@ pub async fn run_once(
     let since = match since {
         Some(s) => s,
         None => {
-            let newest = log.newest_received_ms()?.map_or_else(now_secs, |ms| ms.div_euclid(1000));
-            newest.saturating_sub(window)
+            let newest = ask(log, |l| l.newest_received_ms()).await?;
+            newest.map_or_else(now_secs, |ms| ms.div_euclid(1000)).saturating_sub(window)
         }
     };
     let oldest_kept = now_secs() - EVENTS_KEPT_SECS;
@@ -146,7 +207,8 @@ pub async fn run_once(
     }
     // Every event listed was created at or after `since`, so received (by us) after it, give or take the
     // clocks and the order of appends.
-    let mut known = log.event_ids_received_since(since.saturating_mul(1000).saturating_sub(RECEIVE_ORDER_SLACK_MS))?;
+    let floor = since.saturating_mul(1000).saturating_sub(RECEIVE_ORDER_SLACK_MS);
+    let mut known = ask(log, move |l| l.event_ids_received_since(floor)).await?;
     tracing::info!(since, known = known.len(), "catch-up: listing Stripe's events");
     let opts = fetch.options(key.clone(), since, log.partitions());
     Ok(catchup::catch_up(&opts, &mut known, sink, progress).await?)
@@ -180,9 +242,6 @@ fn print_summary(s: &Summary) {
 pub async fn run(args: CatchUpArgs) -> Result<()> {
     args.fetch.validate()?;
     let key = args.fetch.key()?;
-    let log = open_log(&args.data_dir)?;
-    let appender = log.start_appender();
-    let handle = appender.handle();
     let bar = indicatif::ProgressBar::new_spinner().with_style(
         indicatif::ProgressStyle::with_template("catch-up {elapsed_precise} {spinner} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
@@ -196,10 +255,26 @@ pub async fn run(args: CatchUpArgs) -> Result<()> {
             p.summary.pages, p.summary.seen, p.summary.appended
         ));
     };
-    let result = run_once(&args.fetch, &key, args.since, &log, &handle, &mut progress).await;
+    let result = if args.log == "kafka" {
+        let (cfg, partitions) = args.kafka.connect().await?;
+        let sink = paystate_kafka::KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
+        let log: Arc<dyn Received> = Arc::new(KafkaReceived { cfg, partitions });
+        let result = run_once(&args.fetch, &key, args.since, &log, &sink, &mut progress).await;
+        tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(30)))
+            .await
+            .context("flushing the producer")??;
+        result
+    } else {
+        let log = open_log(&args.data_dir)?;
+        let appender = log.start_appender();
+        let handle = appender.handle();
+        let log: Arc<dyn Received> = Arc::new(log);
+        let result = run_once(&args.fetch, &key, args.since, &log, &handle, &mut progress).await;
+        drop(handle);
+        tokio::task::spawn_blocking(move || appender.close()).await.context("closing the log appender")?;
+        result
+    };
     bar.finish_and_clear();
-    drop(handle);
-    tokio::task::spawn_blocking(move || appender.close()).await.context("closing the log appender")?;
     let summary = result?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -1,7 +1,7 @@
 //! `paystate serve`: ingress, embedded log, projector and admin API in one process.
 
 use crate::admin::AdminToken;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use paystate_ingress::{
     admin_router, ingress_admin_router, ingress_not_ready, metrics::Metrics, public_router, Admin, AdminAuth, Ingress,
     Mode, Partitions, Readiness, READY_WINDOW,
@@ -149,7 +149,7 @@ impl KafkaArgs {
     }
 
     /// The config, with the topics created when missing; returns the partition count.
-    async fn connect(&self) -> Result<(KafkaConfig, u32)> {
+    pub(crate) async fn connect(&self) -> Result<(KafkaConfig, u32)> {
         let cfg = self.config()?;
         let partitions = paystate_kafka::ensure_topics(
             &cfg,
@@ -234,6 +234,11 @@ pub struct ServeArgs {
     /// Consumer group of the projector (with --log kafka).
     #[arg(long, default_value = "paystate-projector")]
     pub group: String,
+    /// With --log kafka: the URL at which the other members of the group reach this one's admin API (so
+    /// that any member answers for any payment). Default: the admin listener's address when it is a
+    /// specific one (not 0.0.0.0 or ::).
+    #[arg(long)]
+    pub admin_advertise: Option<String>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Fetch missed events from Stripe's Events API at start and then every this many minutes (as
@@ -273,6 +278,11 @@ pub struct ProjectArgs {
     /// and `/readyz`).
     #[arg(long)]
     pub metrics_behind_token: bool,
+    /// The URL at which the other members of the group reach this one's admin API (so that any member
+    /// answers for any payment, forwarding to its owner). Default: the admin listener's address when it is
+    /// a specific one (not 0.0.0.0 or ::).
+    #[arg(long)]
+    pub admin_advertise: Option<String>,
     /// Most records committed in one transaction.
     #[arg(long, default_value_t = 512)]
     pub batch_max: usize,
@@ -344,6 +354,26 @@ fn announce(what: &str, public: Option<SocketAddr>, admin: SocketAddr) -> Result
     }
     std::io::stdout().flush()?;
     Ok(())
+}
+
+/// The admin URL a Kafka member advertises to the others: `given`, else the listener's address when it is
+/// a specific one.
+fn advertised(given: Option<&str>, listener: SocketAddr) -> Result<Option<String>> {
+    if let Some(url) = given {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('@') {
+            bail!("--admin-advertise {url:?}: an http:// or https:// URL without user info, e.g. http://10.0.0.5:9090");
+        }
+        return Ok(Some(url.trim_end_matches('/').to_owned()));
+    }
+    if listener.ip().is_unspecified() {
+        tracing::warn!(
+            %listener,
+            "the admin listener has no specific address: other members cannot forward queries to this one; \
+             give --admin-advertise http://<address other members reach>:<port>"
+        );
+        return Ok(None);
+    }
+    Ok(Some(format!("http://{listener}")))
 }
 
 /// Starts the Kafka projector on its own thread; it stops when `stop` turns true.
@@ -491,6 +521,7 @@ pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Resul
         failure_grace_secs: args.failure_grace_secs,
         stream_retention: args.stream_retention_entries,
         accept_retention_gaps: args.accept_retention_gaps,
+        admin_url: advertised(args.admin_advertise.as_deref(), admin_listener.local_addr()?)?,
         ..ProjectorOptions::default()
     };
     announce("project", None, admin_listener.local_addr()?)?;
@@ -546,9 +577,6 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
     let auth = AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
     let catch_up_key = match args.catch_up_every_mins {
         Some(0) => anyhow::bail!("--catch-up-every-mins must be at least 1"),
-        Some(_) if args.log == "kafka" => {
-            anyhow::bail!("--catch-up-every-mins works with the embedded log only (not yet with --log kafka)")
-        }
         Some(_) => {
             args.catch_up.validate()?;
             Some(args.catch_up.key()?)
@@ -556,7 +584,7 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
         None => None,
     };
     if args.log == "kafka" {
-        return run_kafka(args, auth).await;
+        return run_kafka(args, auth, catch_up_key).await;
     }
     let catch_up_runs = paystate_ingress::CatchUpRuns::default();
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
@@ -626,8 +654,8 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
             args.catch_up.clone(),
             key,
             Duration::from_secs(every.saturating_mul(60)),
-            store.log.clone(),
-            appender.handle(),
+            Arc::new(store.log.clone()),
+            Arc::new(appender.handle()),
             stop_rx.clone(),
             catch_up_runs,
         ))),
@@ -651,15 +679,15 @@ async fn periodic_catch_up(
     fetch: crate::catchup::FetchArgs,
     key: paystate_ingress::catchup::ApiKey,
     every: Duration,
-    log: paystate_store::EmbeddedLog,
-    sink: paystate_store::AppendHandle,
+    log: Arc<dyn crate::catchup::Received>,
+    sink: Arc<dyn LogSink>,
     stop: watch::Receiver<bool>,
     runs: paystate_ingress::CatchUpRuns,
 ) {
     let mut stopped = stop.clone();
     let mut quiet = |_: paystate_ingress::catchup::Progress<'_>| {};
     loop {
-        let run = crate::catchup::run_once(&fetch, &key, None, &log, &sink, &mut quiet);
+        let run = crate::catchup::run_once(&fetch, &key, None, &log, sink.as_ref(), &mut quiet);
         tokio::select! {
             result = run => {
                 let finished_at = crate::export::rfc3339(crate::catchup::now_secs());
@@ -684,7 +712,11 @@ async fn periodic_catch_up(
 }
 
 /// `serve --log kafka`: the ingress and one projector around Kafka, in one process.
-async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
+async fn run_kafka(
+    args: ServeArgs,
+    auth: AdminAuth,
+    catch_up_key: Option<paystate_ingress::catchup::ApiKey>,
+) -> Result<()> {
     let catch_up_runs = paystate_ingress::CatchUpRuns::default();
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
     let (cfg, partitions) = args.kafka.connect().await?;
@@ -708,6 +740,7 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
         failure_grace_secs: args.failure_grace_secs,
         stream_retention: args.stream_retention_entries,
         accept_retention_gaps: args.accept_retention_gaps,
+        admin_url: advertised(args.admin_advertise.as_deref(), admin_listener.local_addr()?)?,
         ..ProjectorOptions::default()
     };
     let (projector, handle) = spawn_kafka_projector(&cfg, projection.clone(), options, ingress_done_rx.clone())?;
@@ -727,9 +760,25 @@ async fn run_kafka(args: ServeArgs, auth: AdminAuth) -> Result<()> {
     tokio::spawn(paystate_ingress::keep_timeline(admin.clone()));
     let admin_server =
         tokio::spawn(paystate_ingress::serve(admin_listener, admin_router(admin), wait_for(&ingress_done_rx)));
+    let catch_up_task = match (catch_up_key, args.catch_up_every_mins) {
+        (Some(key), Some(every)) => Some(tokio::spawn(periodic_catch_up(
+            args.catch_up.clone(),
+            key,
+            Duration::from_secs(every.saturating_mul(60)),
+            Arc::new(crate::catchup::KafkaReceived { cfg: cfg.clone(), partitions }),
+            Arc::new(sink.clone()),
+            stop.clone(),
+            catch_up_runs,
+        ))),
+        _ => None,
+    };
     paystate_ingress::serve_with(public, public_router(ingress), header_timeout, wait_for(&stop))
         .await
         .context("public server")?;
+    if let Some(task) = catch_up_task {
+        // Its appends are flushed with the ingress's.
+        task.await.context("catch-up task")?;
+    }
     flush(sink).await?;
     let _ = ingress_done_tx.send(true);
     join_projector(handle).await?;

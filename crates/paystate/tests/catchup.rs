@@ -6,6 +6,7 @@
 //!   on the way. After an outage in which half of the events never reached the webhook, catch-up appends
 //!   exactly the missing ones, a second run appends nothing, and `verify` ends "N passed, 0 failed"; `serve
 //!   --catch-up-every-mins` does the same by itself at start.
+//! - the same into the Kafka log (Apache Kafka, as the Kafka tests start it).
 //! - stripe-mock, Stripe's own mock of its API (installed by tests/run, `STRIPE_MOCK`), which checks every
 //!   request against Stripe's OpenAPI specification: listing the platform's and every connected account's
 //!   events, with types, is accepted.
@@ -404,6 +405,73 @@ fn serve_catches_up_by_itself_at_start() {
         .expect("scan");
     }
     assert_eq!(fetched.len(), missing);
+}
+
+/// With the Kafka log (Apache Kafka started by `tests/kafka/cluster`): `serve --log kafka` takes the outage,
+/// `catch-up --log kafka` appends exactly the missing events to the raw topic (the projector folds them as
+/// they come), a second run appends nothing, `verify` passes, and `serve --log kafka --catch-up-every-mins`
+/// finds, from the raw topic's newest receive time, that nothing is missing.
+#[test]
+fn an_outage_is_caught_up_into_the_kafka_log() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let kafka = common::Kafka::start("catch-up", 1);
+    let data = dir.path().join("data");
+    let on_kafka = ["--log", "kafka", "--kafka-brokers", kafka.brokers.as_str(), "--kafka-partitions", "4"];
+    let server = start_serve(&data, &on_kafka, &[]);
+    let (events, delivered) = outage(&server, dir.path());
+    let total = events.len();
+    let missing = events.iter().filter(|e| !delivered.contains(e["id"].as_str().expect("id"))).count();
+    assert!(missing > 0, "the outage lost events");
+
+    let api = fake_api(events.clone(), Vec::new());
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).expect("key");
+    let since = events.iter().filter_map(|e| e["created"].as_i64()).min().expect("events").to_string();
+    let args = [&on_kafka[..], &["--since", since.as_str()]].concat();
+    let (first, stderr) = catch_up(&data, &api.base, &key_file, &args);
+    assert!(!stderr.contains(KEY), "the API key is never logged");
+    assert_eq!(first["seen"], total, "{first}");
+    assert_eq!(first["appended"], missing, "{first}");
+    assert_eq!(first["already_present"], total - missing, "{first}");
+    let (second, _) = catch_up(&data, &api.base, &key_file, &args);
+    assert_eq!(second["appended"], 0, "{second}");
+    assert_eq!(second["already_present"], total, "{second}");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let verdict = verify(&["--admin", &server.admin], dir.path());
+        if verdict == "150 passed, 0 failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the projector never folded the fetched events: {verdict}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop(server);
+
+    // serve's own runs on Kafka: from the newest receive time in the raw topic, minus a window reaching
+    // back over every event, nothing is missing any more.
+    let oldest = events.iter().filter_map(|e| e["created"].as_i64()).min().expect("events");
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs())
+            .expect("secs");
+    let window_mins = ((now - oldest) / 60 + 60).to_string();
+    let periodic = ["--catch-up-every-mins", "60", "--api-base", &api.base, "--catch-up-window-mins", &window_mins];
+    let server = start_serve(&data, &[&on_kafka[..], &periodic[..]].concat(), &[("STRIPE_API_KEY", KEY)]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let (code, body) = common::http_get(&format!("{}/v1/status", server.admin));
+        assert_eq!(code, 200, "{body}");
+        let status: Value = serde_json::from_str(&body).expect("status");
+        if let Some(run) = status["catch_up_runs"].as_array().and_then(|r| r.first()) {
+            break run.clone();
+        }
+        assert!(Instant::now() < deadline, "serve ran no catch-up: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(run["summary"]["seen"], total, "{run}");
+    assert_eq!(run["summary"]["appended"], 0, "{run}");
+    assert_eq!(run["summary"]["already_present"], total, "{run}");
+    stop(server);
 }
 
 /// stripe-mock: `STRIPE_MOCK` (tests/run installs it), else `stripe-mock` on the PATH; never skipped.

@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::http_get;
+use common::{http_get, Kafka};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -70,70 +70,6 @@ fn webhook_args<'a>(brokers: &'a str, partitions: &'a str) -> [&'a str; 10] {
         "--admin-listen",
         "127.0.0.1:0",
     ]
-}
-
-/// An Apache Kafka cluster started by `tests/kafka/cluster` (which `tests/run` has installed) under
-/// `target/kafka-runs/`; stopped when dropped, its directory (each node's `server.log`) kept when the test
-/// failed.
-struct Kafka {
-    dir: PathBuf,
-    brokers: String,
-}
-
-impl Kafka {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/kafka/cluster")
-    }
-
-    fn start(name: &str, nodes: u32) -> Kafka {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/kafka-runs")
-            .join(format!("{name}-{}", std::process::id()));
-        let out = Command::new(Self::script())
-            .arg("start")
-            .arg(&dir)
-            .arg(nodes.to_string())
-            .output()
-            .expect("run tests/kafka/cluster (needs java and mvn; tests/run installs Kafka)");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "Apache Kafka did not start (logs under {}):\n{stdout}{}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let brokers = stdout
-            .lines()
-            .last()
-            .and_then(|l| l.strip_prefix("brokers "))
-            .unwrap_or_else(|| panic!("tests/kafka/cluster printed no brokers line: {stdout}"))
-            .to_owned();
-        Kafka { dir, brokers }
-    }
-}
-
-impl Kafka {
-    /// Runs `tests/kafka/cluster <what> <dir> <args…>`.
-    fn control(&self, what: &str, args: &[&str]) {
-        let out = Command::new(Self::script()).arg(what).arg(&self.dir).args(args).output().expect("cluster script");
-        assert!(out.status.success(), "cluster {what}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Deletes `partition` of `topic` before `offset`, as retention would (kafka-delete-records).
-    fn delete_records(&self, topic: &str, partition: u32, offset: u64) {
-        self.control("delete-records", &[&self.brokers, topic, &partition.to_string(), &offset.to_string()]);
-    }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        let _ = Command::new(Self::script()).arg("stop").arg(&self.dir).status();
-        if std::thread::panicking() {
-            eprintln!("Kafka's logs are kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 /// Prints the last lines of every `*.log` in a test's directory when the test fails (the directory itself
@@ -346,6 +282,34 @@ fn scale_out_on_apache_kafka_with_a_sigkilled_projector_and_a_fresh_one() {
     let metrics = http_get(&format!("{}/metrics", b.admin())).1;
     assert!(metrics.contains("paystate_group_unowned_partitions 0"), "{metrics}");
     assert!(metrics.contains("paystate_group_caught_up 1"), "{metrics}");
+
+    // Either member answers for any payment, the same answer: the one that does not own its partition
+    // asks the owner, whose admin URL (the loopback address it listens on) rides in the group's description.
+    let truth = std::fs::read_to_string(dir.path().join("truth.jsonl")).expect("truth");
+    let mut forwarded = [0usize; 2];
+    for line in truth.lines() {
+        let t: Value = serde_json::from_str(line).expect("a truth line");
+        let id = t["id"].as_str().expect("id");
+        let path = match t["account"].as_str() {
+            Some(acct) => format!("/v1/payments/{id}?account={acct}"),
+            None => format!("/v1/payments/{id}"),
+        };
+        let mut answers = Vec::new();
+        for (i, (member, s)) in [(&b, &b_status), (&c, &c_status)].into_iter().enumerate() {
+            let (code, by, body) =
+                common::http_get_header(&format!("{}{path}", member.admin()), "paystate-answered-by");
+            assert_eq!(code, 200, "{path} on member {i}: {body}");
+            let me = s["group"]["me"].as_str().expect("the member's client id");
+            if by.as_deref() != Some(me) {
+                forwarded[i] += 1;
+            }
+            answers.push(serde_json::from_str::<Value>(&body).expect("payment json"));
+        }
+        assert_eq!(answers[0], answers[1], "{path}");
+        assert_eq!(answers[0]["lifecycle"], t["lifecycle"], "{path}");
+    }
+    assert!(forwarded[0] > 0 && forwarded[1] > 0, "each member forwarded the queries it does not own: {forwarded:?}");
+    eprintln!("queries forwarded by B and C: {forwarded:?} of {} each", truth.lines().count());
     assert!(b.terminate().success(), "projector B exits 0 on SIGTERM");
     assert!(c.terminate().success(), "projector C exits 0 on SIGTERM");
     assert!(ingress.terminate().success(), "ingress exits 0 on SIGTERM");

@@ -127,9 +127,11 @@ fn every_documented_error_is_reachable() {
         ("GET", "/readyz", 200, "/readyz".into(), false),
         ("GET", "/metrics", 200, "/metrics".into(), false),
     ];
-    // Only a Kafka member (501), a failing log (503) or --metrics-behind-token (401) answers these; the
-    // Kafka and HTTP tests reach them.
+    // Only a Kafka member (501; 502 when the member that holds a payment does not answer), a failing log
+    // (503) or --metrics-behind-token (401) answers these; the Kafka and HTTP tests reach them.
     let elsewhere: BTreeSet<(&str, &str, u16)> = [
+        ("GET", "/v1/payments/{id}", 502),
+        ("GET", "/v1/payments/{id}/history", 502),
         ("GET", "/v1/log/{partition}", 501),
         ("POST", "/v1/dead-letters/retry", 501),
         ("GET", "/readyz", 503),

@@ -88,6 +88,10 @@ pub struct ProjectorOptions {
     /// Skip records deleted by the raw topic's retention before they were applied (logged) instead of
     /// stopping the partition and reporting it ([`KafkaEnds`]' retention gaps).
     pub accept_retention_gaps: bool,
+    /// Where this member's admin API answers for other members (`http://host:port`), carried in its
+    /// client id so that any member can forward a query for a payment it does not own; `None`: it cannot
+    /// be asked.
+    pub admin_url: Option<String>,
 }
 
 impl Default for ProjectorOptions {
@@ -102,6 +106,7 @@ impl Default for ProjectorOptions {
             failure_grace_secs: paystate_core::DEFAULT_FAILURE_GRACE_SECS,
             stream_retention: paystate_projector::DEFAULT_STREAM_RETENTION,
             accept_retention_gaps: false,
+            admin_url: None,
         }
     }
 }
@@ -460,7 +465,8 @@ impl KafkaProjector {
             Arc::new(move || lock(&shared.next).keys().copied().collect::<Vec<u32>>())
         };
         // Named so that the group's view (and `kafka-consumer-groups`) tells members apart.
-        let client_id = format!("paystate-project-{}-{}", std::process::id(), unique_suffix());
+        let name = format!("paystate-project-{}-{}", std::process::id(), unique_suffix());
+        let client_id = crate::group::client_id(&name, options.admin_url.as_deref());
         let (view, group_ends) = (Arc::clone(&ends.group), Arc::clone(&ends.ends));
         let group_watch = GroupWatch::start(cfg, &options.group, &client_id, partitions, owned, group_ends, view)?;
         let session = options.session_timeout.as_millis().to_string();

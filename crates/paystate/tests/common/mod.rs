@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses a subset
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A running `paystate serve` (or another command that announces its addresses on its first line of
@@ -110,6 +110,23 @@ pub fn http_get_with(url: &str, authorization: Option<&str>) -> (u16, String) {
 
 /// `method url` with no body (and an `Authorization` header when given): status and body.
 pub fn http_request(method: &str, url: &str, authorization: Option<&str>) -> (u16, String) {
+    let (code, _, body) = http_exchange(method, url, authorization);
+    (code, body)
+}
+
+/// GET `url`: status, the value of response header `name` (if sent) and body.
+#[allow(dead_code)] // not every test crate reads headers
+pub fn http_get_header(url: &str, name: &str) -> (u16, Option<String>, String) {
+    let (code, head, body) = http_exchange("GET", url, None);
+    let value = head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    });
+    (code, value, body)
+}
+
+/// `method url` with no body: status, the response's header lines and body.
+fn http_exchange(method: &str, url: &str, authorization: Option<&str>) -> (u16, String, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
@@ -121,8 +138,8 @@ pub fn http_request(method: &str, url: &str, authorization: Option<&str>) -> (u1
     s.read_to_end(&mut bytes).expect("read");
     let buf = String::from_utf8_lossy(&bytes); // a body may be binary (the log's records)
     let code = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (code, body)
+    let (head, body) = buf.split_once("\r\n\r\n").map(|(h, b)| (h.to_owned(), b.to_owned())).unwrap_or_default();
+    (code, head, body)
 }
 
 /// `paystate serve` in `dir` behind admin `token` (ports the system picks, `extra` flags), filled by
@@ -159,5 +176,72 @@ pub fn filled_serve(dir: &std::path::Path, token: &str, payments: usize, seed: u
         }
         assert!(std::time::Instant::now() < deadline, "the projector did not catch up within 60 s");
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// An Apache Kafka cluster started by `tests/kafka/cluster` (which `tests/run` has installed) under
+/// `target/kafka-runs/`; stopped when dropped, its directory (each node's `server.log`) kept when the test
+/// failed.
+pub struct Kafka {
+    /// The cluster's directory.
+    pub dir: PathBuf,
+    /// `host:port,…`.
+    pub brokers: String,
+}
+
+impl Kafka {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/kafka/cluster")
+    }
+
+    /// Starts a cluster of `nodes` named `name` (its directory under `target/kafka-runs/`).
+    pub fn start(name: &str, nodes: u32) -> Kafka {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/kafka-runs")
+            .join(format!("{name}-{}", std::process::id()));
+        let out = Command::new(Self::script())
+            .arg("start")
+            .arg(&dir)
+            .arg(nodes.to_string())
+            .output()
+            .expect("run tests/kafka/cluster (needs java and mvn; tests/run installs Kafka)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "Apache Kafka did not start (logs under {}):\n{stdout}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let brokers = stdout
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("brokers "))
+            .unwrap_or_else(|| panic!("tests/kafka/cluster printed no brokers line: {stdout}"))
+            .to_owned();
+        Kafka { dir, brokers }
+    }
+}
+
+impl Kafka {
+    /// Runs `tests/kafka/cluster <what> <dir> <args…>`.
+    pub fn control(&self, what: &str, args: &[&str]) {
+        let out = Command::new(Self::script()).arg(what).arg(&self.dir).args(args).output().expect("cluster script");
+        assert!(out.status.success(), "cluster {what}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Deletes `partition` of `topic` before `offset`, as retention would (kafka-delete-records).
+    pub fn delete_records(&self, topic: &str, partition: u32, offset: u64) {
+        self.control("delete-records", &[&self.brokers, topic, &partition.to_string(), &offset.to_string()]);
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script()).arg("stop").arg(&self.dir).status();
+        if std::thread::panicking() {
+            eprintln!("Kafka's logs are kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

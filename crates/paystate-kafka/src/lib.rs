@@ -263,12 +263,32 @@ pub async fn ensure_topics(
         compact(&cfg.history_topic),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin.create_topics(topics.iter(), &opts).await? {
-        match result {
-            Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => return Err(KafkaLogError::Topic { topic: name, why: format!("create: {code:?}") }),
+    // A broker down or a controller moving (a member started during a broker's restart) is waited out, as
+    // the other queries are (`reader::retrying`); anything else is refused at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let failed = match admin.create_topics(topics.iter(), &opts).await {
+            Ok(results) => {
+                let mut failed = None;
+                for result in results {
+                    match result {
+                        Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((name, code)) => failed = Some((rdkafka::error::KafkaError::AdminOp(code), name)),
+                    }
+                }
+                failed
+            }
+            Err(e) => Some((e, cfg.raw_topic.clone())),
+        };
+        let Some((e, topic)) = failed else { break };
+        if classify(&e) != ErrorClass::Retriable || std::time::Instant::now() >= deadline {
+            return Err(KafkaLogError::Topic { topic, why: format!("create: {e}") });
         }
+        tracing::warn!(error = %e, %topic, "creating the topics failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
     let cfg2 = cfg.clone();
     tokio::task::spawn_blocking(move || -> Result<u32, KafkaLogError> {

@@ -235,7 +235,7 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
         }
         Err(e) => {
             ing.metrics.webhook("unavailable");
-            ing.metrics.append_failed();
+            ing.metrics.append_failed(&e.to_string());
             tracing::error!(outcome = "unavailable", event_id = %record.event_id, error = %e, "webhook not stored");
             error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", "the event could not be stored; retry")
         }
@@ -352,7 +352,8 @@ pub fn ingress_not_ready(metrics: &Metrics, sink_health: Result<(), String>, win
         why.push(format!("the log cannot take writes: {e}"));
     }
     if let Some(ago) = metrics.append_failing_for().filter(|ago| *ago < window) {
-        why.push(format!("the log failed the last append {:.1} s ago", ago.as_secs_f64()));
+        let failure = metrics.append_failure();
+        why.push(format!("the log failed the last append {:.1} s ago: {failure}", ago.as_secs_f64()));
     }
     why
 }

@@ -27,6 +27,8 @@ pub struct Metrics {
     append_sum_us: AtomicU64,
     /// When the log last failed an append (unix ms), unless one succeeded since; 0: none (for `/readyz`).
     append_failed_ms: AtomicU64,
+    /// Why the last failed append failed.
+    append_failed_why: std::sync::Mutex<String>,
 }
 
 fn unix_ms() -> u64 {
@@ -85,8 +87,9 @@ impl Metrics {
         }
     }
 
-    /// Records that the log failed an append (it could not take the write).
-    pub fn append_failed(&self) {
+    /// Records that the log failed an append (it could not take the write), and why.
+    pub fn append_failed(&self, why: &str) {
+        why.clone_into(&mut self.append_failed_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         self.append_failed_ms.store(unix_ms(), Ordering::Relaxed);
     }
 
@@ -96,6 +99,11 @@ impl Metrics {
             0 => None,
             at => Some(std::time::Duration::from_millis(unix_ms().saturating_sub(at))),
         }
+    }
+
+    /// Why the last failed append failed.
+    pub fn append_failure(&self) -> String {
+        self.append_failed_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Records one durable append's latency (the log took the write).
@@ -150,7 +158,7 @@ mod tests {
     fn a_failed_append_is_remembered_until_one_succeeds() {
         let m = Metrics::default();
         assert_eq!(m.append_failing_for(), None);
-        m.append_failed();
+        m.append_failed("disk full");
         assert!(m.append_failing_for().is_some_and(|d| d < std::time::Duration::from_secs(5)));
         m.append_latency(std::time::Duration::from_millis(1));
         assert_eq!(m.append_failing_for(), None);

@@ -47,6 +47,20 @@ pub enum StoreError {
     /// A group commit failed (disk full, IO error): nothing of it was acknowledged.
     #[error("append failed: {0}")]
     AppendFailed(String),
+    /// The data directory's filesystem has less free space than the reserve kept so that nothing ever
+    /// writes into a full disk (sled does not recover from a failed write in-process): nothing was written.
+    #[error(
+        "disk nearly full: {free} bytes free on the filesystem of {dir}, {reserve} kept in reserve \
+         (--min-free-disk-mb); free some space and paystate resumes by itself"
+    )]
+    DiskFull {
+        /// The data directory (or its log or projection).
+        dir: String,
+        /// Bytes available to paystate there.
+        free: u64,
+        /// Bytes it keeps free.
+        reserve: u64,
+    },
     /// The data directory was created with another partition count.
     #[error("data directory has {found} partitions, {wanted} were asked for")]
     PartitionMismatch {

@@ -27,7 +27,7 @@ pub use projection::{
 };
 pub use record::{decode_frames, put_frame, LogRecord, Origin, RecordRef};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// sled's cache for the live projection by default.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
@@ -115,6 +115,34 @@ fn created_compressed(path: &Path) -> Option<bool> {
 /// size in memory: the limit given to sled is divided by this so that `cache_bytes` stays about what the
 /// cache holds (measured: a 64 MB limit grew `serve`'s RSS from 212 to 337 MB when compression came in).
 const COMPRESSED_CACHE_DIVISOR: u64 = 3;
+
+/// Free disk space a data directory keeps by default: appends are refused (503) below it and projector
+/// commits below half of it, so that no write of the log or of sled ever meets a full filesystem.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+
+/// The free space a directory's filesystem must keep: writes are refused with [`StoreError::DiskFull`]
+/// before they would take it.
+#[derive(Debug, Clone)]
+pub(crate) struct SpaceGuard {
+    pub(crate) dir: PathBuf,
+    pub(crate) reserve: u64,
+}
+
+impl SpaceGuard {
+    /// Refuses when less than the reserve is free. A filesystem that cannot say is let through (its
+    /// writes fail on their own if it is full).
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        match fs2::available_space(&self.dir) {
+            Ok(free) if free < self.reserve => {
+                Err(StoreError::DiskFull { dir: self.dir.display().to_string(), free, reserve: self.reserve })
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 /// A consumer group as the log's broker sees it (Kafka), for status and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -290,7 +318,8 @@ impl Store {
                 })
             }
         };
-        let projection = upgraded(Self::projection_db(dir, options.cache())?, options.progress.as_ref())?;
+        let mut projection = upgraded(Self::projection_db(dir, options.cache())?, options.progress.as_ref())?;
+        projection.space = Some(SpaceGuard { dir: dir.to_owned(), reserve: options.log.min_free_bytes / 2 });
         Ok(Store { log, projection })
     }
 
@@ -298,7 +327,9 @@ impl Store {
     /// its states, positions and outbox here while the log lives in Kafka. A projection written by the
     /// previous release is rebuilt from the log (positions back to 0, see [`Projection::rebuild_from_log`]).
     pub fn open_projection(dir: &Path) -> Result<Projection, StoreError> {
-        upgraded(Self::projection_db(dir, DEFAULT_CACHE_BYTES)?, None)
+        let mut projection = upgraded(Self::projection_db(dir, DEFAULT_CACHE_BYTES)?, None)?;
+        projection.space = Some(SpaceGuard { dir: dir.to_owned(), reserve: DEFAULT_MIN_FREE_BYTES / 2 });
+        Ok(projection)
     }
 
     /// [`Store::open_projection`] with sled's cache limited to `cache_bytes` (replay writes a projection

@@ -228,11 +228,18 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Appends that may wait for the appender; a full queue refuses appends (the ingress answers 503).
     pub queue_records: usize,
+    /// Free bytes the data directory's filesystem keeps: below it appends are refused (503) without
+    /// writing, below half of it projector commits wait ([`crate::DEFAULT_MIN_FREE_BYTES`]; 0: no reserve).
+    pub min_free_bytes: u64,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { segment_bytes: DEFAULT_SEGMENT_BYTES, queue_records: DEFAULT_QUEUE_RECORDS }
+        LogOptions {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            queue_records: DEFAULT_QUEUE_RECORDS,
+            min_free_bytes: crate::DEFAULT_MIN_FREE_BYTES,
+        }
     }
 }
 
@@ -816,6 +823,12 @@ impl EmbeddedLog {
         let Some(writer) = &self.shared.writer else {
             return group.iter().map(|_| Err(StoreError::Unsupported("the log is open read-only"))).collect();
         };
+        let space = crate::SpaceGuard { dir: self.shared.dir.clone(), reserve: self.shared.options.min_free_bytes };
+        if let Err(e) = space.check() {
+            tracing::warn!(error = %e, records = group.len(), "log append refused");
+            let why = e.to_string();
+            return group.iter().map(|_| Err(StoreError::AppendFailed(why.clone()))).collect();
+        }
         let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
         match self.write_group_locked(&mut w, group) {
             Ok(placed) => {

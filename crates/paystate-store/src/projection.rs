@@ -295,6 +295,8 @@ pub struct Projection {
     /// Outbox entries set aside for a partition this store did not own when they were due (see
     /// [`Projection::mark_published`]): key = partition, stream, cursor (big-endian); value = the entry.
     aside: sled::Tree,
+    /// The free space commits keep on the data directory's filesystem (`None`: unchecked).
+    pub(crate) space: Option<crate::SpaceGuard>,
 }
 
 fn lifecycle_of_key(payment: &[u8]) -> Vec<u8> {
@@ -382,6 +384,7 @@ impl Projection {
             lifecycles: db.open_tree("lifecycles")?,
             history: db.open_tree("history")?,
             aside: db.open_tree("outbox/aside")?,
+            space: None,
         })
     }
 
@@ -1082,6 +1085,10 @@ impl Projection {
     /// log keeps what it has not made durable (Kafka) and which flushes before anything derived from the
     /// batch leaves the process (the outbox publisher).
     pub fn commit_unflushed(&self, batch: &Batch) -> Result<(), StoreError> {
+        // Before sled writes anything: sled does not recover in-process from a write into a full disk.
+        if let Some(space) = &self.space {
+            space.check()?;
+        }
         let encoded: Vec<(&String, Vec<u8>)> =
             batch.payments.iter().map(|(k, p)| encode_payment(p).map(|v| (k, v.0))).collect::<Result<_, _>>()?;
         // (history key, encoded event or None to remove)

@@ -228,6 +228,11 @@ pub struct ServeArgs {
     /// serve (HTTP, the projector's batch, the runtime) comes on top and does not grow with the log.
     #[arg(long, default_value_t = 256)]
     pub memory_budget_mb: u64,
+    /// Free disk space, in MiB, the data directory's filesystem keeps: below it webhooks are answered 503
+    /// without writing (Stripe retries), below half of it the projector waits, so that nothing ever writes
+    /// into a full disk; both resume by themselves once space is freed. 0: no reserve.
+    #[arg(long, default_value_t = paystate_store::DEFAULT_MIN_FREE_BYTES >> 20)]
+    pub min_free_disk_mb: u64,
     /// The log: `embedded` (segment files in the data directory) or `kafka` (--kafka-brokers).
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "kafka"])]
     pub log: String,
@@ -548,7 +553,7 @@ pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Resul
 }
 
 /// The store's settings from `--memory-budget-mb`, with a progress bar for a one-time log migration.
-fn store_options(budget_mb: u64) -> paystate_store::StoreOptions {
+fn store_options(budget_mb: u64, min_free_mb: u64) -> paystate_store::StoreOptions {
     let budget = budget_mb.max(16) << 20;
     let queue_records = usize::try_from((budget / 8) / (8 << 10)).unwrap_or(usize::MAX).clamp(64, 4096);
     let bar = indicatif::ProgressBar::new(0).with_style(
@@ -559,7 +564,7 @@ fn store_options(budget_mb: u64) -> paystate_store::StoreOptions {
     );
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     paystate_store::StoreOptions {
-        log: paystate_store::LogOptions { queue_records, ..Default::default() },
+        log: paystate_store::LogOptions { queue_records, min_free_bytes: min_free_mb << 20, ..Default::default() },
         cache_bytes: budget / 4,
         progress: Some(Arc::new(move |done, total| {
             bar.set_length(total);
@@ -588,8 +593,12 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
     }
     let catch_up_runs = paystate_ingress::CatchUpRuns::default();
     let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
-    let store = Store::open_with(&args.data_dir, Some(args.partitions), &store_options(args.memory_budget_mb))
-        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let store = Store::open_with(
+        &args.data_dir,
+        Some(args.partitions),
+        &store_options(args.memory_budget_mb, args.min_free_disk_mb),
+    )
+    .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let appender = store.log.start_appender();
     let metrics = Arc::new(Metrics::default());
     let ingress =

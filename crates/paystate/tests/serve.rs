@@ -8,7 +8,8 @@
 //!   `refund_succeeded` per customer refund, none for Stripe's own); the replay's digest is the live one.
 //! - a data directory written by the previous release (a committed fixture) opens, is rebuilt from its log
 //!   and verifies, with no action emitted twice.
-//! - crash safety: the server is SIGKILLed at random moments at least 5 times and restarted while
+//! - crash safety: the server is SIGKILLed after random numbers of acknowledged webhooks (at least 5 times)
+//!   and restarted while
 //!   simulate keeps retrying; every acknowledged event is in the log, every payment equals its truth and
 //!   no action id appears twice.
 
@@ -46,10 +47,6 @@ fn start_server_with(data: &Path, listen: &str, admin: &str, extra: &[&str]) -> 
             .env("RUST_LOG", "warn")
             .stderr(Stdio::inherit()),
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn simulate(url: &str, payments: usize, dir: &Path, extra: &[&str]) -> Child {
@@ -442,32 +439,49 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Webhooks this `serve` process acknowledged (its own counter: a restarted one starts at 0).
+fn accepted(admin: &str) -> u64 {
+    let (_, _, text) = ndjson::get(&format!("{admin}/metrics"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("paystate_webhooks_total{outcome=\"accepted\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn survives_sigkill_at_random_moments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let (public_port, admin_port) = (free_port(), free_port());
-    let (listen, admin) = (format!("127.0.0.1:{public_port}"), format!("127.0.0.1:{admin_port}"));
-    let mut server = start_server(&data, &listen, &admin);
+    // The first serve binds ports of the system's choosing; each restart binds the same ones again, so
+    // that simulate keeps its URL.
+    let mut server = start_server(&data, "127.0.0.1:0", "127.0.0.1:0");
+    let listen = server.public.trim_start_matches("http://").trim_end_matches("/webhooks/stripe").to_owned();
+    let admin = server.admin.trim_start_matches("http://").to_owned();
     let mut sim =
         simulate(&server.public, 3000, dir.path(), &["--seed", "23", "--concurrency", "8", "--timeout-ms", "2000"]);
 
+    // Driven by progress, not by the clock: each serve is SIGKILLed once it has acknowledged a random
+    // number (20 to 400) of webhooks, so every machine, fast or slow, sees the same kind of schedule: at
+    // least 18,000 deliveries / 400 kills happen before simulate can finish.
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(5);
     eprintln!("kill schedule seed: {seed}");
     let mut rng = Rng::new(seed);
     let mut kills = 0;
-    let started = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
-        if sim.try_wait().expect("poll simulate").is_some() {
-            break;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    'run: loop {
+        let at = 20 + rng.below(381);
+        while accepted(&server.admin) < at {
+            if sim.try_wait().expect("poll simulate").is_some() {
+                break 'run;
+            }
+            assert!(Instant::now() < deadline, "simulate did not finish");
+            std::thread::sleep(Duration::from_millis(5));
         }
         server.child.kill().expect("SIGKILL");
         server.child.wait().expect("reap");
         kills += 1;
         server = start_server(&data, &listen, &admin);
-        assert!(started.elapsed() < Duration::from_secs(600), "simulate did not finish");
     }
     let sim = sim.wait_with_output().expect("simulate");
     assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));

@@ -168,6 +168,16 @@ async fn webhook(State(ing): State<Arc<Ingress>>, req: Request) -> Response {
             "Content-Type must be application/json",
         );
     }
+    // A declared length over the limit is refused before any of the body is read (or waited for).
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > ing.body_limit_bytes as u64) {
+        ing.metrics.webhook("too_large");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body over {} bytes", ing.body_limit_bytes),
+        );
+    }
     // Bounded work: a flood beyond the limit is told to come back (Stripe retries), never queued.
     let Ok(_permit) = ing.limits.inflight.try_acquire() else {
         ing.metrics.webhook("busy");

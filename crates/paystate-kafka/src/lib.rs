@@ -243,6 +243,26 @@ pub async fn ensure_topics(
     replication: i32,
     compacted: &[(String, String)],
 ) -> Result<u32, KafkaLogError> {
+    // Topics that exist already are not created again: CreateTopics is refused while fewer brokers are up
+    // than the replication factor (even for a topic that exists), and needs a permission that a member
+    // does not otherwise need.
+    let existing = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<u32>, KafkaLogError> {
+            let client: BaseConsumer = cfg.client(&[]).create()?;
+            let topics = [&cfg.raw_topic, &cfg.payments_topic, &cfg.actions_topic, &cfg.history_topic];
+            if topics.iter().any(|t| partitions_of(&client, t, Duration::from_secs(5)).is_err()) {
+                return Ok(None); // one is missing (or cannot be seen yet): create what is missing
+            }
+            // All four exist: their partition counts must agree, which creating cannot mend.
+            check_partitions(&cfg, &client).map(Some)
+        })
+        .await
+        .map_err(|e| KafkaLogError::Timeout(format!("metadata task: {e}")))??
+    };
+    if let Some(n) = existing {
+        return Ok(n);
+    }
     let admin: AdminClient<DefaultClientContext> = cfg.client(&[]).create()?;
     let n = i32::try_from(partitions)
         .map_err(|_| KafkaLogError::Topic { topic: cfg.raw_topic.clone(), why: format!("{partitions} partitions") })?;

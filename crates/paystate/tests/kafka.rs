@@ -109,7 +109,11 @@ fn start(args: &[&str], stderr: Option<&Path>) -> Proc {
     if !line.contains("admin on") {
         let log = stderr.and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
         // The error itself, before any backtrace that follows it, and the log's last lines.
-        let error: Vec<&str> = log.lines().filter(|l| l.starts_with("Error") || l.starts_with("paystate:")).collect();
+        let error: Vec<&str> = log
+            .lines()
+            .skip_while(|l| !(l.starts_with("Error") || l.starts_with("paystate:")))
+            .take_while(|l| !l.starts_with("Stack backtrace"))
+            .collect();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!("{args:?} printed {line:?}; its error: {error:?}; its log ends:\n{}", tail.join("\n"));

@@ -3,8 +3,8 @@
 use crate::admin::AdminToken;
 use anyhow::{bail, Context, Result};
 use paystate_ingress::{
-    admin_router, ingress_admin_router, ingress_not_ready, metrics::Metrics, public_router, Admin, AdminAuth, Ingress,
-    Mode, Partitions, Readiness, READY_WINDOW,
+    admin_router, ingress_admin_router, ingress_not_ready, metrics::Metrics, public_router, Admin, Ingress, Mode,
+    Partitions, Readiness, READY_WINDOW,
 };
 use paystate_kafka::{KafkaConfig, KafkaProjector, KafkaSink, ProjectorOptions};
 use paystate_projector::Projector;
@@ -338,9 +338,25 @@ fn wait_for(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()>
     }
 }
 
-/// Listens on `addr`. Called before a data directory is opened or created: a port in use leaves nothing
-/// behind.
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+/// The listening socket a supervisor passed at `index` (systemd socket activation: `LISTEN_FDS`, and
+/// `LISTEN_PID` when set must be this process), taken once: for `serve` and `ingress` 0 is the webhook
+/// listener and 1 the admin listener, for `project` 0 is the admin listener.
+fn inherited(index: usize) -> Result<Option<std::net::TcpListener>> {
+    static FDS: std::sync::OnceLock<std::sync::Mutex<listenfd::ListenFd>> = std::sync::OnceLock::new();
+    let fds = FDS.get_or_init(|| std::sync::Mutex::new(listenfd::ListenFd::from_env()));
+    let mut fds = fds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fds.take_tcp_listener(index).with_context(|| format!("inherited socket {index} (LISTEN_FDS) is not a TCP listener"))
+}
+
+/// Listens on the socket a supervisor passed at `index`, else on `addr`. Called before a data directory is
+/// opened or created: a port in use leaves nothing behind.
+async fn bind(addr: SocketAddr, index: usize) -> Result<tokio::net::TcpListener> {
+    if let Some(l) = inherited(index)? {
+        l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(l)?;
+        tracing::info!(addr = %l.local_addr()?, index, "listening on an inherited socket (socket activation)");
+        return Ok(l);
+    }
     match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
@@ -476,7 +492,7 @@ pub async fn run_ingress(args: IngressArgs) -> Result<()> {
     let connecting = tokio::spawn(learn_partitions(args.kafka.clone(), partitions.clone()));
     let ingress = args.webhook.ingress(Arc::new(sink.clone()), partitions.clone(), Arc::clone(&metrics))?;
     let header_timeout = Duration::from_secs(args.webhook.header_timeout_secs);
-    let (public, admin) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
+    let (public, admin) = (bind(args.webhook.listen, 0).await?, bind(args.admin_listen, 1).await?);
     announce("ingress", Some(public.local_addr()?), admin.local_addr()?)?;
     let stop = stop_channel();
     let admin_server = tokio::spawn(paystate_ingress::serve(
@@ -514,8 +530,9 @@ async fn learn_partitions(kafka: KafkaArgs, partitions: Partitions) {
 /// `paystate project`: a consumer-group member folding its partitions into its sled projection.
 pub async fn run_project(args: ProjectArgs, token: Option<&AdminToken>) -> Result<()> {
     let catch_up_runs = paystate_ingress::CatchUpRuns::default();
-    let auth = AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
-    let admin_listener = bind(args.admin_listen).await?;
+    let admin_listener = bind(args.admin_listen, 0).await?;
+    // The token rule holds for the address actually listened on (an inherited socket's, too).
+    let auth = AdminToken::auth(token, admin_listener.local_addr()?, args.metrics_behind_token)?;
     let (cfg, partitions) = args.kafka.connect().await?;
     let projection = open_projection(&args.data_dir)?;
     let options = ProjectorOptions {
@@ -578,8 +595,9 @@ fn store_options(budget_mb: u64, min_free_mb: u64) -> paystate_store::StoreOptio
 
 /// Runs until SIGTERM/SIGINT, then: stops accepting, finishes in-flight appends, commits the projector.
 pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
-    // Before anything is created: a refused start leaves no data directory behind.
-    let auth = AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
+    // Before anything is created: a refused start leaves no data directory behind (checked again for the
+    // address actually listened on once bound).
+    AdminToken::auth(token, args.admin_listen, args.metrics_behind_token)?;
     let catch_up_key = match args.catch_up_every_mins {
         Some(0) => anyhow::bail!("--catch-up-every-mins must be at least 1"),
         Some(_) => {
@@ -589,10 +607,12 @@ pub async fn run(args: ServeArgs, token: Option<&AdminToken>) -> Result<()> {
         None => None,
     };
     if args.log == "kafka" {
-        return run_kafka(args, auth, catch_up_key).await;
+        return run_kafka(args, token, catch_up_key).await;
     }
     let catch_up_runs = paystate_ingress::CatchUpRuns::default();
-    let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
+    let (public, admin_listener) = (bind(args.webhook.listen, 0).await?, bind(args.admin_listen, 1).await?);
+    // The token rule holds for the address actually listened on (an inherited socket's, too).
+    let auth = AdminToken::auth(token, admin_listener.local_addr()?, args.metrics_behind_token)?;
     let store = Store::open_with(
         &args.data_dir,
         Some(args.partitions),
@@ -723,11 +743,13 @@ async fn periodic_catch_up(
 /// `serve --log kafka`: the ingress and one projector around Kafka, in one process.
 async fn run_kafka(
     args: ServeArgs,
-    auth: AdminAuth,
+    token: Option<&AdminToken>,
     catch_up_key: Option<paystate_ingress::catchup::ApiKey>,
 ) -> Result<()> {
     let catch_up_runs = paystate_ingress::CatchUpRuns::default();
-    let (public, admin_listener) = (bind(args.webhook.listen).await?, bind(args.admin_listen).await?);
+    let (public, admin_listener) = (bind(args.webhook.listen, 0).await?, bind(args.admin_listen, 1).await?);
+    // The token rule holds for the address actually listened on (an inherited socket's, too).
+    let auth = AdminToken::auth(token, admin_listener.local_addr()?, args.metrics_behind_token)?;
     let (cfg, partitions) = args.kafka.connect().await?;
     let sink = KafkaSink::new(&cfg, Duration::from_millis(args.kafka.kafka_timeout_ms))?;
     exit_on_fatal(sink.clone());

@@ -9,7 +9,7 @@
 //! - a data directory written by the previous release (a committed fixture) opens, is rebuilt from its log
 //!   and verifies, with no action emitted twice.
 //! - crash safety: the server is SIGKILLed after random numbers of acknowledged webhooks (at least 5 times)
-//!   and restarted while
+//!   and restarted, on the listening sockets a launcher holds for it (socket activation), while
 //!   simulate keeps retrying; every acknowledged event is in the log, every payment equals its truth and
 //!   no action id appears twice.
 
@@ -448,15 +448,70 @@ fn accepted(admin: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `serve` on sockets a supervisor holds for it (tests/python/socket_launcher.py, socket activation as
+/// systemd does it): restarts take the same listening sockets, so no port is ever closed and bound again.
+struct Activated {
+    launcher: Child,
+    commands: std::process::ChildStdin,
+    replies: BufReader<std::process::ChildStdout>,
+    public: String,
+    admin: String,
+}
+
+impl Activated {
+    fn new(data: &Path) -> Activated {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/socket_launcher.py");
+        let mut launcher = Command::new(python)
+            .arg(script)
+            .args(["--", BIN, "serve", "--data-dir"])
+            .arg(data)
+            .args(["--webhook-secret", SECRET])
+            .env_remove("PAYSTATE_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the socket launcher (python3)");
+        let commands = launcher.stdin.take().expect("stdin");
+        let mut replies = BufReader::new(launcher.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        replies.read_line(&mut line).expect("ports line");
+        let ports: Vec<&str> = line.trim().strip_prefix("ports ").expect("ports line").split(' ').collect();
+        let (public, admin) =
+            (format!("http://127.0.0.1:{}/webhooks/stripe", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
+        Activated { launcher, commands, replies, public, admin }
+    }
+
+    /// Sends a command; its reply line.
+    fn command(&mut self, what: &str) -> String {
+        use std::io::Write;
+        writeln!(self.commands, "{what}").expect("command");
+        let mut line = String::new();
+        self.replies.read_line(&mut line).expect("reply");
+        line
+    }
+
+    /// Starts serve; checks that it listens on the inherited sockets.
+    fn start(&mut self) {
+        let line = self.command("start");
+        assert!(line.contains(&self.public) && line.contains(&self.admin), "serve did not take the sockets: {line}");
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        let _ = self.launcher.kill();
+        let _ = self.launcher.wait();
+    }
+}
+
 #[test]
 fn survives_sigkill_at_random_moments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    // The first serve binds ports of the system's choosing; each restart binds the same ones again, so
-    // that simulate keeps its URL.
-    let mut server = start_server(&data, "127.0.0.1:0", "127.0.0.1:0");
-    let listen = server.public.trim_start_matches("http://").trim_end_matches("/webhooks/stripe").to_owned();
-    let admin = server.admin.trim_start_matches("http://").to_owned();
+    let mut server = Activated::new(&data);
+    server.start();
     let mut sim =
         simulate(&server.public, 3000, dir.path(), &["--seed", "23", "--concurrency", "8", "--timeout-ms", "2000"]);
 
@@ -478,16 +533,14 @@ fn survives_sigkill_at_random_moments() {
             assert!(Instant::now() < deadline, "simulate did not finish");
             std::thread::sleep(Duration::from_millis(5));
         }
-        server.child.kill().expect("SIGKILL");
-        server.child.wait().expect("reap");
+        assert_eq!(server.command("kill").trim(), "killed");
         kills += 1;
-        server = start_server(&data, &listen, &admin);
+        server.start();
     }
     let sim = sim.wait_with_output().expect("simulate");
     assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
     assert!(kills >= 5, "only {kills} kills happened while simulate ran; slow it down");
-    server.child.kill().expect("final SIGKILL");
-    server.child.wait().expect("reap");
+    assert_eq!(server.command("kill").trim(), "killed", "the final SIGKILL");
 
     // verify --data-dir first applies whatever the log holds beyond the projection.
     let text = verify(&["--data-dir", data.to_str().expect("utf8")], &dir.path().join("truth.jsonl"));

@@ -19,7 +19,9 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+// tokio's clock, which a test can pause and advance: the pacing and the retry waits are timed by it.
+use tokio::time::Instant;
 
 /// Events listed per request (Stripe's maximum).
 pub const PAGE_LIMIT: u32 = 100;
@@ -291,21 +293,16 @@ impl<'o> Client<'o> {
                         Ok(body) if status.is_success() => return Ok(body.to_vec()),
                         Ok(body) => {
                             let message = error_message(&body);
-                            let retry = should_retry.unwrap_or(
-                                status == StatusCode::TOO_MANY_REQUESTS
-                                    || status == StatusCode::CONFLICT
-                                    || status.is_server_error(),
-                            );
-                            if !retry {
+                            let Some(wait) = retry_wait(status, should_retry, retry_after, attempt) else {
                                 return Err(CatchUpError::Refused {
                                     status: status.as_u16(),
                                     path: path.to_owned(),
                                     message,
                                     hint: hint(status),
                                 });
-                            }
+                            };
                             last = format!("{status}: {message}");
-                            retry_after.map_or_else(|| backoff(attempt), Duration::from_secs).min(MAX_RETRY_WAIT)
+                            wait
                         }
                     }
                 }
@@ -359,6 +356,22 @@ fn hint(status: StatusCode) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// How long to wait before attempt `attempt + 1` after an answer of `status` (not a success), with the
+/// `Stripe-Should-Retry` and `Retry-After` (seconds) headers it carried; `None`: not worth retrying.
+/// Stripe's header decides when sent; else 429, 409 (an idempotency conflict) and 5xx are retried. The
+/// wait is what `Retry-After` asks, else the backoff, and never more than [`MAX_RETRY_WAIT`].
+fn retry_wait(
+    status: StatusCode,
+    should_retry: Option<bool>,
+    retry_after: Option<u64>,
+    attempt: u32,
+) -> Option<Duration> {
+    let retry = should_retry.unwrap_or(
+        status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::CONFLICT || status.is_server_error(),
+    );
+    retry.then(|| retry_after.map_or_else(|| backoff(attempt), Duration::from_secs).min(MAX_RETRY_WAIT))
 }
 
 /// 0.5 s, 1 s, 2 s, … up to 16 s.
@@ -563,6 +576,59 @@ mod tests {
         assert_eq!(event_body(named, Some("acct_8")).expect("same account"), named.to_vec());
         assert_eq!(event_body(named, Some("acct_9")), None);
         assert_eq!(event_body(b"{\"id\":", None), None);
+    }
+
+    #[test]
+    fn what_stripe_says_to_retry_is_retried_after_the_wait_it_asks() {
+        let s = |code| StatusCode::from_u16(code).expect("status");
+        let secs = Duration::from_secs;
+        // Retry-After is honoured, up to the cap.
+        assert_eq!(retry_wait(s(429), None, Some(1), 1), Some(secs(1)));
+        assert_eq!(retry_wait(s(429), None, Some(3600), 1), Some(MAX_RETRY_WAIT));
+        // Without it, the backoff of the attempt.
+        assert_eq!(retry_wait(s(500), None, None, 3), Some(secs(2)));
+        assert_eq!(retry_wait(s(409), None, None, 1), Some(Duration::from_millis(500)));
+        // A client error is final, unless Stripe-Should-Retry says otherwise (either way).
+        assert_eq!(retry_wait(s(400), None, None, 1), None);
+        assert_eq!(retry_wait(s(401), None, Some(5), 1), None);
+        assert_eq!(retry_wait(s(400), Some(true), None, 2), Some(secs(1)));
+        assert_eq!(retry_wait(s(503), Some(false), Some(1), 1), None);
+    }
+
+    fn options(per_sec: f64) -> CatchUpOptions {
+        CatchUpOptions {
+            api_base: "http://127.0.0.1:9".into(),
+            key: ApiKey::new("sk_test_abcdefghijkl").expect("key"),
+            scope: Scope::Platform,
+            types: Vec::new(),
+            since: 0,
+            max_requests_per_sec: per_sec,
+            max_attempts: 3,
+            request_timeout: Duration::from_secs(5),
+            partitions: 4,
+        }
+    }
+
+    /// The pacing, on tokio's paused clock: four requests a second are a quarter second apart, and an idle
+    /// spell earns no burst afterwards.
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_paced_by_the_rate_limit() {
+        let opts = options(4.0);
+        let mut client = Client::new(&opts).expect("client");
+        let start = Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..5 {
+            client.slot().await;
+            at.push(start.elapsed().as_millis());
+        }
+        assert_eq!(at, [0, 250, 500, 750, 1000]);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let idle = Instant::now();
+        client.slot().await;
+        assert_eq!(idle.elapsed(), Duration::ZERO, "the next slot had passed");
+        client.slot().await;
+        assert_eq!(idle.elapsed(), Duration::from_millis(250), "no burst after an idle spell");
+        assert!(matches!(Client::new(&options(0.0)), Err(CatchUpError::Options(_))));
     }
 
     #[test]

@@ -250,12 +250,12 @@ pub async fn ensure_topics(
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || -> Result<Option<u32>, KafkaLogError> {
             let client: BaseConsumer = cfg.client(&[]).create()?;
-            let topics = [&cfg.raw_topic, &cfg.payments_topic, &cfg.actions_topic, &cfg.history_topic];
-            if topics.iter().any(|t| partitions_of(&client, t, Duration::from_secs(5)).is_err()) {
-                return Ok(None); // one is missing (or cannot be seen yet): create what is missing
+            match partition_counts(&cfg, &client) {
+                // All four exist: their partition counts must agree, which creating cannot mend.
+                Ok(counts) => agreed_partitions(&cfg, counts).map(Some),
+                // One is missing (or cannot be seen yet): create what is missing.
+                Err(_) => Ok(None),
             }
-            // All four exist: their partition counts must agree, which creating cannot mend.
-            check_partitions(&cfg, &client).map(Some)
         })
         .await
         .map_err(|e| KafkaLogError::Timeout(format!("metadata task: {e}")))??
@@ -316,7 +316,7 @@ pub async fn ensure_topics(
         // Metadata may lag topic creation by a moment.
         let mut last = None;
         for _ in 0..50 {
-            match check_partitions(&cfg2, &client) {
+            match partition_counts(&cfg2, &client).and_then(|counts| agreed_partitions(&cfg2, counts)) {
                 Ok(n) => return Ok(n),
                 Err(e) => last = Some(e),
             }
@@ -328,10 +328,18 @@ pub async fn ensure_topics(
     .map_err(|e| KafkaLogError::Timeout(format!("metadata task: {e}")))?
 }
 
-fn check_partitions(cfg: &KafkaConfig, client: &BaseConsumer) -> Result<u32, KafkaLogError> {
-    let raw = partitions_of(client, &cfg.raw_topic, Duration::from_secs(5))?;
-    for t in [&cfg.payments_topic, &cfg.actions_topic, &cfg.history_topic] {
-        let n = partitions_of(client, t, Duration::from_secs(5))?;
+/// The partition counts of the raw, payments, actions and history topics, in that order (one metadata
+/// query each); an error when one cannot be seen.
+fn partition_counts(cfg: &KafkaConfig, client: &BaseConsumer) -> Result<[u32; 4], KafkaLogError> {
+    let count = |t: &str| partitions_of(client, t, Duration::from_secs(5));
+    Ok([count(&cfg.raw_topic)?, count(&cfg.payments_topic)?, count(&cfg.actions_topic)?, count(&cfg.history_topic)?])
+}
+
+/// The raw topic's partition count when the other three have it too (partition p of each belongs to the
+/// same projector).
+fn agreed_partitions(cfg: &KafkaConfig, counts: [u32; 4]) -> Result<u32, KafkaLogError> {
+    let [raw, others @ ..] = counts;
+    for (t, n) in [&cfg.payments_topic, &cfg.actions_topic, &cfg.history_topic].into_iter().zip(others) {
         if n != raw {
             return Err(KafkaLogError::Topic {
                 topic: t.clone(),
@@ -386,7 +394,7 @@ pub fn record_of<M: Message>(m: &M) -> LogRecord {
 
 #[cfg(test)]
 mod class_tests {
-    use super::{classify, ErrorClass};
+    use super::{agreed_partitions, classify, ErrorClass, KafkaConfig, KafkaLogError};
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode as C;
 
@@ -404,5 +412,21 @@ mod class_tests {
         }
         assert_eq!(classify(&KafkaError::MessageConsumption(C::GroupAuthorizationFailed)), ErrorClass::Fatal);
         assert_eq!(classify(&KafkaError::MessageConsumption(C::AllBrokersDown)), ErrorClass::Retriable);
+    }
+
+    #[test]
+    fn topics_must_agree_on_their_partition_count() {
+        let cfg = KafkaConfig::new("localhost:9092");
+        assert_eq!(agreed_partitions(&cfg, [6, 6, 6, 6]).ok(), Some(6));
+        for (i, counts) in [[6, 3, 6, 6], [6, 6, 12, 6], [6, 6, 6, 1]].into_iter().enumerate() {
+            let topic = [&cfg.payments_topic, &cfg.actions_topic, &cfg.history_topic][i];
+            match agreed_partitions(&cfg, counts) {
+                Err(KafkaLogError::Topic { topic: t, why }) => {
+                    assert_eq!(&t, topic);
+                    assert!(why.contains("but stripe.events has 6"), "{why}");
+                }
+                other => panic!("{counts:?}: {other:?}"),
+            }
+        }
     }
 }

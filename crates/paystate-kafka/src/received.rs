@@ -4,7 +4,7 @@
 //! where a time starts in each partition; the ids come from the `stripe-event-id` headers.
 
 use crate::reader::{read_partitions, reader, retrying};
-use crate::{header, topic_partitions, KafkaConfig, KafkaLogError};
+use crate::{header, KafkaConfig, KafkaLogError};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -13,22 +13,17 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The partitions of the raw topic.
-fn partitions(cfg: &KafkaConfig) -> Result<Vec<u32>, KafkaLogError> {
-    Ok((0..topic_partitions(cfg, &cfg.raw_topic, TIMEOUT)?).collect())
-}
-
 fn header_of<'m>(m: &'m impl Message, key: &str) -> Option<&'m [u8]> {
     m.headers()?.iter().find(|h| h.key == key).and_then(|h| h.value)
 }
 
-/// The newest receive time (unix ms) among the last message of each raw-topic partition; `None` when the
-/// topic holds nothing.
-pub fn newest_received_ms(cfg: &KafkaConfig) -> Result<Option<i64>, KafkaLogError> {
+/// The newest receive time (unix ms) among the last message of each of the raw topic's `partitions`
+/// (its partition count, as the caller learnt it connecting); `None` when the topic holds nothing.
+pub fn newest_received_ms(cfg: &KafkaConfig, partitions: u32) -> Result<Option<i64>, KafkaLogError> {
     let client = reader(cfg)?;
     let topic = cfg.raw_topic.as_str();
     let mut last = Vec::new();
-    for p in partitions(cfg)? {
+    for p in 0..partitions {
         let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
         let (low, high) = retrying(topic, || client.fetch_watermarks(topic, pi, TIMEOUT))?;
         if high > low {
@@ -48,12 +43,16 @@ pub fn newest_received_ms(cfg: &KafkaConfig) -> Result<Option<i64>, KafkaLogErro
 
 /// The event ids of every raw-topic message from the first one of each partition whose timestamp is at or
 /// after `floor_ms` (a superset of those received since then: a message appended later with an earlier
-/// time is included, as any after it is).
-pub fn event_ids_received_since(cfg: &KafkaConfig, floor_ms: i64) -> Result<HashSet<String>, KafkaLogError> {
+/// time is included, as any after it is), over the raw topic's `partitions`.
+pub fn event_ids_received_since(
+    cfg: &KafkaConfig,
+    partitions: u32,
+    floor_ms: i64,
+) -> Result<HashSet<String>, KafkaLogError> {
     let client = reader(cfg)?;
     let topic = cfg.raw_topic.as_str();
     let mut query = TopicPartitionList::new();
-    for p in partitions(cfg)? {
+    for p in 0..partitions {
         let pi = i32::try_from(p).map_err(|_| KafkaLogError::Timeout("partition".into()))?;
         query.add_partition_offset(topic, pi, Offset::Offset(floor_ms.max(0)))?;
     }

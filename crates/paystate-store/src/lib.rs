@@ -204,6 +204,19 @@ impl GroupView {
         let me = me.to_owned();
         GroupView { group, me, state, members, owned, pending, unowned, partitions, lag, caught_up, errors }
     }
+
+    /// The member other than this one that owns `partition` and says where its admin API answers.
+    pub fn other_owner(&self, partition: u32) -> Option<&GroupMember> {
+        self.members
+            .iter()
+            .find(|m| m.partitions.contains(&partition))
+            .filter(|m| m.client_id != self.me && m.admin_url.is_some())
+    }
+
+    /// The other members whose admin APIs can be asked.
+    pub fn peers(&self) -> impl Iterator<Item = &GroupMember> {
+        self.members.iter().filter(|m| m.client_id != self.me && m.admin_url.is_some())
+    }
 }
 
 /// One member of a consumer group.
@@ -219,21 +232,6 @@ pub struct GroupMember {
     pub partitions: Vec<u32>,
     /// Where its admin API answers (`--admin-advertise`, carried in its client id), if it says.
     pub admin_url: Option<String>,
-}
-
-impl GroupView {
-    /// The member other than this one that owns `partition` and says where its admin API answers.
-    pub fn other_owner(&self, partition: u32) -> Option<&GroupMember> {
-        self.members
-            .iter()
-            .find(|m| m.partitions.contains(&partition))
-            .filter(|m| m.client_id != self.me && m.admin_url.is_some())
-    }
-
-    /// The other members whose admin APIs can be asked.
-    pub fn peers(&self) -> impl Iterator<Item = &GroupMember> {
-        self.members.iter().filter(|m| m.client_id != self.me && m.admin_url.is_some())
-    }
 }
 
 /// One partition of the raw topic as the group sees it.

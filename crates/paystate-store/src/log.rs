@@ -363,6 +363,8 @@ struct Shared {
     durable_end: Vec<AtomicU64>,
     writer: Option<Mutex<Writer>>,
     options: LogOptions,
+    /// The free space appends keep (`options.min_free_bytes` on `dir`'s filesystem).
+    space: crate::SpaceGuard,
     _lock: File,
 }
 
@@ -597,6 +599,7 @@ impl EmbeddedLog {
             indexes,
             durable_end: next.into_iter().map(AtomicU64::new).collect(),
             writer,
+            space: crate::SpaceGuard { dir: dir.to_owned(), reserve: options.min_free_bytes },
             options,
             _lock: lock,
         };
@@ -823,8 +826,7 @@ impl EmbeddedLog {
         let Some(writer) = &self.shared.writer else {
             return group.iter().map(|_| Err(StoreError::Unsupported("the log is open read-only"))).collect();
         };
-        let space = crate::SpaceGuard { dir: self.shared.dir.clone(), reserve: self.shared.options.min_free_bytes };
-        if let Err(e) = space.check() {
+        if let Err(e) = self.shared.space.check() {
             tracing::warn!(error = %e, records = group.len(), "log append refused");
             let why = e.to_string();
             return group.iter().map(|_| Err(StoreError::AppendFailed(why.clone()))).collect();

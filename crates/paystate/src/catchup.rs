@@ -166,10 +166,11 @@ impl Received for KafkaReceived {
         self.partitions
     }
     fn newest_received_ms(&self) -> Result<Option<i64>> {
-        paystate_kafka::received::newest_received_ms(&self.cfg).context("reading the raw topic's newest events")
+        paystate_kafka::received::newest_received_ms(&self.cfg, self.partitions)
+            .context("reading the raw topic's newest events")
     }
     fn event_ids_received_since(&self, floor_ms: i64) -> Result<HashSet<String>> {
-        paystate_kafka::received::event_ids_received_since(&self.cfg, floor_ms)
+        paystate_kafka::received::event_ids_received_since(&self.cfg, self.partitions, floor_ms)
             .context("reading the event ids of the raw topic")
     }
 }

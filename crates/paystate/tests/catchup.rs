@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, BIN};
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_catch_up_test_secret";
 const KEY: &str = "rk_test_catch_up_key_51Hx";
-const BIN: &str = env!("CARGO_BIN_EXE_paystate");
 
 /// What the fake API does to the request with this number (1-based), before answering it properly.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -211,13 +210,9 @@ fn answer(
 /// Starts `serve` on ports the system picks.
 fn start_serve(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     Server::spawn(
-        Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data)
-            .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        common::serve_command(data, SECRET)
             .args(extra)
             .envs(env.iter().copied())
-            .env_remove("PAYSTATE_ADMIN_TOKEN")
             .env("RUST_LOG", "warn")
             .stderr(Stdio::inherit()),
     )
@@ -259,19 +254,9 @@ fn outage(server: &Server, dir: &Path) -> (Vec<Value>, BTreeSet<String>) {
     (events, acked)
 }
 
+/// `verify ARGS` against the truth `simulate` wrote in `dir`: its verdict line.
 fn verify(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .arg("verify")
-        .arg("--truth")
-        .arg(dir.join("truth.jsonl"))
-        .args(args)
-        .output()
-        .expect("verify");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !stdout.trim_end().ends_with(" 0 failed") {
-        eprintln!("verify {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    }
-    stdout.lines().last().unwrap_or("").to_owned()
+    common::verify(&dir.join("truth.jsonl"), args).verdict().to_owned()
 }
 
 fn catch_up(data: &Path, api: &str, key_file: &Path, extra: &[&str]) -> (Value, String) {

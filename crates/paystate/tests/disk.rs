@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{http_get, Server};
+use common::{http_get, Server, BIN};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_disk_test_secret";
-const BIN: &str = env!("CARGO_BIN_EXE_paystate");
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Mount(PathBuf);
@@ -69,12 +68,8 @@ impl Drop for Mount {
 /// serve on `data`, keeping 2 MiB free (the default, 64 MiB, is more than the test's filesystem).
 fn serve(data: &Path) -> Server {
     Server::spawn(
-        Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data)
-            .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        common::serve_command(data, SECRET)
             .args(["--min-free-disk-mb", "2"])
-            .env_remove("PAYSTATE_ADMIN_TOKEN")
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null()),
     )
@@ -102,15 +97,9 @@ fn unavailable(admin: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `verify ARGS` against the truth `simulate` wrote in `dir`: its verdict line.
 fn verify(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .arg("verify")
-        .arg("--truth")
-        .arg(dir.join("truth.jsonl"))
-        .args(args)
-        .output()
-        .expect("verify");
-    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_owned()
+    common::verify(&dir.join("truth.jsonl"), args).verdict().to_owned()
 }
 
 #[test]
@@ -177,13 +166,7 @@ fn a_full_disk_refuses_with_503_and_both_resume_once_space_is_back() {
 
     // Read-only: serve refuses to start, naming the directory, and leaves it as it was.
     mount.remount("ro");
-    let refused = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env_remove("PAYSTATE_ADMIN_TOKEN")
-        .output()
-        .expect("serve");
+    let refused = common::serve_command(&data, SECRET).output().expect("serve");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "serve started on a read-only filesystem");
     assert!(stderr.contains(data.to_str().expect("utf-8")) && stderr.contains("Read-only file system"), "{stderr}");

@@ -11,13 +11,12 @@ use common::Server;
 use paystate_stripe::WebhookSecret;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_hostile_test_secret";
-const BIN: &str = env!("CARGO_BIN_EXE_paystate");
 /// How long past its timeout (2 s) a hostile connection may last.
 const BOUND: Duration = Duration::from_secs(8);
 
@@ -80,12 +79,8 @@ fn sender(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Dur
 fn hostile_clients_get_timeouts_and_refusals_while_webhooks_are_served() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut server = Server::spawn(
-        Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        common::serve_command(&dir.path().join("data"), SECRET)
             .args(["--header-timeout-secs", "2", "--body-timeout-secs", "2"])
-            .env_remove("PAYSTATE_ADMIN_TOKEN")
             .env("RUST_LOG", "error")
             .stderr(Stdio::null()),
     );

@@ -828,6 +828,8 @@ fn after_compaction_a_restore_reads_fewer_messages_and_ends_with_equal_states() 
     assert!(sim.status.success(), "simulate: {}", String::from_utf8_lossy(&sim.stdout));
     drain("first batch");
     // Updates of a later second roll the segments that hold the first batch's: those become compactable.
+    // The subject here is the broker's clock (segment.ms is judged by the broker against the records'
+    // timestamps), which a test cannot pause or advance: a real second passes.
     std::thread::sleep(Duration::from_millis(1100));
     let more = dir.path().join("more");
     std::fs::create_dir_all(&more).expect("dir");

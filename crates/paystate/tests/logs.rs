@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{http_get_with, Server};
+use common::{http_get_with, Server, BIN};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -16,7 +16,6 @@ use std::process::Command;
 const SECRET: &str = "whsec_logs_test_Secret_4f1c9a";
 const TOKEN: &str = "admintoken_logs_test_8d2e51b7c0";
 const WRONG: &str = "wrongtoken_logs_test_77aa31";
-const BIN: &str = env!("CARGO_BIN_EXE_paystate");
 
 /// Every string value under a key named `email` in the events (the customers' addresses).
 fn emails(v: &serde_json::Value, out: &mut BTreeSet<String>) {
@@ -41,13 +40,9 @@ fn run(format: &str, dir: &Path) -> (String, BTreeSet<String>) {
     std::fs::write(&token_file, TOKEN).expect("token");
     let log = dir.join(format!("serve-{format}.log"));
     let mut server = Server::spawn(
-        Command::new(BIN)
+        common::serve_command(&dir.join(format!("data-{format}")), SECRET)
             .args(["--log-format", format, "--admin-token-file"])
             .arg(&token_file)
-            .args(["serve", "--data-dir"])
-            .arg(dir.join(format!("data-{format}")))
-            .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .env_remove("PAYSTATE_ADMIN_TOKEN")
             .env("RUST_LOG", "debug")
             .stderr(std::fs::File::create(&log).expect("log file")),
     );

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, BIN};
 
 use paystate_store::{Store, Stream};
 use paystate_testkit::scenario::Truth;
@@ -28,25 +28,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_serve_test_secret";
-const BIN: &str = env!("CARGO_BIN_EXE_paystate");
 
-/// Starts `serve` and reads the bound addresses from its first line of output.
-fn start_server(data: &Path, listen: &str, admin: &str) -> Server {
-    start_server_with(data, listen, admin, &[])
-}
-
-/// [`start_server`] with more arguments.
-fn start_server_with(data: &Path, listen: &str, admin: &str, extra: &[&str]) -> Server {
-    Server::spawn(
-        Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data)
-            .args(["--webhook-secret", SECRET, "--listen", listen, "--admin-listen", admin])
-            .args(extra)
-            .env_remove("PAYSTATE_ADMIN_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit()),
-    )
+/// Starts `serve` (on ports the system picks, `extra` flags) and reads the bound addresses from its first
+/// line of output.
+fn start_server(data: &Path, extra: &[&str]) -> Server {
+    Server::spawn(common::serve_command(data, SECRET).args(extra).env("RUST_LOG", "warn").stderr(Stdio::inherit()))
 }
 
 fn simulate(url: &str, payments: usize, dir: &Path, extra: &[&str]) -> Child {
@@ -94,10 +80,9 @@ fn check_actions(actions: &[Value], truths: &[Truth]) {
 }
 
 fn verify(args: &[&str], truth: &Path) -> String {
-    let out = Command::new(BIN).arg("verify").arg("--truth").arg(truth).args(args).output().expect("verify");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "verify failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    text
+    let v = common::verify(truth, args);
+    assert!(v.passed, "verify failed:\n{}", v.stdout);
+    v.stdout
 }
 
 /// Runs `paystate replay … --out OUT` and returns its last line (`digest … payments …`).
@@ -113,7 +98,7 @@ fn replay(args: &[&str], out: &Path) -> String {
 fn end_to_end_two_thousand_payments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut server = start_server(&data, "127.0.0.1:0", "127.0.0.1:0");
+    let mut server = start_server(&data, &[]);
     let sim = simulate(&server.public, 2000, dir.path(), &["--seed", "11"]).wait_with_output().expect("simulate");
     let report = String::from_utf8_lossy(&sim.stdout);
     assert!(sim.status.success(), "simulate: {report}");
@@ -214,7 +199,7 @@ fn the_admin_api_is_locked_by_its_token() {
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
     let token_arg = token_file.to_str().expect("utf-8 path");
-    let server = start_server_with(&data, "127.0.0.1:0", "127.0.0.1:0", &["--admin-token-file", token_arg]);
+    let server = start_server(&data, &["--admin-token-file", token_arg]);
     let sim = simulate(&server.public, 40, dir.path(), &[]).wait_with_output().expect("simulate");
     assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stdout));
     let bearer = format!("Bearer {TOKEN}");
@@ -263,7 +248,7 @@ fn every_api_era_end_to_end() {
     ];
     for (i, (era, flags)) in eras.into_iter().enumerate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = start_server(&dir.path().join("data"), "127.0.0.1:0", "127.0.0.1:0");
+        let mut server = start_server(&dir.path().join("data"), &[]);
         let seed = (100 + i).to_string();
         let mut args = vec!["--seed", seed.as_str()];
         args.extend_from_slice(flags);
@@ -330,16 +315,15 @@ fn a_data_directory_of_the_previous_release_opens() {
     };
     assert_eq!(old_actions.len(), 73);
 
-    let (mut server, admin) = serve_two_partitions(&data);
+    let mut server = start_server(&data, &["--partitions", "2"]);
+    let admin = server.admin.clone();
     let text = verify(&["--admin", &admin], &fixture.join("truth.jsonl"));
     assert!(text.trim_end().ends_with("40 passed, 0 failed"), "{text}");
     let actions = ndjson::blocking_get_all(&format!("{admin}/v1/streams/actions"));
     let ids: BTreeSet<&str> = actions.iter().filter_map(|a| a["id"].as_str()).collect();
     assert_eq!(ids.len(), actions.len(), "an action emitted again after the rebuild");
     assert!(old_actions.iter().all(|id| ids.contains(id.as_str())));
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    assert!(server.0.wait().expect("wait").success());
+    assert!(server.terminate().success());
 }
 
 /// `tests/fixtures/datadir-v2/data.tgz`: a data directory of the release before the segment log (its log
@@ -364,7 +348,8 @@ fn check_old_data_dir(name: &str, log_ends: (u64, u64)) -> (tempfile::TempDir, s
     let untar = Command::new("tar").arg("xzf").arg(fixture.join("data.tgz")).arg("-C").arg(dir).status();
     assert!(untar.expect("tar runs").success());
     let data = dir.join("data");
-    let (mut server, admin) = serve_two_partitions(&data);
+    let mut server = start_server(&data, &["--partitions", "2"]);
+    let admin = server.admin.clone();
     let (status, _, body) = ndjson::get(&format!("{admin}/v1/status?digest=true"));
     assert_eq!(status, 200, "{body}");
     let live: Value = serde_json::from_str(&body).expect("status json");
@@ -406,37 +391,8 @@ fn check_old_data_dir(name: &str, log_ends: (u64, u64)) -> (tempfile::TempDir, s
         assert_eq!(listed.len(), *n, "{lifecycle}");
         assert!(listed.iter().all(|p| p["lifecycle"] == lifecycle.as_str()), "{lifecycle}");
     }
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    assert!(server.0.wait().expect("wait").success());
+    assert!(server.terminate().success());
     (tmp, data)
-}
-
-/// `serve --partitions 2` on `data`, on ports of its choosing; returns it and its admin URL.
-fn serve_two_partitions(data: &Path) -> (KillOnDrop, String) {
-    let server = Command::new(BIN)
-        .args(["serve", "--partitions", "2", "--data-dir"])
-        .arg(data)
-        .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let mut server = KillOnDrop(server);
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().expect("stdout")).read_line(&mut line).expect("address line");
-    let admin = line.split("admin on ").nth(1).map(|s| s.trim().to_owned()).expect("admin address");
-    (server, admin)
-}
-
-/// A child process that is killed if the test fails before it stops it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Webhooks this `serve` process acknowledged (its own counter: a restarted one starts at 0).

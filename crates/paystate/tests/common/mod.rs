@@ -5,6 +5,49 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_paystate");
+
+/// `paystate serve` on `data` with webhook secret `secret`, listening on ports the system picks (
+/// [`Server::spawn`] reads them from its first line) and taking no admin token from the environment; the
+/// caller adds flags, the environment and stderr.
+pub fn serve_command(data: &Path, secret: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--webhook-secret", secret, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env_remove("PAYSTATE_ADMIN_TOKEN");
+    cmd
+}
+
+/// What `paystate verify` said.
+pub struct Verified {
+    /// It exited 0 (every payment passed).
+    pub passed: bool,
+    /// Its stdout: a line per failure, then `N passed, M failed`.
+    pub stdout: String,
+}
+
+impl Verified {
+    /// The verdict line (`N passed, M failed`).
+    pub fn verdict(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+}
+
+/// `paystate verify --truth TRUTH ARGS…` (its stderr goes to the test's).
+pub fn verify(truth: &Path, args: &[&str]) -> Verified {
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg("--truth")
+        .arg(truth)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("verify");
+    Verified { passed: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).into_owned() }
+}
+
 /// A running `paystate serve` (or another command that announces its addresses on its first line of
 /// stdout), killed when dropped: a failing test must not leave it running (it would hold the test's output
 /// pipes open).
@@ -146,21 +189,17 @@ fn http_exchange(method: &str, url: &str, authorization: Option<&str>) -> (u16, 
 /// `simulate` with `payments` payments of `seed`, and caught up (within 60 s).
 pub fn filled_serve(dir: &std::path::Path, token: &str, payments: usize, seed: u64, extra: &[&str]) -> Server {
     const SECRET: &str = "whsec_filled_serve_secret";
-    let bin = env!("CARGO_BIN_EXE_paystate");
     let token_file = dir.join("token");
     std::fs::write(&token_file, token).expect("token");
     let server = Server::spawn(
-        Command::new(bin)
+        serve_command(&dir.join("data"), SECRET)
             .arg("--admin-token-file")
             .arg(&token_file)
-            .args(["serve", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--webhook-secret", SECRET, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stderr(Stdio::inherit()),
     );
-    let out = Command::new(bin)
+    let out = Command::new(BIN)
         .args(["simulate", "--url", &server.public, "--secret", SECRET])
         .args(["--payments", &payments.to_string(), "--seed", &seed.to_string()])
         .env("RUST_LOG", "warn")
@@ -220,9 +259,7 @@ impl Kafka {
             .to_owned();
         Kafka { dir, brokers }
     }
-}
 
-impl Kafka {
     /// Runs `tests/kafka/cluster <what> <dir> <args…>`.
     pub fn control(&self, what: &str, args: &[&str]) {
         let out = Command::new(Self::script()).arg(what).arg(&self.dir).args(args).output().expect("cluster script");

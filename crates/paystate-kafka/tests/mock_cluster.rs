@@ -379,18 +379,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 fn log_record(ev: &paystate_testkit::synth::SynthEvent) -> (u32, paystate_store::LogRecord) {
     let body = ev.body();
     let parsed = paystate_stripe::parse_event(&body).expect("parse");
-    let key = paystate_stripe::payment_key(&parsed).map(|k| k.to_string()).unwrap_or_default();
-    let p = paystate_core::partition_of(key.as_bytes(), PARTITIONS);
-    let record = paystate_store::LogRecord {
-        received_at_ms: 0,
-        event_id: parsed.id().to_owned(),
-        event_type: parsed.event_type().to_owned(),
-        payment_key: key,
-        signature: String::new(),
-        body,
-        origin: paystate_store::Origin::Webhook,
-    };
-    (p, record)
+    paystate_ingress::log_record(&parsed, body.clone(), String::new(), 0, PARTITIONS)
 }
 
 /// Appends `records` and runs a projector of `group` on the store in `dir` until it consumed them (and
@@ -402,7 +391,7 @@ async fn project(
     group: &str,
     records: Vec<(u32, paystate_store::LogRecord)>,
 ) {
-    use paystate_store::{LogView, Stream};
+    use paystate_store::LogView;
     let (cfg, dir, group) = (cfg.clone(), dir.to_owned(), group.to_owned());
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -415,15 +404,9 @@ async fn project(
         let p = KafkaProjector::new(&cfg, projection.clone(), opts, handle).expect("projector");
         let ends = p.ends();
         let deadline = Instant::now() + Duration::from_secs(60);
-        // Until every partition is applied to the raw topic's end and the outbox is out.
-        let drained = || {
-            (0..PARTITIONS).all(|q| {
-                let end = ends.end(q);
-                end > 0 && projection.stored_position(q).expect("position") == Some(end)
-            }) && [Stream::Actions, Stream::Payments]
-                .iter()
-                .all(|s| projection.published(*s).expect("published") == projection.stream_end(*s).expect("end"))
-        };
+        // Until every partition is applied to the raw topic's end (each holds records: an end of 0 is one
+        // not read yet) and the outbox is out.
+        let drained = || (0..PARTITIONS).all(|q| ends.end(q) > 0) && projection.drained(&*ends).expect("drained");
         while !drained() {
             p.step().expect("step");
             let at: Vec<_> = (0..PARTITIONS).map(|q| (projection.stored_position(q), ends.end(q))).collect();

@@ -33,6 +33,8 @@
 
 mod outbox;
 mod restore;
+#[cfg(test)]
+mod tests;
 
 use crate::group::GroupWatch;
 use crate::reader::{read_partitions, reader, retrying, ReaderContext};
@@ -226,17 +228,30 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             // Everything committed for these partitions goes out before another member takes them (unless
-            // this member already failed: fenced, it must not write at all).
-            let failed = self.shared.failed.load(Ordering::Acquire);
-            match if failed { Ok(()) } else { self.shared.publish() } {
-                Ok(()) => {}
-                Err(e @ KafkaLogError::Fenced { .. }) => self.shared.fail(e),
-                // What is left is set aside at the next round and published if the partition comes back.
-                Err(e) => tracing::error!(error = %e, "publishing the outbox before a revocation failed"),
-            }
+            // this member already failed: fenced, it must not write at all). Under the publishing lock until
+            // their producers are gone: no round of the publisher thread in between.
+            let _round = lock(&self.shared.publishing);
+            let round_failed = match self.shared.publish_locked() {
+                Ok(()) => false,
+                Err(e @ KafkaLogError::Fenced { .. }) => {
+                    self.shared.fail(e);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "publishing the outbox before a revocation failed");
+                    true
+                }
+            };
             let mut next = lock(&self.shared.next);
             let mut ids = lock(&self.shared.published_ids);
             let mut producers = lock(&self.shared.producers);
+            if round_failed {
+                // Some partitions' transactions of the failed round may be committed while the cursors did
+                // not move: no round may run again with these producers (the range assignor revokes every
+                // partition anyway). What is left is set aside at the next round and published,
+                // deduplicated against the topics, when a partition is taken again.
+                producers.clear();
+            }
             let mut gaps = lock(&self.ends.gaps);
             for e in tpl.elements() {
                 if let Ok(p) = u32::try_from(e.partition()) {
@@ -282,6 +297,33 @@ impl ConsumerContext for Context {
 }
 
 impl Shared {
+    /// The state of a member of `group` owning nothing yet.
+    fn new(
+        cfg: &KafkaConfig,
+        projection: Projection,
+        partitions: u32,
+        group: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Shared {
+            cfg: cfg.clone(),
+            projection,
+            partitions,
+            group: group.to_owned(),
+            producers: Mutex::new(HashMap::new()),
+            runtime,
+            next: Mutex::new(HashMap::new()),
+            published_ids: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            restores: Mutex::new(Vec::new()),
+            previous_round_start: Mutex::new(HashMap::new()),
+            publishing: Mutex::new(()),
+            commits: Mutex::new(0),
+            committed_signal: std::sync::Condvar::new(),
+        }
+    }
+
     /// `Err` with the failure once the projector failed (see [`Shared::fail`]).
     fn not_failed(&self) -> Result<(), KafkaLogError> {
         match self.failed.load(Ordering::Acquire) {
@@ -303,6 +345,12 @@ impl Shared {
     /// at. One reader client reads all of them at once.
     fn take_partitions(&self, parts: &[u32]) -> Result<Vec<(u32, u64)>, KafkaLogError> {
         let _no_round = lock(&self.publishing);
+        // Checked under the lock too (see `publish`): a member that failed while this waited must not fence
+        // the partitions' new owners.
+        if self.failed.load(Ordering::Acquire) {
+            tracing::info!(partitions = ?parts, "the projector failed: partitions not taken");
+            return Ok(Vec::new());
+        }
         // Fence the previous owners first: their open transactions are aborted, so what is read below is
         // all they will ever have published.
         // In parallel: each init_transactions is a few round trips to the transaction coordinator.
@@ -438,23 +486,7 @@ impl KafkaProjector {
             Some(n) => n,
             None => crate::topic_partitions(cfg, &cfg.raw_topic, Duration::from_secs(10))?,
         };
-        let shared = Arc::new(Shared {
-            cfg: cfg.clone(),
-            projection,
-            partitions,
-            group: options.group.clone(),
-            producers: Mutex::new(HashMap::new()),
-            runtime,
-            next: Mutex::new(HashMap::new()),
-            published_ids: Mutex::new(HashMap::new()),
-            fatal: Mutex::new(None),
-            failed: AtomicBool::new(false),
-            restores: Mutex::new(Vec::new()),
-            previous_round_start: Mutex::new(HashMap::new()),
-            publishing: Mutex::new(()),
-            commits: Mutex::new(0),
-            committed_signal: std::sync::Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(cfg, projection, partitions, &options.group, runtime));
         let ends = Arc::new(KafkaEnds {
             ends: Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect()),
             group: Arc::new(Mutex::new(None)),

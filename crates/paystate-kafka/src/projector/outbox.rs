@@ -59,8 +59,26 @@ impl Shared {
 
     /// Publishes the whole outbox: actions, then payment updates, each confirmed before the cursor moves.
     /// One round at a time (the `publishing` lock).
+    ///
+    /// A round that fails fails the member, before another thread can start one: it may have committed some
+    /// partitions' transactions before another's failed, and their cursors did not move, so publishing
+    /// again from this store would put those actions and updates in the topics twice. Only a new take of
+    /// the partitions (a restart, or another member) publishes them, deduplicated against the topics.
     pub(super) fn publish(&self) -> Result<(), KafkaLogError> {
         let _round = lock(&self.publishing);
+        let result = self.publish_locked();
+        if result.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// [`Shared::publish`] for a caller that holds the `publishing` lock. Nothing once the member failed
+    /// (checked under the lock: it may have failed while the caller waited for it).
+    pub(super) fn publish_locked(&self) -> Result<(), KafkaLogError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
         // Owning nothing (before the first assignment, say), a round could only set every entry aside: the
         // entries wait in the streams instead, for their partition's next take by this store, which
         // publishes them or, if another member published there since, drops them as stale.

@@ -1045,17 +1045,17 @@ impl Projection {
         })
     }
 
-    /// Whether everything `log` holds, as far as it knows, is applied here (every partition stored up to
-    /// the end `log` gives) and both outbox streams are published to their ends: what a one-shot run or a
-    /// test waits for.
+    /// Whether everything `log` holds, as far as it knows, is applied here (every partition's position at
+    /// the end `log` gives; past it, `log`'s view is behind) and both outbox streams are published to their
+    /// ends: what a one-shot run or a test waits for.
     pub fn drained(&self, log: &dyn crate::LogView) -> Result<bool, StoreError> {
         for partition in 0..log.partitions() {
-            if self.stored_position(partition)?.unwrap_or(0) < log.end(partition) {
+            if self.position(partition)? != log.end(partition) {
                 return Ok(false);
             }
         }
         for stream in [Stream::Actions, Stream::Payments] {
-            if self.published(stream)? < self.stream_end(stream)? {
+            if self.published(stream)? != self.stream_end(stream)? {
                 return Ok(false);
             }
         }
